@@ -1,0 +1,377 @@
+//! Command line and JSON configuration: which instances to emulate and where.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Default access-token lifetime, the same as Google's.
+pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// Which server CA hierarchy an instance uses (`serverCaMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaMode {
+    /// `GOOGLE_MANAGED_INTERNAL_CA`: one self-signed root, leaf with CN `project:instance`.
+    Legacy,
+    /// `GOOGLE_MANAGED_CAS_CA`: root + intermediate, leaf with a SAN DNS name and no CN.
+    Cas,
+}
+
+impl CaMode {
+    /// Parses `legacy` or `cas`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "legacy" => Ok(Self::Legacy),
+            "cas" => Ok(Self::Cas),
+            other => Err(format!(
+                "unknown ca mode {other:?} (expected legacy or cas)"
+            )),
+        }
+    }
+
+    /// The short name used on the command line and in the ready line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Cas => "cas",
+        }
+    }
+
+    /// The value of `serverCaMode` in connectSettings.
+    pub fn server_ca_mode(self) -> &'static str {
+        match self {
+            Self::Legacy => "GOOGLE_MANAGED_INTERNAL_CA",
+            Self::Cas => "GOOGLE_MANAGED_CAS_CA",
+        }
+    }
+}
+
+/// One emulated Cloud SQL instance as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// Project id, possibly domain-scoped (`example.com:proj`).
+    pub project: String,
+    /// Region, e.g. `us-central1`.
+    pub region: String,
+    /// Instance name.
+    pub name: String,
+    /// `HOST:PORT` of the database the proxy forwards to.
+    pub backend: String,
+    /// `databaseVersion`, e.g. `POSTGRES_15`.
+    pub database_version: String,
+    /// Server CA mode.
+    pub ca_mode: CaMode,
+    /// Fixed public IP, or `None` to pick a random loopback address.
+    pub public_ip: Option<IpAddr>,
+}
+
+impl InstanceSpec {
+    /// `project:region:name`.
+    pub fn connection_name(&self) -> String {
+        format!("{}:{}:{}", self.project, self.region, self.name)
+    }
+
+    /// `project:name`, the key the Admin API paths (and the counters) use.
+    pub fn api_key(&self) -> String {
+        format!("{}:{}", self.project, self.name)
+    }
+
+    /// Parses a command-line SPEC:
+    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP]`.
+    pub fn parse_cli(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.split(',');
+        let name = parts.next().unwrap_or_default();
+        let mut fields = FileInstance {
+            name: name.to_string(),
+            ..FileInstance::default()
+        };
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("instance spec field {part:?} is not KEY=VALUE"))?;
+            let value = Some(value.to_string());
+            match key {
+                "backend" => fields.backend = value,
+                "version" | "database_version" => fields.database_version = value,
+                "ca" | "ca_mode" => fields.ca_mode = value,
+                "public-ip" | "public_ip" => fields.public_ip = value,
+                other => return Err(format!("unknown instance spec field {other:?}")),
+            }
+        }
+        fields.into_spec()
+    }
+}
+
+/// Splits `project:region:name`: the last part is the name, the second-to-last the region and
+/// everything before that the project (so domain-scoped projects keep their colon).
+pub fn split_connection_name(s: &str) -> Result<(String, String, String), String> {
+    let bad =
+        || format!("invalid instance connection name {s:?}, expected PROJECT:REGION:INSTANCE");
+    let (rest, name) = s.rsplit_once(':').ok_or_else(bad)?;
+    let (project, region) = rest.rsplit_once(':').ok_or_else(bad)?;
+    // The official regex allows at most one colon inside the project (domain scope).
+    if project.is_empty()
+        || region.is_empty()
+        || name.is_empty()
+        || project.matches(':').count() > 1
+        || project.split(':').any(str::is_empty)
+    {
+        return Err(bad());
+    }
+    Ok((project.to_string(), region.to_string(), name.to_string()))
+}
+
+/// One instance in the JSON config file; the same fields as the command-line SPEC.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInstance {
+    /// `project:region:name`.
+    pub name: String,
+    /// `HOST:PORT` of the backend database.
+    pub backend: Option<String>,
+    /// `databaseVersion`, default `POSTGRES_15`.
+    pub database_version: Option<String>,
+    /// `legacy` or `cas` (default).
+    pub ca_mode: Option<String>,
+    /// Fixed public IP.
+    pub public_ip: Option<String>,
+}
+
+impl FileInstance {
+    /// Validates the fields and applies defaults.
+    pub fn into_spec(self) -> Result<InstanceSpec, String> {
+        let (project, region, name) = split_connection_name(&self.name)?;
+        let backend = self
+            .backend
+            .ok_or_else(|| format!("instance {}: backend=HOST:PORT is required", self.name))?;
+        match backend.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("instance {}: bad backend {backend:?}", self.name)),
+        }
+        let ca_mode = match self.ca_mode {
+            Some(m) => CaMode::parse(&m)?,
+            None => CaMode::Cas,
+        };
+        let public_ip = match self.public_ip {
+            Some(ip) => Some(
+                ip.parse::<IpAddr>()
+                    .map_err(|e| format!("instance {}: bad public ip {ip:?}: {e}", self.name))?,
+            ),
+            None => None,
+        };
+        Ok(InstanceSpec {
+            project,
+            region,
+            name,
+            backend,
+            database_version: self
+                .database_version
+                .unwrap_or_else(|| "POSTGRES_15".to_string()),
+            ca_mode,
+            public_ip,
+        })
+    }
+}
+
+/// The JSON config file: `{"instances":[...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Instances to emulate.
+    #[serde(default)]
+    pub instances: Vec<FileInstance>,
+}
+
+/// Everything the emulator needs to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Instances to emulate.
+    pub instances: Vec<InstanceSpec>,
+    /// Where credential files go; `None` = a fresh temporary directory.
+    pub state_dir: Option<PathBuf>,
+    /// Where to also write the ready line.
+    pub ready_file: Option<PathBuf>,
+    /// Access-token lifetime in seconds.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            instances: Vec::new(),
+            state_dir: None,
+            ready_file: None,
+            token_lifetime_secs: DEFAULT_TOKEN_LIFETIME_SECS,
+        }
+    }
+}
+
+/// Usage text for `--help` and errors.
+pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SPEC]... \
+[--state-dir DIR] [--ready-file FILE] [--token-lifetime-secs N]
+  SPEC: project:region:name,backend=HOST:PORT[,version=POSTGRES_15][,ca=legacy|cas][,public-ip=IP]";
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the emulator.
+    Run(Options),
+    /// Print usage and exit.
+    Help,
+}
+
+/// Parses the command line (without the program name). Accepts `--flag value` and `--flag=value`.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut opts = Options::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--config" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read config {path}: {e}"))?;
+                let file: FileConfig =
+                    serde_json::from_str(&text).map_err(|e| format!("bad config {path}: {e}"))?;
+                for inst in file.instances {
+                    opts.instances.push(inst.into_spec()?);
+                }
+            }
+            "--instance" => opts.instances.push(InstanceSpec::parse_cli(&value()?)?),
+            "--state-dir" => opts.state_dir = Some(PathBuf::from(value()?)),
+            "--ready-file" => opts.ready_file = Some(PathBuf::from(value()?)),
+            "--token-lifetime-secs" => {
+                let v = value()?;
+                opts.token_lifetime_secs = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| format!("bad --token-lifetime-secs {v:?}"))?;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for inst in &opts.instances {
+        if !seen.insert(inst.api_key()) {
+            return Err(format!("instance {} given twice", inst.connection_name()));
+        }
+    }
+    Ok(Command::Run(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_plain_and_domain_scoped_names() {
+        assert_eq!(
+            split_connection_name("p:r:i").unwrap(),
+            ("p".into(), "r".into(), "i".into())
+        );
+        assert_eq!(
+            split_connection_name("example.com:proj:us-central1:db").unwrap(),
+            ("example.com:proj".into(), "us-central1".into(), "db".into())
+        );
+        for bad in [
+            "p:r",
+            "p",
+            "",
+            "p::i",
+            ":r:i",
+            "p:r:",
+            "a:b:c:d:e",
+            ":b:c:d",
+        ] {
+            assert!(split_connection_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_cli_spec_with_defaults() {
+        let s = InstanceSpec::parse_cli("example.com:proj:us-central1:db,backend=127.0.0.1:5432")
+            .unwrap();
+        assert_eq!(s.project, "example.com:proj");
+        assert_eq!(s.region, "us-central1");
+        assert_eq!(s.name, "db");
+        assert_eq!(s.backend, "127.0.0.1:5432");
+        assert_eq!(s.database_version, "POSTGRES_15");
+        assert_eq!(s.ca_mode, CaMode::Cas);
+        assert_eq!(s.public_ip, None);
+        assert_eq!(s.connection_name(), "example.com:proj:us-central1:db");
+        assert_eq!(s.api_key(), "example.com:proj:db");
+    }
+
+    #[test]
+    fn parses_cli_spec_with_all_fields() {
+        let s = InstanceSpec::parse_cli(
+            "p:r:i,backend=localhost:3306,version=MYSQL_8_0,ca=legacy,public-ip=127.0.0.2",
+        )
+        .unwrap();
+        assert_eq!(s.database_version, "MYSQL_8_0");
+        assert_eq!(s.ca_mode, CaMode::Legacy);
+        assert_eq!(s.public_ip, Some("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        assert!(
+            InstanceSpec::parse_cli("p:r:i").is_err(),
+            "backend required"
+        );
+        assert!(InstanceSpec::parse_cli("p:r:i,backend=nope").is_err());
+        assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,ca=other").is_err());
+        assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,colour=red").is_err());
+        assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,public-ip=x").is_err());
+    }
+
+    #[test]
+    fn parses_args_and_file() {
+        let dir = std::env::temp_dir().join(format!("gcp-emu-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.json");
+        std::fs::write(
+            &file,
+            r#"{"instances":[{"name":"a:b:c","backend":"127.0.0.1:1","ca_mode":"legacy","public_ip":"127.0.0.9"}]}"#,
+        )
+        .unwrap();
+        let args = [
+            "--config",
+            file.to_str().unwrap(),
+            "--instance=p:r:i,backend=h:2",
+            "--token-lifetime-secs",
+            "120",
+            "--state-dir",
+            "/tmp/x",
+        ];
+        let Command::Run(o) = parse_args(args.iter().map(|s| s.to_string())).unwrap() else {
+            panic!("expected run");
+        };
+        assert_eq!(o.instances.len(), 2);
+        assert_eq!(o.instances[0].ca_mode, CaMode::Legacy);
+        assert_eq!(o.token_lifetime_secs, 120);
+        assert_eq!(o.state_dir, Some(PathBuf::from("/tmp/x")));
+        assert!(parse_args(["--bogus".to_string()]).is_err());
+        let dup = [
+            "--instance",
+            "p:r:i,backend=h:2",
+            "--instance",
+            "p:r2:i,backend=h:3",
+        ];
+        assert!(parse_args(dup.iter().map(|s| s.to_string())).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,65 @@
+//! Test control endpoints under `/emulator/v1`: call counters and the server
+//! certificate each proxy presents.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::certs::ServerCertMode;
+use crate::state::SharedState;
+
+/// Routes, to be nested under `/emulator/v1`.
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/calls", get(calls))
+        .route("/calls/reset", post(reset))
+        .route("/instances/{name}/server-cert", post(server_cert))
+}
+
+async fn calls(State(state): State<SharedState>) -> Response {
+    Json(state.calls.snapshot()).into_response()
+}
+
+async fn reset(State(state): State<SharedState>) -> Response {
+    state.calls.reset();
+    Json(json!({})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ServerCertRequest {
+    mode: String,
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": status.as_u16(), "message": message}})),
+    )
+        .into_response()
+}
+
+async fn server_cert(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(inst) = state.instance_by_connection_name(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("unknown instance {name:?}"));
+    };
+    let mode = serde_json::from_slice::<ServerCertRequest>(&body)
+        .ok()
+        .and_then(|r| ServerCertMode::parse(&r.mode));
+    let Some(mode) = mode else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"mode\":\"valid\"|\"wrong-ca\"|\"wrong-cn\"}".into(),
+        );
+    };
+    inst.set_server_cert_mode(mode);
+    Json(json!({})).into_response()
+}

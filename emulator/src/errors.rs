@@ -1,0 +1,194 @@
+//! Google API error bodies: `{"error":{"code","message","errors":[...],"status"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// A Google JSON API error, rendered the way googleapis.com renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleError {
+    /// HTTP status code.
+    pub code: u16,
+    /// Human-readable message (`error.message` and `errors[0].message`).
+    pub message: String,
+    /// Short message in `errors[0].message` when it differs from `message`.
+    pub detail: Option<String>,
+    /// `errors[0].reason`, e.g. `notAuthorized`.
+    pub reason: &'static str,
+    /// `error.status`, e.g. `PERMISSION_DENIED`.
+    pub status: &'static str,
+    /// `errors[0].location` / `locationType`, for auth errors.
+    pub location: Option<(&'static str, &'static str)>,
+}
+
+impl GoogleError {
+    /// A plain error: `errors[0].message` repeats `message`.
+    pub fn new(
+        code: u16,
+        message: impl Into<String>,
+        reason: &'static str,
+        status: &'static str,
+    ) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+            reason,
+            status,
+            location: None,
+        }
+    }
+
+    /// 401: the bearer token is missing, unknown or expired.
+    pub fn unauthenticated() -> Self {
+        Self {
+            code: 401,
+            message:
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, \
+login cookie or other valid authentication credential. See \
+https://developers.google.com/identity/sign-in/web/devconsole-project."
+                    .into(),
+            detail: Some("Invalid Credentials".into()),
+            reason: "authError",
+            status: "UNAUTHENTICATED",
+            location: Some(("Authorization", "header")),
+        }
+    }
+
+    /// 403: the token lacks an Admin API scope.
+    pub fn insufficient_scopes() -> Self {
+        Self {
+            detail: Some("Insufficient Permission".into()),
+            ..Self::new(
+                403,
+                "Request had insufficient authentication scopes.",
+                "insufficientPermissions",
+                "PERMISSION_DENIED",
+            )
+        }
+    }
+
+    /// 403: the project is not one the emulator knows.
+    pub fn not_authorized() -> Self {
+        Self::new(
+            403,
+            "The client is not authorized to make this request.",
+            "notAuthorized",
+            "PERMISSION_DENIED",
+        )
+    }
+
+    /// 404: known project, unknown instance.
+    pub fn instance_not_found() -> Self {
+        Self::new(
+            404,
+            "The Cloud SQL instance does not exist.",
+            "instanceDoesNotExist",
+            "NOT_FOUND",
+        )
+    }
+
+    /// 404: no such method or path.
+    pub fn route_not_found(method: &str, path: &str) -> Self {
+        Self::new(
+            404,
+            format!("Method not found: {method} {path}"),
+            "notFound",
+            "NOT_FOUND",
+        )
+    }
+
+    /// 400 `INVALID_ARGUMENT`.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(400, message, "invalid", "INVALID_ARGUMENT")
+    }
+
+    /// 500 for failures of the emulator itself.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, message, "internalError", "INTERNAL")
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut item = json!({
+            "message": self.detail.as_deref().unwrap_or(&self.message),
+            "domain": "global",
+            "reason": self.reason,
+        });
+        if let Some((location, location_type)) = self.location {
+            item["location"] = json!(location);
+            item["locationType"] = json!(location_type);
+        }
+        json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "errors": [item],
+                "status": self.status,
+            }
+        })
+    }
+}
+
+impl IntoResponse for GoogleError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(self.body())).into_response();
+        if self.code == 401 {
+            // Google also says why in WWW-Authenticate; clients only look at the body.
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(
+                    "Bearer realm=\"https://accounts.google.com/\"",
+                ),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_error_shape() {
+        let body = GoogleError::instance_not_found().body();
+        assert_eq!(
+            body,
+            json!({"error":{"code":404,"message":"The Cloud SQL instance does not exist.",
+                "errors":[{"message":"The Cloud SQL instance does not exist.","domain":"global",
+                "reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}})
+        );
+        let body = GoogleError::not_authorized().body();
+        assert_eq!(body["error"]["code"], 403);
+        assert_eq!(body["error"]["errors"][0]["reason"], "notAuthorized");
+        assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    }
+
+    #[test]
+    fn auth_error_shape() {
+        let body = GoogleError::unauthenticated().body();
+        let err = &body["error"];
+        assert_eq!(err["code"], 401);
+        assert!(err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Request had invalid authentication credentials."));
+        assert_eq!(
+            err["errors"][0],
+            json!({"message":"Invalid Credentials","domain":"global","reason":"authError",
+                "location":"Authorization","locationType":"header"})
+        );
+        assert_eq!(err["status"], "UNAUTHENTICATED");
+
+        let body = GoogleError::insufficient_scopes().body();
+        assert_eq!(
+            body,
+            json!({"error":{"code":403,"message":"Request had insufficient authentication scopes.",
+                "errors":[{"message":"Insufficient Permission","domain":"global",
+                "reason":"insufficientPermissions"}],"status":"PERMISSION_DENIED"}})
+        );
+    }
+}

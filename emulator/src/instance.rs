@@ -1,0 +1,105 @@
+//! One emulated Cloud SQL instance at run time: its settings, certificates, public IP and
+//! the server certificate its proxy currently presents.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use rand::distributions::{Alphanumeric, DistString};
+use rustls::ServerConfig;
+
+use crate::certs::{hex_lower, InstanceCerts, ServerCertMode};
+use crate::config::InstanceSpec;
+use crate::proxy::build_server_config;
+
+/// A running instance.
+pub struct Instance {
+    /// How it was configured.
+    pub spec: InstanceSpec,
+    /// The address its proxy listens on (port 3307).
+    pub public_ip: IpAddr,
+    /// `<12 hex>.<13 alnum>.<region>.sql.goog.` for CAS instances (with the trailing dot).
+    pub dns_name: Option<String>,
+    /// Its certificates.
+    pub certs: InstanceCerts,
+    valid: Arc<ServerConfig>,
+    wrong_ca: Arc<ServerConfig>,
+    wrong_cn: Arc<ServerConfig>,
+    mode: RwLock<ServerCertMode>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("name", &self.spec.connection_name())
+            .field("public_ip", &self.public_ip)
+            .field("dns_name", &self.dns_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Prepares the three TLS server configurations up front, so switching the
+    /// presented certificate is instant.
+    pub fn new(
+        spec: InstanceSpec,
+        public_ip: IpAddr,
+        dns_name: Option<String>,
+        certs: InstanceCerts,
+    ) -> Result<Self, String> {
+        let client_ca = &certs.client_ca.cert.der;
+        let key = &certs.server_key_pkcs8;
+        Ok(Self {
+            valid: build_server_config(&certs.valid, key, client_ca)?,
+            wrong_ca: build_server_config(&certs.wrong_ca, key, client_ca)?,
+            wrong_cn: build_server_config(&certs.wrong_cn, key, client_ca)?,
+            mode: RwLock::new(ServerCertMode::Valid),
+            spec,
+            public_ip,
+            dns_name,
+            certs,
+        })
+    }
+
+    /// Chooses which server certificate new connections get.
+    pub fn set_server_cert_mode(&self, mode: ServerCertMode) {
+        *self.mode.write().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// The TLS configuration for the next connection.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        let mode = *self.mode.read().unwrap_or_else(|e| e.into_inner());
+        match mode {
+            ServerCertMode::Valid => self.valid.clone(),
+            ServerCertMode::WrongCa => self.wrong_ca.clone(),
+            ServerCertMode::WrongCn => self.wrong_cn.clone(),
+        }
+    }
+}
+
+/// A DNS name shaped like Google's: `<12 hex>.<13 lowercase alnum>.<region>.sql.goog.`
+pub fn generate_dns_name(region: &str) -> String {
+    let a: [u8; 6] = rand::random();
+    let b = Alphanumeric
+        .sample_string(&mut rand::thread_rng(), 13)
+        .to_ascii_lowercase();
+    format!("{}.{b}.{region}.sql.goog.", hex_lower(&a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_name_shape() {
+        let n = generate_dns_name("us-central1");
+        let parts: Vec<&str> = n.split('.').collect();
+        assert_eq!(parts.len(), 6, "{n}");
+        assert_eq!(parts[0].len(), 12);
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(parts[1].len(), 13);
+        assert!(parts[1]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(n.ends_with(".us-central1.sql.goog."));
+    }
+}

@@ -1,0 +1,23 @@
+//! A local emulator of Google's side of Cloud SQL connections: the SQL Admin API
+//! (v1beta4 and v1), an OAuth2 token endpoint, a GCE metadata server and one server-side
+//! TLS proxy per instance, so connectors can be tested on one machine without a cloud
+//! account. See `/work/shared/spec/cloudsql-protocol.md` §3, §6 and §8.3.
+
+pub mod admin;
+pub mod calls;
+pub mod certs;
+pub mod config;
+pub mod control;
+pub mod credentials;
+pub mod errors;
+pub mod instance;
+pub mod jwt;
+pub mod metadata;
+pub mod oauth;
+pub mod proxy;
+pub mod server;
+pub mod state;
+pub mod tokens;
+
+pub use config::Options;
+pub use server::{start, Ready, Running};

@@ -1,0 +1,115 @@
+//! The access-token store shared by the token endpoint, the metadata server and the Admin API.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use rand::distributions::{Alphanumeric, DistString};
+
+/// Scope that allows every Google Cloud API.
+pub const SCOPE_CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Scope for the Cloud SQL Admin API.
+pub const SCOPE_SQLSERVICE_ADMIN: &str = "https://www.googleapis.com/auth/sqlservice.admin";
+/// Scope for IAM database login (`generateEphemeralCert` `access_token`).
+pub const SCOPE_SQLSERVICE_LOGIN: &str = "https://www.googleapis.com/auth/sqlservice.login";
+/// Scope for the caller's email.
+pub const SCOPE_USERINFO_EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
+
+/// What the emulator knows about an access token it issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Who the token stands for (an email).
+    pub principal: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// When the token stops working.
+    pub expiry: SystemTime,
+}
+
+impl TokenInfo {
+    /// True when the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Issued tokens, looked up by value.
+#[derive(Debug)]
+pub struct TokenStore {
+    lifetime: Duration,
+    tokens: Mutex<HashMap<String, TokenInfo>>,
+}
+
+impl TokenStore {
+    /// A store whose tokens live `lifetime`.
+    pub fn new(lifetime: Duration) -> Self {
+        Self {
+            lifetime,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured token lifetime.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Issues a fresh `ya29.emu-…` token and returns it with its info.
+    pub fn issue(&self, principal: &str, scopes: Vec<String>) -> (String, TokenInfo) {
+        let token = format!(
+            "ya29.emu-{}",
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+        );
+        let now = SystemTime::now();
+        let info = TokenInfo {
+            principal: principal.to_string(),
+            scopes,
+            expiry: now + self.lifetime,
+        };
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        // Drop long-expired tokens so a long-running emulator does not grow without bound.
+        tokens.retain(|_, t| t.expiry + Duration::from_secs(3600) > now);
+        tokens.insert(token.clone(), info.clone());
+        (token, info)
+    }
+
+    /// The info of `token` if the emulator issued it and it has not expired.
+    pub fn lookup_valid(&self, token: &str) -> Option<TokenInfo> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .get(token)
+            .filter(|t| t.expiry > SystemTime::now())
+            .cloned()
+    }
+
+    /// Seconds the client is told in `expires_in`: one less than the lifetime, as Google does.
+    pub fn expires_in(&self) -> u64 {
+        self.lifetime.as_secs().saturating_sub(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_and_looks_up() {
+        let store = TokenStore::new(Duration::from_secs(60));
+        let (tok, info) = store.issue("a@b", vec![SCOPE_CLOUD_PLATFORM.into()]);
+        assert!(tok.starts_with("ya29.emu-"));
+        assert_eq!(tok.len(), "ya29.emu-".len() + 32);
+        assert_eq!(store.lookup_valid(&tok), Some(info.clone()));
+        assert!(info.has_scope(SCOPE_CLOUD_PLATFORM));
+        assert!(!info.has_scope(SCOPE_SQLSERVICE_LOGIN));
+        assert_eq!(store.lookup_valid("ya29.other"), None);
+        assert_eq!(store.expires_in(), 59);
+    }
+
+    #[test]
+    fn expired_tokens_are_invalid() {
+        let store = TokenStore::new(Duration::from_millis(1));
+        let (tok, _) = store.issue("a@b", vec![]);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.lookup_valid(&tok), None);
+    }
+}

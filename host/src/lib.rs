@@ -1,0 +1,297 @@
+//! An embedded wasmtime 48 host for the `gcp-db-connector` project's tests,
+//! demo and benchmarks.
+//!
+//! One [`Host`] owns one [`wasmtime::Engine`] and a [`Linker`] with every
+//! WASI 0.2 interface plus `wasi:http`. It runs:
+//!
+//! - `wasi:cli/run` commands with [`Host::run_command`], capturing their
+//!   output (see [`command`]);
+//! - the connector component with [`Host::instantiate_connector`], calling its
+//!   `gcp:db-connector/connector` exports directly (see [`connector`]).
+//!
+//! Every guest gets the same network policy ([`policy`]): TCP and HTTP to the
+//! local machine only, no UDP.
+//!
+//! Compiled components are cached on disk by wasmtime (so a test run after
+//! the first does not pay for Cranelift again) and in memory per path.
+//!
+//! ```no_run
+//! # async fn demo() -> wasmtime::Result<()> {
+//! use gcp_db_host::{CommandOptions, Host};
+//! let host = Host::new()?;
+//! let out = host
+//!     .run_command(
+//!         "guest.wasm".as_ref(),
+//!         &CommandOptions { args: vec!["hello".into()], ..Default::default() },
+//!     )
+//!     .await?;
+//! assert!(out.success, "{}", out.stderr);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod connector;
+pub mod pgwire;
+pub mod policy;
+pub mod query;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{Cache, CacheConfig, Config, Engine};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub use command::{CommandOptions, CommandOutput};
+pub use connector::ConnectorInstance;
+
+/// Runs WebAssembly components with the project's WASI policy.
+///
+/// Cheap to share: wrap it in an `Arc` or a `static` and use it from many
+/// tasks. Each run or instantiation gets its own [`wasmtime::Store`].
+pub struct Host {
+    engine: Engine,
+    linker: Linker<State>,
+    components: Mutex<HashMap<PathBuf, CachedComponent>>,
+}
+
+/// A compiled component and the file state it was compiled from, so a
+/// rebuilt `.wasm` is noticed by a long-lived host.
+struct CachedComponent {
+    stamp: FileStamp,
+    component: Component,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> wasmtime::Result<FileStamp> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+impl Host {
+    /// A host whose compiled code is cached on disk in [`default_cache_dir`].
+    ///
+    /// If that cache cannot be set up (no usable directory), the host still
+    /// works, compiling every component from scratch, and says so on stderr.
+    pub fn new() -> wasmtime::Result<Host> {
+        match default_cache_dir() {
+            Some(dir) => match Host::with_cache_dir(Some(dir.clone())) {
+                Ok(host) => Ok(host),
+                Err(err) => {
+                    eprintln!(
+                        "gcp-db-host: compilation cache at {} unavailable ({err:#}); continuing without it",
+                        dir.display()
+                    );
+                    Host::with_cache_dir(None)
+                }
+            },
+            None => Host::with_cache_dir(None),
+        }
+    }
+
+    /// A host caching compiled code in `cache_dir` (made absolute and created
+    /// if missing), or not caching on disk at all with `None`.
+    pub fn with_cache_dir(cache_dir: Option<PathBuf>) -> wasmtime::Result<Host> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        if let Some(dir) = cache_dir {
+            let dir = std::path::absolute(&dir)
+                .with_context(|| format!("cache directory {}", dir.display()))?;
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            config.cache(Some(Cache::new(cache_config)?));
+        }
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<State>::new(&engine);
+        // All of WASI 0.2, not only what a component's WIT world names: the
+        // Rust standard library of a guest may pull in more (stderr, exit…).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+
+        Ok(Host {
+            engine,
+            linker,
+            components: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine shared by every component this host runs.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The compiled component at `wasm`, compiled at most once per host for
+    /// an unchanged file (and loaded from the on-disk cache when possible).
+    pub fn component(&self, wasm: &Path) -> wasmtime::Result<Component> {
+        let key = std::fs::canonicalize(wasm)
+            .with_context(|| format!("component {} not found", wasm.display()))?;
+        let stamp = FileStamp::of(&key)?;
+        if let Some(cached) = self.lock_components().get(&key) {
+            if cached.stamp == stamp {
+                return Ok(cached.component.clone());
+            }
+        }
+        // Compiled without holding the lock so other components can load in
+        // parallel; two racing compiles of one file are merely wasted work.
+        let component = Component::from_file(&self.engine, &key)
+            .with_context(|| format!("cannot load component {}", wasm.display()))?;
+        self.lock_components().insert(
+            key,
+            CachedComponent {
+                stamp,
+                component: component.clone(),
+            },
+        );
+        Ok(component)
+    }
+
+    /// The import names of the component at `wasm`, e.g.
+    /// `wasi:http/outgoing-handler@0.2.12`, in the component's order.
+    pub fn imports(&self, wasm: &Path) -> wasmtime::Result<Vec<String>> {
+        let component = self.component(wasm)?;
+        Ok(component_imports(&self.engine, &component))
+    }
+
+    /// The export names of the component at `wasm`, e.g.
+    /// `gcp:db-connector/connector@0.1.0`.
+    pub fn exports(&self, wasm: &Path) -> wasmtime::Result<Vec<String>> {
+        let component = self.component(wasm)?;
+        Ok(component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect())
+    }
+
+    fn lock_components(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, CachedComponent>> {
+        // A panic while holding the lock cannot leave the map inconsistent
+        // (each update is a single insert), so a poisoned lock is still usable.
+        self.components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The import names of an already compiled component.
+pub fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// Where [`Host::new`] caches compiled code:
+/// `$CARGO_TARGET_DIR/wasmtime-cache` when `CARGO_TARGET_DIR` is set (so it
+/// lives and dies with the build cache), else
+/// `$HOME/.cache/gcp-db-connector/wasmtime-cache`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(target).join("wasmtime-cache"));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
+    Some(PathBuf::from(home).join(".cache/gcp-db-connector/wasmtime-cache"))
+}
+
+/// The data of every store this host creates.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: policy::LoopbackHttpHooks,
+}
+
+impl State {
+    fn new(wasi: WasiCtx) -> State {
+        State {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: policy::LoopbackHttpHooks,
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// A WASI context builder with the network policy, `env` and read-only
+/// preopens `(host path, guest path)` applied.
+fn wasi_builder(
+    env: &[(String, String)],
+    dirs: &[(PathBuf, String)],
+) -> wasmtime::Result<WasiCtxBuilder> {
+    let mut builder = WasiCtxBuilder::new();
+    policy::apply_socket_policy(&mut builder);
+    builder.envs(env);
+    for (host_dir, guest_dir) in dirs {
+        builder
+            .preopened_dir(host_dir, guest_dir, FsPerms::ReadOnly)
+            .with_context(|| format!("cannot preopen {}", host_dir.display()))?;
+    }
+    Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use std::pin::Pin;
+
+    /// The store data hands wasi:http the policy hook, not the default one.
+    #[tokio::test]
+    async fn store_state_uses_the_policy_hook() {
+        let mut state = State::new(wasi_builder(&[], &[]).unwrap().build());
+        let body = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::builder()
+            .uri("https://sqladmin.googleapis.com/")
+            .body(body)
+            .unwrap();
+        let fut = state
+            .http()
+            .hooks
+            .send_request(request, None, Box::new(async { Ok(()) }));
+        assert!(matches!(
+            Pin::from(fut).await,
+            Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+        ));
+    }
+}

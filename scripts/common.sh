@@ -1,0 +1,78 @@
+# Shared by scripts/demo and scripts/test: idempotent set-up of everything the
+# project needs on a fresh Debian machine, builds, and a throwaway PostgreSQL.
+# Source it; it sets -euo pipefail.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# A fixed target dir outside the clone, so CI and every clone reuse one build cache.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gcp-db-connector/target}
+WASM_DIR=$CARGO_TARGET_DIR/wasm32-wasip2/wasm
+export GCP_DB_CONNECTOR_WASM=$WASM_DIR/gcp_db_connector_component.wasm
+export GCPDB_PG_QUERY=$WASM_DIR/pg-query.wasm
+export GCPDB_EMULATOR=$CARGO_TARGET_DIR/release/gcp-emulator
+export GCPDB_HOST=$CARGO_TARGET_DIR/release/gcp-db-host
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+trap 'echo "${BASH_SOURCE[0]}: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# The wasm target and PostgreSQL, installed only when missing.
+setup() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    log "installing the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+  fi
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing PostgreSQL from Debian"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+}
+
+build() {
+  log "building the component and the example guest (wasm32-wasip2)"
+  (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
+    -p gcp-db-connector-component -p pg-query)
+  log "building the emulator and the wasmtime host"
+  (cd "$ROOT" && cargo build --locked --release -p gcp-emulator -p gcp-db-host)
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_postgres DIR: a throwaway cluster on a free loopback port. Sets PGPORT.
+# Roles: postgres (trust, for tests) and app / app-password (SCRAM, like a real app).
+start_postgres() {
+  local dir=$1 bin run=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  PGPORT=$(free_port)
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then  # PostgreSQL refuses to run as root
+    chown postgres: "$dir"
+    chmod o+x "$(dirname "$dir")"  # mktemp -d makes the parent 0700
+    run=(runuser -u postgres --)
+  fi
+  if ! "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1; then
+    cat "$dir/initdb.log" >&2
+    return 1
+  fi
+  {
+    echo "host all app 127.0.0.1/32 scram-sha-256"
+    echo "host all all 127.0.0.1/32 trust"
+  } >"$dir/data/pg_hba.conf"
+  "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
+    -o "-p $PGPORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  "$bin/psql" -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
+CREATE ROLE app LOGIN PASSWORD 'app-password';
+CREATE TABLE messages (id serial PRIMARY KEY, body text NOT NULL, created timestamptz DEFAULT now());
+INSERT INTO messages (body) VALUES ('hello from Cloud SQL'), ('through a wasm component');
+GRANT SELECT, INSERT ON messages TO app;
+GRANT USAGE ON SEQUENCE messages_id_seq TO app;
+SQL
+  export PGPORT
+  PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast stop)
+}
+
+stop_postgres() { [ -n "${PG_STOP+x}" ] && "${PG_STOP[@]}" >/dev/null 2>&1 || true; }

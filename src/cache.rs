@@ -1,0 +1,271 @@
+//! The lazy cache: connection info is refreshed only when a connect needs it,
+//! never in the background.
+//!
+//! Each instance has a slot whose lock is held across a refresh, so callers
+//! that arrive meanwhile wait for that refresh instead of starting their own
+//! (single flight). Entries are reused until [`REFRESH_BUFFER`] before they
+//! expire, marked stale after a failed dial, and refreshes are rate-limited per
+//! instance as Google's connectors do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::{Error, InstanceName};
+
+/// Refresh this long before the certificate expires (Google: 4 min).
+pub const REFRESH_BUFFER: Duration = Duration::from_secs(4 * 60);
+/// Refreshes allowed at once per instance.
+const RATE_BURST: f64 = 2.0;
+/// One more refresh allowed per this interval.
+const RATE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What the cache is keyed by: the instance and whether IAM authentication is
+/// on (its certificate carries the login token).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey {
+    pub name: InstanceName,
+    pub iam: bool,
+}
+
+/// A cached value that knows when it expires.
+pub(crate) trait Expiring {
+    fn expiry(&self) -> SystemTime;
+}
+
+/// The lazy cache over values of type `T`.
+pub(crate) struct Cache<T> {
+    slots: Mutex<HashMap<CacheKey, Arc<Mutex<Slot<T>>>>>,
+}
+
+struct Slot<T> {
+    current: Option<Arc<T>>,
+    stale: bool,
+    limiter: RateLimiter,
+}
+
+impl<T: Expiring> Cache<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached value if it is good for at least [`REFRESH_BUFFER`] more,
+    /// else the result of `refresh` (which is then cached). Returns whether the
+    /// value came from the cache.
+    pub(crate) fn get_or_refresh(
+        &self,
+        key: &CacheKey,
+        deadline: Instant,
+        refresh: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<(Arc<T>, bool), Error> {
+        let slot = lock(&self.slots)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Slot {
+                    current: None,
+                    stale: false,
+                    limiter: RateLimiter::new(Instant::now()),
+                }))
+            })
+            .clone();
+        // Held across the refresh: single flight.
+        let mut slot = lock(&slot);
+        if let Some(v) = &slot.current {
+            if !slot.stale && is_fresh(v.expiry(), SystemTime::now()) {
+                return Ok((v.clone(), true));
+            }
+        }
+        loop {
+            match slot.limiter.try_acquire(Instant::now()) {
+                Ok(()) => break,
+                Err(wait) if Instant::now() + wait < deadline => std::thread::sleep(wait),
+                Err(wait) => {
+                    return Err(Error::RateLimited {
+                        instance: key.name.to_string(),
+                        retry_after: wait,
+                    })
+                }
+            }
+        }
+        let fresh = Arc::new(refresh()?);
+        slot.current = Some(fresh.clone());
+        slot.stale = false;
+        Ok((fresh, false))
+    }
+
+    /// Makes the next connect refresh (after a failed dial or handshake). The
+    /// rate limiter is kept, so a broken instance cannot hammer the Admin API.
+    pub(crate) fn invalidate(&self, key: &CacheKey) {
+        let slot = lock(&self.slots).get(key).cloned();
+        if let Some(slot) = slot {
+            lock(&slot).stale = true;
+        }
+    }
+}
+
+/// Whether a value expiring at `expiry` may still be handed out at `now`.
+pub(crate) fn is_fresh(expiry: SystemTime, now: SystemTime) -> bool {
+    now + REFRESH_BUFFER < expiry
+}
+
+/// A poisoned lock only means another caller panicked mid-refresh; the slot
+/// is still consistent (values are swapped in whole).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A token bucket: [`RATE_BURST`] tokens, one more every [`RATE_INTERVAL`].
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            tokens: RATE_BURST,
+            last: now,
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub(crate) fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
+        let earned =
+            now.saturating_duration_since(self.last).as_secs_f64() / RATE_INTERVAL.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(RATE_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(RATE_INTERVAL.mul_f64(1.0 - self.tokens))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    struct V(SystemTime);
+    impl Expiring for V {
+        fn expiry(&self) -> SystemTime {
+            self.0
+        }
+    }
+
+    fn key() -> CacheKey {
+        CacheKey {
+            name: InstanceName::parse("p:r:i").unwrap(),
+            iam: false,
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(50)
+    }
+
+    #[test]
+    fn freshness_keeps_a_four_minute_buffer() {
+        let now = SystemTime::now();
+        assert!(is_fresh(now + Duration::from_secs(241), now));
+        assert!(!is_fresh(now + Duration::from_secs(240), now));
+        assert!(!is_fresh(now + Duration::from_secs(60), now));
+        assert!(!is_fresh(now - Duration::from_secs(1), now));
+    }
+
+    #[test]
+    fn reuses_until_the_buffer_then_refreshes() {
+        let cache = Cache::new();
+        let calls = Cell::new(0);
+        let hour = || {
+            calls.set(calls.get() + 1);
+            Ok(V(SystemTime::now() + Duration::from_secs(3600)))
+        };
+        let (_, cached) = cache.get_or_refresh(&key(), soon(), hour).unwrap();
+        assert!(!cached);
+        let (_, cached) = cache.get_or_refresh(&key(), soon(), hour).unwrap();
+        assert!(cached);
+        assert_eq!(calls.get(), 1);
+
+        // A value inside the buffer is refreshed on the next get.
+        let other = CacheKey { iam: true, ..key() };
+        let short = || Ok(V(SystemTime::now() + Duration::from_secs(200)));
+        cache.get_or_refresh(&other, soon(), short).unwrap();
+        let (_, cached) = cache.get_or_refresh(&other, soon(), hour).unwrap();
+        assert!(!cached);
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
+    fn invalidate_forces_exactly_one_refresh() {
+        let cache = Cache::new();
+        let calls = Cell::new(0);
+        let hour = || {
+            calls.set(calls.get() + 1);
+            Ok(V(SystemTime::now() + Duration::from_secs(3600)))
+        };
+        cache.get_or_refresh(&key(), soon(), hour).unwrap();
+        cache.invalidate(&key());
+        let (_, cached) = cache.get_or_refresh(&key(), soon(), hour).unwrap();
+        assert!(!cached);
+        let (_, cached) = cache.get_or_refresh(&key(), soon(), hour).unwrap();
+        assert!(cached);
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
+    fn a_failed_refresh_is_not_cached() {
+        let cache: Cache<V> = Cache::new();
+        let r = cache.get_or_refresh(&key(), soon(), || Err(Error::Dial("x".into())));
+        assert!(r.is_err());
+        let (_, cached) = cache
+            .get_or_refresh(&key(), soon(), || {
+                Ok(V(SystemTime::now() + Duration::from_secs(3600)))
+            })
+            .unwrap();
+        assert!(!cached);
+    }
+
+    #[test]
+    fn third_refresh_in_a_burst_is_rate_limited_with_retry_after() {
+        let cache = Cache::new();
+        let stale = || Ok(V(SystemTime::now()));
+        cache.get_or_refresh(&key(), soon(), stale).unwrap();
+        cache.get_or_refresh(&key(), soon(), stale).unwrap();
+        match cache.get_or_refresh(&key(), soon(), stale) {
+            Err(Error::RateLimited {
+                retry_after,
+                instance,
+            }) => {
+                assert_eq!(instance, "p:r:i");
+                assert!(
+                    retry_after > Duration::from_secs(29) && retry_after <= Duration::from_secs(30)
+                );
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn limiter_refills_one_token_per_thirty_seconds_up_to_two() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(t0);
+        assert!(l.try_acquire(t0).is_ok());
+        assert!(l.try_acquire(t0).is_ok());
+        assert_eq!(l.try_acquire(t0), Err(Duration::from_secs(30)));
+        let wait = l.try_acquire(t0 + Duration::from_secs(10)).unwrap_err();
+        assert!((wait.as_secs_f64() - 20.0).abs() < 1e-6);
+        assert!(l.try_acquire(t0 + Duration::from_secs(30)).is_ok());
+        // A long idle period refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(l.try_acquire(later).is_ok());
+        assert!(l.try_acquire(later).is_ok());
+        assert!(l.try_acquire(later).is_err());
+    }
+}

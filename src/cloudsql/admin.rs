@@ -1,0 +1,312 @@
+//! The Cloud SQL Admin API (v1beta4) calls a connect needs, as Google's
+//! connectors make them: `connectSettings` and `generateEphemeralCert`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::{Request, Response};
+use crate::{ApiError, Error, InstanceName};
+
+/// Google's Admin API endpoint.
+pub const DEFAULT_ADMIN_ENDPOINT: &str = "https://sqladmin.googleapis.com";
+
+/// What every Admin API request carries besides its token.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminClient {
+    base: String,
+    user_agent: String,
+    quota_project: Option<String>,
+}
+
+impl AdminClient {
+    pub(crate) fn new(base: &str, user_agent: String, quota_project: Option<String>) -> Self {
+        Self {
+            // Google's clients build `{endpoint}/sql/v1beta4/...`.
+            base: base.trim_end_matches('/').to_string(),
+            user_agent,
+            quota_project,
+        }
+    }
+
+    fn instance_url(&self, name: &InstanceName) -> String {
+        format!(
+            "{}/sql/v1beta4/projects/{}/instances/{}",
+            self.base,
+            name.project(),
+            name.instance()
+        )
+    }
+
+    fn with_headers(&self, mut req: Request, api_token: &str) -> Request {
+        req = req
+            .header("authorization", format!("Bearer {api_token}"))
+            .header("user-agent", self.user_agent.clone())
+            .header("x-goog-api-client", self.user_agent.clone());
+        if let Some(p) = &self.quota_project {
+            req = req.header("x-goog-user-project", p.clone());
+        }
+        req
+    }
+
+    /// `GET …/instances/{i}/connectSettings`.
+    pub(crate) fn connect_settings(&self, name: &InstanceName, api_token: &str) -> Request {
+        let url = format!("{}/connectSettings", self.instance_url(name));
+        self.with_headers(Request::get(url), api_token)
+    }
+
+    /// `POST …/instances/{i}:generateEphemeralCert` for `public_key_pem`; with a
+    /// login token for automatic IAM database authentication.
+    pub(crate) fn generate_ephemeral_cert(
+        &self,
+        name: &InstanceName,
+        api_token: &str,
+        public_key_pem: &str,
+        login_token: Option<&str>,
+    ) -> Result<Request, Error> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            public_key: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            access_token: Option<&'a str>,
+        }
+        let body = serde_json::to_vec(&Body {
+            public_key: public_key_pem,
+            access_token: login_token,
+        })
+        .map_err(|e| Error::InvalidConfig(format!("cannot encode the request: {e}")))?;
+        let url = format!("{}:generateEphemeralCert", self.instance_url(name));
+        Ok(self.with_headers(Request::post(url, "application/json", body), api_token))
+    }
+}
+
+/// The fields of `connectSettings` the connector uses (`sql#connectSettings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConnectSettings {
+    pub region: Option<String>,
+    pub backend_type: Option<String>,
+    pub database_version: Option<String>,
+    #[serde(default)]
+    pub ip_addresses: Vec<IpMapping>,
+    pub server_ca_cert: Option<SslCert>,
+    #[serde(default)]
+    pub psc_enabled: bool,
+    pub dns_name: Option<String>,
+    #[serde(default)]
+    pub dns_names: Vec<DnsNameMapping>,
+}
+
+/// One `ipAddresses[]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IpMapping {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// One `dnsNames[]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DnsNameMapping {
+    pub name: Option<String>,
+    pub connection_type: Option<String>,
+    pub dns_scope: Option<String>,
+}
+
+/// An `sql#sslCert`; only its PEM is used.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SslCert {
+    pub cert: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EphemeralCertResponse {
+    ephemeral_cert: Option<SslCert>,
+}
+
+/// Parses a `connectSettings` answer (after [`check_status`]).
+pub(crate) fn parse_connect_settings(body: &[u8]) -> Result<ConnectSettings, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::InstanceMetadata(format!("connectSettings is not valid JSON: {e}")))
+}
+
+/// The PEM of a `generateEphemeralCert` answer (after [`check_status`]).
+pub(crate) fn parse_ephemeral_cert(body: &[u8]) -> Result<String, Error> {
+    let r: EphemeralCertResponse = serde_json::from_slice(body).map_err(|e| {
+        Error::InstanceMetadata(format!("generateEphemeralCert is not valid JSON: {e}"))
+    })?;
+    r.ephemeral_cert
+        .and_then(|c| c.cert)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Error::InstanceMetadata(
+                "generateEphemeralCert answered without ephemeralCert.cert".into(),
+            )
+        })
+}
+
+/// Google's JSON error body.
+#[derive(Deserialize)]
+struct GoogleErrorBody {
+    error: GoogleError,
+}
+
+#[derive(Deserialize)]
+struct GoogleError {
+    message: Option<String>,
+    status: Option<String>,
+}
+
+/// Passes a success through; turns an error status into [`Error::AdminApi`]
+/// with Google's `error.message` and `error.status`.
+pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Error> {
+    if resp.is_success() {
+        return Ok(resp);
+    }
+    let (code, message) = match serde_json::from_slice::<GoogleErrorBody>(&resp.body) {
+        Ok(b) => (
+            b.error.status.unwrap_or_default(),
+            b.error.message.unwrap_or_default(),
+        ),
+        Err(_) => (String::new(), body_excerpt(&resp.body)),
+    };
+    Err(Error::AdminApi(ApiError {
+        call,
+        status: resp.status,
+        code,
+        message,
+    }))
+}
+
+/// The start of a non-JSON error body, as text, for the error message.
+fn body_excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    if body.len() > MAX {
+        format!("{text}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> InstanceName {
+        InstanceName::parse("example.com:proj:us-central1:db").unwrap()
+    }
+
+    fn client() -> AdminClient {
+        AdminClient::new("http://127.0.0.1:9/", "ua/1".into(), Some("quota-p".into()))
+    }
+
+    #[test]
+    fn builds_googles_paths_and_headers() {
+        let r = client().connect_settings(&name(), "tok");
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:9/sql/v1beta4/projects/example.com:proj/instances/db/connectSettings"
+        );
+        assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
+        assert!(r
+            .headers
+            .contains(&("x-goog-user-project", "quota-p".into())));
+        assert!(r.headers.contains(&("user-agent", "ua/1".into())));
+
+        let r = client()
+            .generate_ephemeral_cert(&name(), "tok", "PEM", Some("login"))
+            .unwrap();
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:9/sql/v1beta4/projects/example.com:proj/instances/db:generateEphemeralCert"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"public_key": "PEM", "access_token": "login"})
+        );
+        let r = client()
+            .generate_ephemeral_cert(&name(), "t", "PEM", None)
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body, serde_json::json!({"public_key": "PEM"}));
+    }
+
+    #[test]
+    fn parses_connect_settings_as_google_sends_them() {
+        let s = parse_connect_settings(br#"{
+            "kind": "sql#connectSettings",
+            "serverCaCert": {"kind": "sql#sslCert", "cert": "PEM", "certSerialNumber": "0"},
+            "ipAddresses": [{"type": "PRIMARY", "ipAddress": "1.2.3.4"}, {"type": "PRIVATE", "ipAddress": "10.0.0.2"}],
+            "region": "us-central1", "databaseVersion": "POSTGRES_15", "backendType": "SECOND_GEN",
+            "dnsNames": [{"name": "a.b.us-central1.sql.goog.", "connectionType": "PUBLIC", "dnsScope": "INSTANCE"}],
+            "pscEnabled": true, "serverCaMode": "GOOGLE_MANAGED_CAS_CA", "somethingNew": 1
+        }"#).unwrap();
+        assert_eq!(s.region.as_deref(), Some("us-central1"));
+        assert_eq!(s.ip_addresses.len(), 2);
+        assert_eq!(s.server_ca_cert.unwrap().cert.as_deref(), Some("PEM"));
+        assert!(s.psc_enabled);
+        assert_eq!(s.dns_names[0].connection_type.as_deref(), Some("PUBLIC"));
+
+        assert!(matches!(
+            parse_connect_settings(b"{\"region\": 5}"),
+            Err(Error::InstanceMetadata(_))
+        ));
+        assert!(matches!(
+            parse_connect_settings(b"<html>"),
+            Err(Error::InstanceMetadata(_))
+        ));
+    }
+
+    #[test]
+    fn parses_the_ephemeral_cert() {
+        assert_eq!(
+            parse_ephemeral_cert(br#"{"ephemeralCert":{"kind":"sql#sslCert","cert":"PEM"}}"#)
+                .unwrap(),
+            "PEM"
+        );
+        for bad in [
+            &b"{}"[..],
+            br#"{"ephemeralCert":{}}"#,
+            br#"{"ephemeralCert":{"cert":""}}"#,
+            b"[]",
+        ] {
+            assert!(matches!(
+                parse_ephemeral_cert(bad),
+                Err(Error::InstanceMetadata(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn passes_googles_error_message_through() {
+        let resp = Response {
+            status: 404,
+            body: br#"{"error":{"code":404,"message":"The Cloud SQL instance does not exist.","errors":[{"reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}}"#.to_vec(),
+        };
+        match check_status("connectSettings for p:r:i".into(), resp) {
+            Err(Error::AdminApi(e)) => {
+                assert_eq!(e.status, 404);
+                assert_eq!(e.code, "NOT_FOUND");
+                assert_eq!(e.message, "The Cloud SQL instance does not exist.");
+            }
+            other => panic!("{other:?}"),
+        }
+        let resp = Response {
+            status: 502,
+            body: b"Bad Gateway\n".to_vec(),
+        };
+        match check_status("c".into(), resp) {
+            Err(Error::AdminApi(e)) => assert_eq!(e.message, "Bad Gateway"),
+            other => panic!("{other:?}"),
+        }
+        let ok = Response {
+            status: 200,
+            body: vec![],
+        };
+        assert!(check_status("c".into(), ok).is_ok());
+    }
+}

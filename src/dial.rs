@@ -1,0 +1,248 @@
+//! The connect sequence, top to bottom: parse the name, take connection info
+//! from the lazy cache (or refresh it), pick the address, open TCP to port
+//! 3307, run the TLS 1.3 handshake, hand back the connection. A failed dial or
+//! handshake marks the cache entry stale so the next connect refreshes.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::{ClientConfig, ClientConnection};
+
+use crate::cache::{Cache, CacheKey, Expiring};
+use crate::cloudsql::admin::{AdminClient, DEFAULT_ADMIN_ENDPOINT};
+use crate::cloudsql::refresh::{ConnectionInfo, Refresher, Target};
+use crate::credentials::{Endpoints, Scope, TokenSource};
+use crate::key::{ClientKey, KeySlot};
+use crate::{tls, Config, ConnectOptions, ConnectTimings, Connection, Error, InstanceName};
+
+/// The Cloud SQL server-side proxy's port.
+pub const CLOUD_SQL_PORT: u16 = 3307;
+
+/// The connector's user agent, before any caller-supplied suffix.
+const USER_AGENT: &str = concat!("gcp-db-connector/", env!("CARGO_PKG_VERSION"));
+
+/// Connection info with the TLS config built from it, as cached.
+pub(crate) struct Prepared {
+    pub info: ConnectionInfo,
+    pub tls: Arc<ClientConfig>,
+}
+
+impl Expiring for Prepared {
+    fn expiry(&self) -> SystemTime {
+        self.info.expiry
+    }
+}
+
+/// Connects to Cloud SQL instances. Make one per process (or per request on
+/// hosts that give each request a fresh instance) and reuse it: it holds the
+/// credentials, the RSA key and the certificate cache.
+pub struct Connector {
+    admin: AdminClient,
+    tokens: TokenSource,
+    key: KeySlot,
+    cache: Cache<Prepared>,
+    config: Config,
+}
+
+/// A connect resolved up to the point of dialling.
+pub(crate) struct Plan {
+    pub key: CacheKey,
+    pub target: Target,
+    pub tls: Arc<ClientConfig>,
+    pub timings: ConnectTimings,
+    pub started: Instant,
+}
+
+impl Connector {
+    /// Checks the config; nothing is fetched or generated until the first
+    /// connect.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let admin_endpoint = config
+            .admin_endpoint
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ADMIN_ENDPOINT.to_string());
+        for (what, url) in [
+            ("admin-endpoint", Some(admin_endpoint.as_str())),
+            ("token-endpoint", config.token_endpoint.as_deref()),
+        ] {
+            if let Some(url) = url {
+                check_url(what, url)?;
+            }
+        }
+        for (what, t) in [
+            ("refresh-timeout", config.refresh_timeout),
+            ("dial-timeout", config.dial_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(Error::InvalidConfig(format!("{what} must be more than 0")));
+            }
+        }
+        let user_agent = match &config.user_agent {
+            Some(extra) if !extra.trim().is_empty() => format!("{USER_AGENT} {}", extra.trim()),
+            _ => USER_AGENT.to_string(),
+        };
+        Ok(Self {
+            admin: AdminClient::new(&admin_endpoint, user_agent, config.quota_project.clone()),
+            tokens: TokenSource::new(
+                config.credentials.clone(),
+                Endpoints {
+                    token_endpoint: config.token_endpoint.clone(),
+                    metadata_host: config.metadata_host.clone(),
+                },
+            ),
+            key: match &config.rsa_private_key {
+                Some(pem) => KeySlot::with_key(ClientKey::from_pem(pem)?),
+                None => KeySlot::default(),
+            },
+            cache: Cache::new(),
+            config,
+        })
+    }
+
+    /// Connects to the Cloud SQL instance `project:region:instance` and
+    /// returns the encrypted connection, ready for the database protocol.
+    pub fn connect(&self, instance: &str, options: &ConnectOptions) -> Result<Connection, Error> {
+        let mut plan = self.plan(instance, options)?;
+        let dial_deadline = Instant::now() + self.config.dial_timeout;
+
+        let tcp_started = Instant::now();
+        let mut tcp = self
+            .dial_tcp(&plan.target, dial_deadline)
+            .inspect_err(|_| self.cache.invalidate(&plan.key))?;
+        plan.timings.tcp = tcp_started.elapsed();
+
+        let tls_started = Instant::now();
+        let conn = handshake(&plan.tls, &plan.target, &mut tcp, dial_deadline)
+            .inspect_err(|_| self.cache.invalidate(&plan.key))?;
+        plan.timings.tls = tls_started.elapsed();
+        plan.timings.total = plan.started.elapsed();
+        Ok(Connection::new(conn, tcp, plan.timings))
+    }
+
+    /// An OAuth2 token with the sqlservice.login scope, to use as the database
+    /// password for manual IAM database authentication.
+    pub fn login_token(&self) -> Result<String, Error> {
+        let deadline = Instant::now() + self.config.refresh_timeout;
+        Ok(self
+            .tokens
+            .token(Scope::Login, deadline)?
+            .secret
+            .expose()
+            .to_string())
+    }
+
+    /// Everything before the dial: name, cache or refresh, address.
+    pub(crate) fn plan(&self, instance: &str, options: &ConnectOptions) -> Result<Plan, Error> {
+        let started = Instant::now();
+        let name = InstanceName::parse(instance)?;
+        let iam = options
+            .enable_iam_auth
+            .unwrap_or(self.config.enable_iam_auth);
+        let ip_type = options.ip_type.unwrap_or(self.config.ip_type);
+        let key = CacheKey { name, iam };
+        let deadline = started + self.config.refresh_timeout;
+
+        let mut timings = ConnectTimings::default();
+        let refresher = Refresher {
+            admin: &self.admin,
+            tokens: &self.tokens,
+            key: &self.key,
+        };
+        let (prepared, cached) = self.cache.get_or_refresh(&key, deadline, || {
+            let (info, client_key) = refresher.refresh(&key.name, iam, deadline, &mut timings)?;
+            let tls = tls::client_config(&info, &client_key, &key.name)?;
+            Ok(Prepared { info, tls })
+        })?;
+        timings.cached = cached;
+        let target = prepared.info.target(ip_type, &key.name)?;
+        Ok(Plan {
+            target,
+            tls: prepared.tls.clone(),
+            key,
+            timings,
+            started,
+        })
+    }
+
+    /// The socket address to dial for `target`.
+    pub(crate) fn socket_addr(target: &Target) -> Result<SocketAddr, Error> {
+        match target {
+            Target::Ip(ip) => Ok(SocketAddr::new(*ip, CLOUD_SQL_PORT)),
+            Target::Dns(name) => (name.as_str(), CLOUD_SQL_PORT)
+                .to_socket_addrs()
+                .map_err(|e| Error::Dial(format!("cannot resolve {name}: {e}")))?
+                .next()
+                .ok_or_else(|| Error::Dial(format!("{name} resolves to no address"))),
+        }
+    }
+
+    fn dial_tcp(&self, target: &Target, deadline: Instant) -> Result<TcpStream, Error> {
+        let addr = Self::socket_addr(target)?;
+        let tcp = TcpStream::connect_timeout(&addr, remaining(deadline)?).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                Error::Timeout(format!("TCP connect to {addr} did not finish in time"))
+            } else {
+                Error::Dial(format!("TCP connect to {addr} failed: {e}"))
+            }
+        })?;
+        // Database protocols exchange small messages; don't delay them.
+        tcp.set_nodelay(true)
+            .map_err(|e| Error::Dial(format!("cannot set TCP_NODELAY: {e}")))?;
+        Ok(tcp)
+    }
+
+    /// The connector's config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn invalidate(&self, key: &CacheKey) {
+        self.cache.invalidate(key);
+    }
+}
+
+/// Runs the TLS 1.3 handshake on `tcp`, bounded by `deadline`.
+fn handshake(
+    config: &Arc<ClientConfig>,
+    target: &Target,
+    tcp: &mut TcpStream,
+    deadline: Instant,
+) -> Result<ClientConnection, Error> {
+    let mut conn = ClientConnection::new(config.clone(), tls::server_name(target)?)
+        .map_err(|e| Error::Tls(format!("cannot start TLS: {e}")))?;
+    tcp.set_read_timeout(Some(remaining(deadline)?))
+        .map_err(|e| Error::Dial(format!("cannot set a read timeout: {e}")))?;
+    while conn.is_handshaking() {
+        conn.complete_io(tcp)
+            .map_err(|e| tls::handshake_error(&e))?;
+    }
+    tcp.set_read_timeout(None)
+        .map_err(|e| Error::Dial(format!("cannot clear the read timeout: {e}")))?;
+    Ok(conn)
+}
+
+/// Time left before `deadline`, or a timeout error.
+pub(crate) fn remaining(deadline: Instant) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(Error::Timeout("the dial timeout passed".into()))
+    } else {
+        Ok(left)
+    }
+}
+
+fn check_url(what: &str, url: &str) -> Result<(), Error> {
+    let ok = url
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "{what} {url:?} is not an http:// or https:// URL with a host"
+        )))
+    }
+}

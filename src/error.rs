@@ -1,0 +1,157 @@
+//! The one error type of the connector: each variant names the step of a
+//! connect that failed and carries what a caller can act on. No variant ever
+//! holds a token, a key or a JWT.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::IpType;
+
+/// Why a connect (or a token fetch) failed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The instance name does not parse.
+    InvalidInstanceName {
+        /// What the caller passed.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The connector's config or the connect options are unusable.
+    InvalidConfig(String),
+    /// No credentials were found, a credentials file is malformed, or the
+    /// token endpoint (or metadata server) refused them.
+    Credentials(String),
+    /// An HTTP request to a Google endpoint could not be made or answered
+    /// (connection refused, host policy, oversized body).
+    Http(String),
+    /// The Admin API answered with an error status.
+    AdminApi(ApiError),
+    /// The Admin API answered with a body the connector cannot use.
+    InstanceMetadata(String),
+    /// The region in the instance name is not the region the Admin API reports.
+    RegionMismatch {
+        /// The instance, `project:region:instance`.
+        instance: String,
+        /// The region in the name.
+        given: String,
+        /// The instance's real region.
+        actual: String,
+    },
+    /// The instance cannot be used this way.
+    Unsupported(String),
+    /// The instance has no address of the requested type.
+    IpTypeNotAvailable {
+        /// The instance, `project:region:instance`.
+        instance: String,
+        /// The type that was asked for.
+        ip_type: IpType,
+    },
+    /// Certificate refreshes for this instance are rate-limited.
+    RateLimited {
+        /// The instance, `project:region:instance`.
+        instance: String,
+        /// How long until a refresh is allowed again.
+        retry_after: Duration,
+    },
+    /// The TCP connection to the instance failed.
+    Dial(String),
+    /// The server's certificate was refused.
+    ServerVerification {
+        /// Which check failed.
+        check: VerificationCheck,
+        /// What the check found.
+        message: String,
+    },
+    /// The TLS handshake failed for another reason.
+    Tls(String),
+    /// A step took longer than its bound.
+    Timeout(String),
+    /// Reading or writing an established connection failed.
+    Io(String),
+    /// The connection was already shut down.
+    Closed,
+}
+
+/// Which check of the server's certificate failed.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationCheck {
+    /// The chain does not lead to a certificate of the instance's serverCaCert.
+    Chain,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet.
+    NotYetValid,
+    /// Neither a SAN nor the CN names this instance.
+    Identity,
+    /// Any other certificate problem.
+    Other,
+}
+
+/// An error answer from a Google API, with Google's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Which call failed, e.g. `connectSettings for p:r:i`.
+    pub call: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Google's `error.status`, e.g. `NOT_FOUND`; empty when absent.
+    pub code: String,
+    /// Google's `error.message`, or the start of the body.
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidInstanceName { name, reason } => write!(
+                f,
+                "invalid instance connection name {name:?}: {reason}; expected PROJECT:REGION:INSTANCE"
+            ),
+            Self::InvalidConfig(m) => write!(f, "invalid connector config: {m}"),
+            Self::Credentials(m) => write!(f, "credentials: {m}"),
+            Self::Http(m) => write!(f, "HTTP request failed: {m}"),
+            Self::AdminApi(e) => write!(
+                f,
+                "Admin API {} failed with HTTP {}{}: {}",
+                e.call,
+                e.status,
+                if e.code.is_empty() { String::new() } else { format!(" {}", e.code) },
+                e.message
+            ),
+            Self::InstanceMetadata(m) => write!(f, "unusable Admin API response: {m}"),
+            Self::RegionMismatch { instance, given, actual } => write!(
+                f,
+                "instance {instance}: the name says region {given:?} but the instance is in {actual:?}; fix the instance connection name"
+            ),
+            Self::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Self::IpTypeNotAvailable { instance, ip_type } => write!(
+                f,
+                "instance {instance} has no {ip_type} address; pick another IP type or enable it on the instance"
+            ),
+            Self::RateLimited { instance, retry_after } => write!(
+                f,
+                "certificate refreshes for {instance} are rate-limited (burst 2, one per 30 s); retry in {} s",
+                retry_after.as_secs().max(1)
+            ),
+            Self::Dial(m) => write!(f, "dial: {m}"),
+            Self::ServerVerification { check, message } => {
+                write!(f, "server certificate refused ({check:?} check): {message}")
+            }
+            Self::Tls(m) => write!(f, "TLS: {m}"),
+            Self::Timeout(m) => write!(f, "timeout: {m}"),
+            Self::Io(m) => write!(f, "connection I/O: {m}"),
+            Self::Closed => write!(f, "the connection is closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        std::io::Error::other(e)
+    }
+}

@@ -1,0 +1,257 @@
+//! The rustls client configuration for an instance: TLS 1.3 only, a pure-Rust
+//! crypto provider, the ephemeral certificate as client certificate, and the
+//! [`ServerVerifier`]; plus the mapping of handshake failures to [`Error`].
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, ClientConfig, RootCertStore};
+
+use crate::cloudsql::refresh::{ConnectionInfo, Target};
+use crate::key::ClientKey;
+use crate::verify::{ExpectedIdentity, IdentityMismatch, ServerVerifier};
+use crate::{Error, InstanceName, VerificationCheck};
+
+/// Builds the client config for one certificate lifetime.
+pub(crate) fn client_config(
+    info: &ConnectionInfo,
+    key: &ClientKey,
+    name: &InstanceName,
+) -> Result<Arc<ClientConfig>, Error> {
+    let provider = Arc::new(rustls_rustcrypto::provider());
+    let mut roots = RootCertStore::empty();
+    for ca in &info.server_ca {
+        roots.add(ca.clone()).map_err(|e| {
+            Error::InstanceMetadata(format!(
+                "{name}: serverCaCert holds a certificate that cannot be a trust anchor: {e}"
+            ))
+        })?;
+    }
+    let verifier = ServerVerifier::new(
+        roots,
+        ExpectedIdentity {
+            dns_name: info.server_name.clone(),
+            common_name: name.legacy_common_name(),
+        },
+        provider.signature_verification_algorithms,
+    );
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(format!("the crypto provider cannot do TLS 1.3: {e}")))?
+        // Not a relaxation: ServerVerifier checks chain and identity itself.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(vec![info.client_cert.clone()], key.private_key_der())
+        .map_err(|e| Error::Tls(format!("the ephemeral certificate is unusable: {e}")))?;
+    // No SNI: IP targets never carry it, and PSC endpoints refuse it.
+    config.enable_sni = false;
+    Ok(Arc::new(config))
+}
+
+/// The name rustls is given for the target (no SNI is sent either way).
+pub(crate) fn server_name(target: &Target) -> Result<ServerName<'static>, Error> {
+    match target {
+        Target::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+        Target::Dns(name) => ServerName::try_from(name.clone()).map_err(|_| {
+            Error::InstanceMetadata(format!("the PSC DNS name {name:?} is not valid"))
+        }),
+    }
+}
+
+/// Maps a failed handshake to the error that says which step failed.
+pub(crate) fn handshake_error(e: &io::Error) -> Error {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return from_rustls(tls);
+    }
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            Error::Timeout("the TLS handshake did not finish in time".into())
+        }
+        io::ErrorKind::UnexpectedEof => {
+            Error::Tls("the server closed the connection during the TLS handshake".into())
+        }
+        _ => Error::Tls(format!("the TLS handshake failed: {e}")),
+    }
+}
+
+fn from_rustls(e: &rustls::Error) -> Error {
+    let rustls::Error::InvalidCertificate(ce) = e else {
+        return Error::Tls(e.to_string());
+    };
+    let check = match ce {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            VerificationCheck::Expired
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            VerificationCheck::NotYetValid
+        }
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+            VerificationCheck::Chain
+        }
+        CertificateError::Other(o) if o.0.downcast_ref::<IdentityMismatch>().is_some() => {
+            VerificationCheck::Identity
+        }
+        _ => VerificationCheck::Other,
+    };
+    let message = match ce {
+        CertificateError::Other(o) => o.0.to_string(),
+        CertificateError::UnknownIssuer => {
+            "the server certificate was not issued by the instance's serverCaCert".into()
+        }
+        other => other.to_string(),
+    };
+    Error::ServerVerification { check, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+    use std::time::SystemTime;
+
+    use rustls::{ClientConnection, ServerConfig, ServerConnection};
+
+    use super::*;
+    use crate::certs;
+    use crate::cloudsql::refresh::Addresses;
+    use crate::test_certs::{Ca, Leaf};
+
+    fn key() -> &'static ClientKey {
+        static KEY: OnceLock<ClientKey> = OnceLock::new();
+        KEY.get_or_init(|| ClientKey::generate().unwrap())
+    }
+
+    fn name() -> InstanceName {
+        InstanceName::parse("proj:us-central1:db").unwrap()
+    }
+
+    fn info(
+        server_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+        dns: Option<&str>,
+    ) -> ConnectionInfo {
+        let client_ca = Ca::new("Google Cloud SQL Signing CA proj:db");
+        let pem = client_ca.client_cert_pem(&key().spki_der, 60);
+        ConnectionInfo {
+            addresses: Addresses::default(),
+            server_ca,
+            server_name: dns.map(str::to_string),
+            client_cert: certs::parse_pem_list(&pem).unwrap().remove(0),
+            expiry: SystemTime::now(),
+        }
+    }
+
+    /// A real TLS 1.3 handshake in memory; the client's error, if any.
+    fn handshake(
+        info: &ConnectionInfo,
+        chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+        leaf: Leaf,
+    ) -> Result<(), Error> {
+        let server = ServerConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, leaf.key)
+            .unwrap();
+        let client_cfg = client_config(info, key(), &name())?;
+        let target = Target::Ip("127.0.0.1".parse().unwrap());
+        let mut c = ClientConnection::new(client_cfg, server_name(&target)?).unwrap();
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            let _ = s.process_new_packets();
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets().map_err(|e| from_rustls(&e))?;
+            if !c.is_handshaking() {
+                assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn check_of(r: Result<(), Error>) -> VerificationCheck {
+        match r {
+            Err(Error::ServerVerification { check, .. }) => check,
+            other => panic!("expected a verification error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn legacy_ca_with_cn_only_is_accepted() {
+        let ca = Ca::new("Google Cloud SQL Server CA");
+        let leaf = ca.server(Some("proj:db"), &[], (-1, 365));
+        let chain = vec![leaf.cert.clone()];
+        handshake(&info(vec![ca.der()], None), chain, leaf).unwrap();
+    }
+
+    #[test]
+    fn cas_chain_through_an_intermediate_with_san_is_accepted() {
+        let root = Ca::new("Google Cloud SQL Server CA Root");
+        let inter = root.intermediate("Google Cloud SQL Server CA Intermediate");
+        let leaf = inter.server(None, &["abc.def.us-central1.sql.goog"], (-1, 365));
+        let chain = vec![leaf.cert.clone(), inter.der()];
+        let server_ca = vec![inter.der(), root.der()];
+        handshake(
+            &info(server_ca, Some("abc.def.us-central1.sql.goog")),
+            chain,
+            leaf,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn each_failed_check_is_named() {
+        let ca = Ca::new("Google Cloud SQL Server CA");
+        let other = Ca::new("Somebody else's CA");
+
+        let leaf = other.server(Some("proj:db"), &[], (-1, 365));
+        let chain = vec![leaf.cert.clone()];
+        assert_eq!(
+            check_of(handshake(&info(vec![ca.der()], None), chain, leaf)),
+            VerificationCheck::Chain
+        );
+
+        let leaf = ca.server(Some("proj:other-db"), &[], (-1, 365));
+        let chain = vec![leaf.cert.clone()];
+        assert_eq!(
+            check_of(handshake(&info(vec![ca.der()], None), chain, leaf)),
+            VerificationCheck::Identity
+        );
+
+        let leaf = ca.server(None, &["x.other.sql.goog"], (-1, 365));
+        let chain = vec![leaf.cert.clone()];
+        let r = handshake(&info(vec![ca.der()], Some("abc.def.sql.goog")), chain, leaf);
+        assert_eq!(check_of(r), VerificationCheck::Identity);
+
+        let leaf = ca.server(Some("proj:db"), &[], (-10, -1));
+        let chain = vec![leaf.cert.clone()];
+        assert_eq!(
+            check_of(handshake(&info(vec![ca.der()], None), chain, leaf)),
+            VerificationCheck::Expired
+        );
+
+        let leaf = ca.server(Some("proj:db"), &[], (1, 10));
+        let chain = vec![leaf.cert.clone()];
+        assert_eq!(
+            check_of(handshake(&info(vec![ca.der()], None), chain, leaf)),
+            VerificationCheck::NotYetValid
+        );
+
+        // A self-signed leaf naming the instance is still not from the CA.
+        let selfsigned = Ca::new("proj:db");
+        let leaf = selfsigned.server(Some("proj:db"), &[], (-1, 365));
+        let chain = vec![leaf.cert.clone()];
+        assert_eq!(
+            check_of(handshake(&info(vec![ca.der()], None), chain, leaf)),
+            VerificationCheck::Chain
+        );
+    }
+}

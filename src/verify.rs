@@ -1,0 +1,256 @@
+//! How the server is checked: its chain must lead to a certificate of the
+//! instance's `serverCaCert` (every one of them is a trust anchor, the CAS
+//! intermediate included), validity dates count, and then its identity must be
+//! the instance's, with the Go connector's algorithm:
+//!
+//! 1. if the instance has a DNS name, a SAN DNS name must match it;
+//! 2. otherwise, or if no SAN matches, the subject CN must be
+//!    `project:instance` (legacy CA certificates carry no SAN).
+//!
+//! Stock hostname checks cannot do this (the CN fallback, names with `:`, SANs
+//! with a trailing dot), hence a custom [`ServerCertVerifier`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::crypto::{verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+
+use crate::certs::CertInfo;
+
+/// Who the server must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExpectedIdentity {
+    /// The instance's DNS name, without trailing dot, if it has one.
+    pub dns_name: Option<String>,
+    /// `project:instance`.
+    pub common_name: String,
+}
+
+/// The certificate names someone else: the error carried inside rustls's
+/// `CertificateError::Other`, so the connector can report the identity check.
+#[derive(Debug, Clone)]
+pub(crate) struct IdentityMismatch {
+    presented_cn: Option<String>,
+    presented_dns: Vec<String>,
+    expected: ExpectedIdentity,
+}
+
+impl fmt::Display for IdentityMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server certificate has CN {:?} and DNS names {:?}; expected ",
+            self.presented_cn.as_deref().unwrap_or(""),
+            self.presented_dns
+        )?;
+        match &self.expected.dns_name {
+            Some(d) => write!(f, "DNS name {d:?} or CN {:?}", self.expected.common_name),
+            None => write!(f, "CN {:?}", self.expected.common_name),
+        }
+    }
+}
+
+impl std::error::Error for IdentityMismatch {}
+
+/// Checks the leaf's identity (not its chain).
+pub(crate) fn check_identity(
+    leaf: &CertificateDer<'_>,
+    expected: &ExpectedIdentity,
+) -> Result<(), IdentityMismatch> {
+    let info = CertInfo::parse(leaf).ok();
+    let presented_dns = info.as_ref().map(CertInfo::dns_names).unwrap_or_default();
+    let presented_cn = info.as_ref().and_then(CertInfo::common_name);
+    if let Some(name) = &expected.dns_name {
+        if presented_dns.iter().any(|p| dns_name_matches(p, name)) {
+            return Ok(());
+        }
+    }
+    match &presented_cn {
+        Some(cn) if !cn.is_empty() && *cn == expected.common_name => Ok(()),
+        _ => Err(IdentityMismatch {
+            presented_cn,
+            presented_dns,
+            expected: expected.clone(),
+        }),
+    }
+}
+
+/// RFC 6125 matching as Go's `VerifyHostname` does it: case-insensitive, a
+/// trailing dot ignored on either side, `*` only as the whole leftmost label.
+pub(crate) fn dns_name_matches(presented: &str, reference: &str) -> bool {
+    let norm = |s: &str| s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let (presented, reference) = (norm(presented), norm(reference));
+    if presented.is_empty() || reference.is_empty() {
+        return false;
+    }
+    match presented.strip_prefix("*.") {
+        Some(rest) => reference
+            .split_once('.')
+            .is_some_and(|(first, tail)| !first.is_empty() && tail == rest && rest.contains('.')),
+        None => presented == reference,
+    }
+}
+
+/// The connector's [`ServerCertVerifier`]: chain to `serverCaCert`, then
+/// identity. rustls's own hostname check is replaced, not skipped.
+#[derive(Debug)]
+pub(crate) struct ServerVerifier {
+    roots: Arc<RootCertStore>,
+    expected: ExpectedIdentity,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerVerifier {
+    pub(crate) fn new(
+        roots: RootCertStore,
+        expected: ExpectedIdentity,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Self {
+        Self {
+            roots: Arc::new(roots),
+            expected,
+            algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        check_identity(end_entity, &self.expected).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The config offers TLS 1.3 only; a TLS 1.2 signature is never valid.
+        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_certs::Ca;
+
+    fn expected(dns: Option<&str>) -> ExpectedIdentity {
+        ExpectedIdentity {
+            dns_name: dns.map(str::to_string),
+            common_name: "example.com:proj:db".into(),
+        }
+    }
+
+    /// (what, presented CN, presented SANs, instance DNS name, accepted)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a [&'a str],
+        Option<&'a str>,
+        bool,
+    );
+
+    /// The Go connector's tls_verify_test matrix.
+    #[test]
+    fn identity_matrix_of_the_go_connector() {
+        let ca = Ca::new("CA");
+        let days = (-1, 1);
+        let cases: [Case; 7] = [
+            ("CN match", Some("example.com:proj:db"), &[], None, true),
+            (
+                "SAN match",
+                None,
+                &["db.example.com"],
+                Some("db.example.com"),
+                true,
+            ),
+            (
+                "SAN mismatch, good CN",
+                Some("example.com:proj:db"),
+                &["other.example.com"],
+                Some("db.example.com"),
+                true,
+            ),
+            (
+                "no SAN, good CN",
+                Some("example.com:proj:db"),
+                &[],
+                Some("db.example.com"),
+                true,
+            ),
+            ("CN mismatch", Some("proj:other"), &[], None, false),
+            ("empty CN, no server name", None, &[], None, false),
+            (
+                "SAN mismatch, empty CN",
+                None,
+                &["other.example.com"],
+                Some("db.example.com"),
+                false,
+            ),
+        ];
+        for (what, cn, sans, dns, ok) in cases {
+            let leaf = ca.server(cn, sans, days);
+            let r = check_identity(&leaf.cert, &expected(dns));
+            assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("example.com:proj:db"), "{what}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn dns_names_match_like_go() {
+        assert!(dns_name_matches(
+            "a.b.us-central1.sql.goog.",
+            "a.b.us-central1.sql.goog"
+        ));
+        assert!(dns_name_matches("A.B.sql.goog", "a.b.sql.goog."));
+        assert!(dns_name_matches("*.b.sql.goog", "a.b.sql.goog"));
+        assert!(!dns_name_matches("*.b.sql.goog", "x.a.b.sql.goog"));
+        assert!(!dns_name_matches("*.b.sql.goog", "b.sql.goog"));
+        assert!(
+            !dns_name_matches("*.goog", "sql.goog"),
+            "wildcard needs two labels after it"
+        );
+        assert!(!dns_name_matches("a.b.sql.goog", "c.b.sql.goog"));
+        assert!(!dns_name_matches("", ""));
+        assert!(!dns_name_matches("a*.b.goog", "ab.b.goog"));
+    }
+}

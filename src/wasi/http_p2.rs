@@ -1,0 +1,177 @@
+//! Outgoing HTTP over `wasi:http@0.2` with the raw bindings.
+//!
+//! The request body is written and finished *before* the request is handed to
+//! `outgoing-handler.handle`: the concurrent-body shape (wstd 0.6's client) lost
+//! requests on this stack (shared/spec/wasi-stack.md §9). Splitting `start` and
+//! `wait` lets the caller keep several requests in flight, e.g. both Admin API
+//! calls, while it does other work such as key generation.
+
+use std::time::Instant;
+
+use wasip2::clocks::monotonic_clock;
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method as WasiMethod, OutgoingBody,
+    OutgoingRequest, RequestOptions, Scheme,
+};
+use wasip2::io::poll;
+use wasip2::io::streams::StreamError;
+
+use crate::http::{redact_url, Method, Request, Response, MAX_RESPONSE_BYTES};
+use crate::Error;
+
+/// `wasi:io` streams take at most 4096 bytes per blocking write.
+const WRITE_CHUNK: usize = 4096;
+
+/// A request handed to the host, its response not yet read.
+pub(crate) struct Pending {
+    future: FutureIncomingResponse,
+    deadline: Instant,
+    url: String,
+}
+
+/// Sends the request and returns without waiting for the response.
+pub(crate) fn start(req: &Request, deadline: Instant) -> Result<Pending, Error> {
+    let url = redact_url(&req.url).to_string();
+    let fail = |what: &str| Error::Http(format!("{url}: {what}"));
+    let uri: http::Uri = req
+        .url
+        .parse()
+        .map_err(|e| Error::InvalidConfig(format!("URL {url:?} does not parse: {e}")))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::Http,
+        Some("https") => Scheme::Https,
+        _ => {
+            return Err(Error::InvalidConfig(format!(
+                "URL {url:?} must start with http:// or https://"
+            )))
+        }
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| Error::InvalidConfig(format!("URL {url:?} has no host")))?;
+
+    let mut headers: Vec<(String, Vec<u8>)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
+        .collect();
+    if req.method == Method::Post {
+        headers.push((
+            "content-length".into(),
+            req.body.len().to_string().into_bytes(),
+        ));
+    }
+    let fields = Fields::from_list(&headers).map_err(|e| fail(&format!("bad header: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    let method = match req.method {
+        Method::Get => WasiMethod::Get,
+        Method::Post => WasiMethod::Post,
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    request
+        .set_method(&method)
+        .and_then(|()| request.set_scheme(Some(&scheme)))
+        .and_then(|()| request.set_authority(Some(authority.as_str())))
+        .and_then(|()| request.set_path_with_query(Some(path)))
+        .map_err(|()| fail("the host refused the request line"))?;
+
+    let body = request.body().map_err(|()| fail("no request body"))?;
+    {
+        let stream = body.write().map_err(|()| fail("no request body stream"))?;
+        for chunk in req.body.chunks(WRITE_CHUNK) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| fail(&format!("writing the body: {}", stream_error(e))))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|e| fail(&error_code(&e)))?;
+
+    let options = RequestOptions::new();
+    let budget = remaining_ns(deadline);
+    // Not every host supports every timeout; the deadline in `wait` bounds the
+    // call anyway, so a refusal here is not an error.
+    let _ = options.set_connect_timeout(Some(budget));
+    let _ = options.set_first_byte_timeout(Some(budget));
+    let _ = options.set_between_bytes_timeout(Some(budget));
+
+    let future =
+        outgoing_handler::handle(request, Some(options)).map_err(|e| fail(&error_code(&e)))?;
+    Ok(Pending {
+        future,
+        deadline,
+        url,
+    })
+}
+
+impl Pending {
+    /// Blocks until the response has arrived and its body is read, or the
+    /// deadline passes.
+    pub(crate) fn wait(self) -> Result<Response, Error> {
+        let fail = |what: String| Error::Http(format!("{}: {what}", self.url));
+        let ready = self.future.subscribe();
+        let timer = monotonic_clock::subscribe_duration(remaining_ns(self.deadline));
+        if !poll::poll(&[&ready, &timer]).contains(&0) {
+            return Err(Error::Timeout(format!(
+                "no answer from {} in time",
+                self.url
+            )));
+        }
+        let response = match self.future.get() {
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(e))) => return Err(fail(error_code(&e))),
+            Some(Err(())) | None => return Err(fail("the host lost the response".into())),
+        };
+        let status = response.status();
+        let body = response
+            .consume()
+            .map_err(|()| fail("no response body".into()))?;
+        let mut bytes = Vec::new();
+        {
+            let stream = body
+                .stream()
+                .map_err(|()| fail("no response body stream".into()))?;
+            loop {
+                if Instant::now() >= self.deadline {
+                    return Err(Error::Timeout(format!(
+                        "the body from {} did not finish in time",
+                        self.url
+                    )));
+                }
+                match stream.blocking_read(64 * 1024) {
+                    Ok(chunk) => {
+                        bytes.extend_from_slice(&chunk);
+                        if bytes.len() > MAX_RESPONSE_BYTES {
+                            return Err(fail(format!(
+                                "response body larger than {MAX_RESPONSE_BYTES} bytes"
+                            )));
+                        }
+                    }
+                    Err(StreamError::Closed) => break,
+                    Err(e) => return Err(fail(format!("reading the body: {}", stream_error(e)))),
+                }
+            }
+        }
+        drop(IncomingBody::finish(body));
+        Ok(Response {
+            status,
+            body: bytes,
+        })
+    }
+}
+
+fn remaining_ns(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn error_code(e: &ErrorCode) -> String {
+    format!("{e:?}")
+}
+
+fn stream_error(e: StreamError) -> String {
+    match e {
+        StreamError::Closed => "stream closed".into(),
+        StreamError::LastOperationFailed(err) => err.to_debug_string(),
+    }
+}

@@ -1,0 +1,482 @@
+//! Cloud SQL Postgres end to end: the connector component in the embedded
+//! wasmtime host, the emulator of Google's side, and a real PostgreSQL.
+
+mod support;
+
+use gcp_db_host::connector::{
+    AccessTokens, Config, ConnectOptions, Credentials, Error, IpType, VerificationCheck,
+};
+use gcp_db_host::query::{connect_and_query, Login, QueryError};
+use gcp_db_host::CommandOptions;
+use support::{component, host, pg_query, Emulator};
+
+const PROJECT_INSTANCE: &str = "proj:db";
+const INSTANCE: &str = "proj:us-central1:db";
+
+fn superuser() -> Login {
+    Login {
+        user: "postgres".into(),
+        password: None,
+        database: "postgres".into(),
+    }
+}
+
+/// Connects with a new connector in a fresh component instance and queries.
+async fn query(
+    config: Config,
+    instance: &str,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, QueryError> {
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let connector = inst.new_connector(config).await.unwrap();
+    connect_and_query(
+        &mut inst,
+        connector,
+        instance,
+        ConnectOptions::default(),
+        &superuser(),
+        sql,
+    )
+    .await
+    .map(|(r, _)| r.rows)
+}
+
+fn connect_error(r: Result<Vec<Vec<Option<String>>>, QueryError>) -> Error {
+    match r {
+        Err(QueryError::Connect(e)) => e,
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
+
+async fn rows_and_cache_hit(ca: &str) {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},ca={ca}")]);
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let connector = inst.new_connector(emu.config()).await.unwrap();
+
+    let sql = "SELECT 40 + 2 AS answer, current_user AS who";
+    let (cold, t1) = connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        ConnectOptions::default(),
+        &superuser(),
+        sql,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cold.columns, ["answer", "who"]);
+    assert_eq!(
+        cold.rows,
+        [[Some("42".to_string()), Some("postgres".to_string())]]
+    );
+    assert!(
+        !t1.cached && t1.admin_api_us > 0 && t1.key_generation_us > 0 && t1.token_us > 0,
+        "{t1:?}"
+    );
+
+    // The second connect reuses the certificate: no Admin API call, no key.
+    let (warm, t2) = connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        ConnectOptions::default(),
+        &superuser(),
+        sql,
+    )
+    .await
+    .unwrap();
+    assert_eq!(warm.rows, cold.rows);
+    assert!(
+        t2.cached && t2.admin_api_us == 0 && t2.key_generation_us == 0 && t2.token_us == 0,
+        "{t2:?}"
+    );
+    assert_eq!(emu.count("connectSettings", PROJECT_INSTANCE), 1);
+    assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_through_the_component_with_a_cas_instance() {
+    rows_and_cache_hit("cas").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_through_the_component_with_a_legacy_instance() {
+    rows_and_cache_hit("legacy").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn domain_scoped_projects_connect() {
+    let name = "example.com:proj:europe-west1:db";
+    let emu = Emulator::start(&[&format!("{name},backend={{pg}},ca=legacy")]);
+    let rows = query(emu.config(), name, "SELECT 'ok'").await.unwrap();
+    assert_eq!(rows, [[Some("ok".to_string())]]);
+    assert_eq!(emu.count("connectSettings", "example.com:proj:db"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_guest_prints_rows_with_a_password_login() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    let out = host()
+        .run_command(
+            &pg_query(),
+            &CommandOptions {
+                args: [
+                    "--admin-endpoint",
+                    &emu.admin_endpoint(),
+                    "--credentials-file",
+                    "/creds/service-account.json",
+                    "--user",
+                    "app",
+                    "--password",
+                    "app-password",
+                    "--connects",
+                    "2",
+                    INSTANCE,
+                    "SELECT id, body FROM messages ORDER BY id LIMIT 2",
+                ]
+                .map(String::from)
+                .to_vec(),
+                dirs: vec![(emu.state_dir.clone(), "/creds".into())],
+                ..CommandOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        out.success,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(
+        out.stdout,
+        "id\tbody\n1\thello from Cloud SQL\n2\tthrough a wasm component\n"
+    );
+    assert!(out.stderr.contains("connect #1 (cold"), "{}", out.stderr);
+    assert!(out.stderr.contains("connect #2 (warm"), "{}", out.stderr);
+    assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_google_never_issued_is_refused_without_leaking_it() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    let out = host()
+        .run_command(
+            &pg_query(),
+            &CommandOptions {
+                args: [
+                    "--admin-endpoint",
+                    &emu.admin_endpoint(),
+                    "--access-token",
+                    "ya29.not-issued",
+                    INSTANCE,
+                    "SELECT 1",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..CommandOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!out.success);
+    // A token the emulator never issued is refused by the Admin API with 401.
+    assert!(
+        out.stderr.contains("HTTP 401") && out.stderr.contains("UNAUTHENTICATED"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("ya29.not-issued"),
+        "the token leaked: {}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_certificates_from_another_ca_or_instance_are_refused() {
+    for ca in ["legacy", "cas"] {
+        let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},ca={ca}")]);
+        for (mode, check) in [
+            ("wrong-ca", VerificationCheck::Chain),
+            ("wrong-cn", VerificationCheck::Identity),
+        ] {
+            let mut inst = host()
+                .instantiate_connector(&component(), vec![], vec![])
+                .await
+                .unwrap();
+            let connector = inst.new_connector(emu.config()).await.unwrap();
+            let before = emu.count("generateEphemeralCert", PROJECT_INSTANCE);
+
+            emu.set_server_cert(INSTANCE, mode);
+            let r = connect_and_query(
+                &mut inst,
+                connector,
+                INSTANCE,
+                ConnectOptions::default(),
+                &superuser(),
+                "SELECT 1",
+            )
+            .await
+            .map(|(r, _)| r.rows);
+            match connect_error(r) {
+                Error::ServerVerification(v) => {
+                    assert_eq!(v.check, check, "{ca} {mode}: {}", v.message)
+                }
+                other => panic!("{ca} {mode}: {other:?}"),
+            }
+
+            // The refusal dropped the cached certificate: the next connect
+            // refreshes (exactly once) and, with the right server back, works.
+            emu.set_server_cert(INSTANCE, "valid");
+            let rows = connect_and_query(
+                &mut inst,
+                connector,
+                INSTANCE,
+                ConnectOptions::default(),
+                &superuser(),
+                "SELECT 1",
+            )
+            .await
+            .unwrap()
+            .0
+            .rows;
+            assert_eq!(rows, [[Some("1".to_string())]]);
+            assert_eq!(
+                emu.count("generateEphemeralCert", PROJECT_INSTANCE) - before,
+                2,
+                "{ca} {mode}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_names_unknown_instances_and_region_mismatches_are_typed_errors() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+
+    match connect_error(query(emu.config(), "proj/us-central1/db", "SELECT 1").await) {
+        Error::InvalidInstanceName(m) => assert!(m.contains("PROJECT:REGION:INSTANCE"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        emu.calls()["connectSettings"]
+            .as_object()
+            .map_or(0, |m| m.len()),
+        0
+    );
+
+    match connect_error(query(emu.config(), "proj:us-central1:nope", "SELECT 1").await) {
+        Error::AdminApi(e) => {
+            assert_eq!(e.status, 404);
+            assert_eq!(e.code, "NOT_FOUND");
+            assert_eq!(e.message, "The Cloud SQL instance does not exist.");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    match connect_error(query(emu.config(), "proj:europe-west1:db", "SELECT 1").await) {
+        Error::RegionMismatch(m) => assert!(
+            m.contains("europe-west1") && m.contains("us-central1"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let config = Config {
+        ip_type: Some(IpType::Private),
+        ..emu.config()
+    };
+    match connect_error(query(config, INSTANCE, "SELECT 1").await) {
+        Error::IpTypeNotAvailable(m) => assert!(m.contains("private"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    let config = Config {
+        admin_endpoint: Some("ftp://x".into()),
+        ..emu.config()
+    };
+    match connect_error(query(config, INSTANCE, "SELECT 1").await) {
+        Error::InvalidConfig(m) => assert!(m.contains("admin-endpoint"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_credential_source_connects() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    let sql = "SELECT 'ok'";
+    let ok = [[Some("ok".to_string())]];
+
+    let au = Config {
+        credentials: Some(Credentials::Json(emu.authorized_user_json())),
+        ..emu.config()
+    };
+    assert_eq!(
+        query(au, INSTANCE, sql).await.unwrap(),
+        ok,
+        "authorized_user"
+    );
+
+    let md = Config {
+        credentials: Some(Credentials::MetadataServer),
+        metadata_host: Some(emu.metadata_host()),
+        ..emu.config()
+    };
+    assert_eq!(
+        query(md, INSTANCE, sql).await.unwrap(),
+        ok,
+        "metadata server"
+    );
+
+    // Application Default Credentials: the file GOOGLE_APPLICATION_CREDENTIALS names.
+    let mut inst = host()
+        .instantiate_connector(
+            &component(),
+            vec![(
+                "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                "/creds/service-account.json".into(),
+            )],
+            vec![(emu.state_dir.clone(), "/creds".into())],
+        )
+        .await
+        .unwrap();
+    let adc = Config {
+        credentials: None,
+        ..emu.config()
+    };
+    let connector = inst.new_connector(adc).await.unwrap();
+    let (rows, _) = connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        ConnectOptions::default(),
+        &superuser(),
+        sql,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.rows, ok, "ADC file");
+    // The login token for manual IAM authentication comes from the same source.
+    let login = inst.login_token(connector).await.unwrap().unwrap();
+    assert!(login.starts_with("ya29."), "not a token");
+
+    // ADC with nothing configured falls back to the metadata server.
+    let mut inst = host()
+        .instantiate_connector(
+            &component(),
+            vec![("GCE_METADATA_HOST".into(), emu.metadata_host())],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let connector = inst
+        .new_connector(Config {
+            credentials: None,
+            ..emu.config()
+        })
+        .await
+        .unwrap();
+    let (rows, _) = connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        ConnectOptions::default(),
+        &superuser(),
+        sql,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.rows, ok, "ADC metadata server");
+
+    // A caller's token that is not one: the Admin API's 401 passes through.
+    let bad = Config {
+        credentials: Some(Credentials::AccessToken(AccessTokens {
+            api_token: "ya29.bogus".into(),
+            login_token: None,
+        })),
+        ..emu.config()
+    };
+    match connect_error(query(bad, INSTANCE, sql).await) {
+        Error::AdminApi(e) => assert_eq!(e.status, 401),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// wasi:http through the component, at least 200 Admin API calls in a row,
+/// every one answered: 100 connectors (each its own refresh: two Admin API
+/// calls) sharing a caller-supplied RSA key so no key is generated.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_admin_api_calls_in_a_row_are_all_answered() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let key = emu.service_account_key_pem();
+    for i in 0..100 {
+        let config = Config {
+            credentials: Some(Credentials::MetadataServer),
+            metadata_host: Some(emu.metadata_host()),
+            rsa_private_key: Some(key.clone()),
+            ..emu.config()
+        };
+        let connector = inst.new_connector(config).await.unwrap();
+        let conn = inst
+            .connect(connector, INSTANCE, ConnectOptions::default())
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("connect {i}: {e:?}"));
+        let t = inst.timings(conn).await.unwrap();
+        assert!(!t.cached && t.key_generation_us == 0, "connect {i}: {t:?}");
+        inst.drop_resource(conn).await.unwrap();
+        inst.drop_resource(connector).await.unwrap();
+    }
+    assert_eq!(emu.count("connectSettings", PROJECT_INSTANCE), 100);
+    assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_imports_only_what_it_needs() {
+    let imports = host().imports(&component()).unwrap();
+    let allowed = [
+        "wasi:http/outgoing-handler@",
+        "wasi:http/types@",
+        "wasi:sockets/",
+        "wasi:random/",
+        "wasi:clocks/",
+        "wasi:io/",
+        "wasi:cli/environment@",
+        "wasi:cli/exit@",
+        "wasi:cli/stdin@",
+        "wasi:cli/stdout@",
+        "wasi:cli/stderr@",
+        // Rust's std links these in; nothing in the connector uses them.
+        "wasi:cli/terminal-",
+        "wasi:filesystem/",
+    ];
+    for i in &imports {
+        assert!(
+            allowed.iter().any(|a| i.starts_with(a)),
+            "unexpected import {i} in {imports:?}"
+        );
+    }
+    for needed in ["wasi:http/outgoing-handler@", "wasi:sockets/tcp@"] {
+        assert!(
+            imports.iter().any(|i| i.starts_with(needed)),
+            "{needed} missing from {imports:?}"
+        );
+    }
+    let exports = host().exports(&component()).unwrap();
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.starts_with("gcp:db-connector/connector@")),
+        "{exports:?}"
+    );
+}

@@ -1,0 +1,175 @@
+//! Test environment for the end-to-end tests: the emulator binary (one per
+//! test), the PostgreSQL started by scripts/test, the embedded wasmtime host and
+//! the built wasm artifacts.
+
+#![allow(dead_code)] // each test binary uses a part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use gcp_db_host::connector::{Config, Credentials};
+use gcp_db_host::Host;
+use serde_json::Value;
+
+/// A value the environment must provide, with the way to provide it.
+fn required_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests with scripts/test"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The connector component.
+pub fn component() -> PathBuf {
+    let p = PathBuf::from(required_env("GCP_DB_CONNECTOR_WASM"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test builds it",
+        p.display()
+    );
+    p
+}
+
+/// The pg-query example command.
+pub fn pg_query() -> PathBuf {
+    let p = PathBuf::from(required_env("GCPDB_PG_QUERY"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test builds it",
+        p.display()
+    );
+    p
+}
+
+/// `127.0.0.1:PORT` of the test PostgreSQL (roles postgres/trust and
+/// app/app-password, table messages).
+pub fn postgres() -> String {
+    required_env("GCPDB_TEST_PG")
+}
+
+/// One wasmtime host for the whole test binary (the engine and the compiled
+/// components are shared; every instance gets a fresh store).
+pub fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| Host::new().expect("wasmtime host"))
+}
+
+/// A running emulator, killed on drop.
+pub struct Emulator {
+    child: Child,
+    pub ready: Value,
+    pub state_dir: PathBuf,
+}
+
+impl Emulator {
+    /// Starts the emulator with these `--instance` specs; `{pg}` in a spec is
+    /// replaced by the test PostgreSQL's address.
+    pub fn start(specs: &[&str]) -> Emulator {
+        let bin = std::env::var_os("GCPDB_EMULATOR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target_dir().join("release/gcp-emulator"));
+        let state_dir = std::env::temp_dir().join(format!(
+            "gcpdb-e2e-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&state_dir).unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--state-dir").arg(&state_dir);
+        for s in specs {
+            cmd.arg("--instance").arg(s.replace("{pg}", &postgres()));
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("emulator ready line {line:?}: {e}"));
+        Emulator {
+            child,
+            ready,
+            state_dir,
+        }
+    }
+
+    pub fn admin_endpoint(&self) -> String {
+        self.ready["admin_endpoint"].as_str().unwrap().to_string()
+    }
+
+    pub fn metadata_host(&self) -> String {
+        self.ready["metadata_host"].as_str().unwrap().to_string()
+    }
+
+    pub fn service_account_json(&self) -> String {
+        std::fs::read_to_string(self.ready["service_account_file"].as_str().unwrap()).unwrap()
+    }
+
+    pub fn authorized_user_json(&self) -> String {
+        std::fs::read_to_string(self.ready["authorized_user_file"].as_str().unwrap()).unwrap()
+    }
+
+    /// The service account's RSA private key (PEM), reusable as a connector key.
+    pub fn service_account_key_pem(&self) -> String {
+        let v: Value = serde_json::from_str(&self.service_account_json()).unwrap();
+        v["private_key"].as_str().unwrap().to_string()
+    }
+
+    /// A connector config using the service-account key and this emulator.
+    pub fn config(&self) -> Config {
+        Config {
+            credentials: Some(Credentials::Json(self.service_account_json())),
+            admin_endpoint: Some(self.admin_endpoint()),
+            ..Config::default()
+        }
+    }
+
+    fn control(&self, path: &str) -> String {
+        format!("{}{path}", self.ready["control_endpoint"].as_str().unwrap())
+    }
+
+    /// The Admin API call counters.
+    pub fn calls(&self) -> Value {
+        let body = ureq::get(&self.control("/calls"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// How often `method` was called for `project:instance`.
+    pub fn count(&self, method: &str, project_instance: &str) -> u64 {
+        self.calls()[method][project_instance].as_u64().unwrap_or(0)
+    }
+
+    /// Makes the proxy of `instance` present a `valid`, `wrong-ca` or
+    /// `wrong-cn` certificate.
+    pub fn set_server_cert(&self, instance: &str, mode: &str) {
+        ureq::post(&self.control(&format!("/instances/{instance}/server-cert")))
+            .content_type("application/json")
+            .send(format!(r#"{{"mode":"{mode}"}}"#))
+            .unwrap();
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
