@@ -203,6 +203,37 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_callers_share_one_refresh() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Barrier;
+
+        let cache = Arc::new(Cache::new());
+        let calls = Arc::new(AtomicU32::new(0));
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    cache
+                        .get_or_refresh(&key(), deadline, || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            // Long enough that every other caller arrives meanwhile.
+                            std::thread::sleep(Duration::from_millis(200));
+                            Ok(V(SystemTime::now() + Duration::from_secs(3600)))
+                        })
+                        .map(|(_, cached)| cached)
+                        .unwrap()
+                })
+            })
+            .collect();
+        let cached: Vec<bool> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cached.iter().filter(|c| !**c).count(), 1, "{cached:?}");
+    }
+
+    #[test]
     fn invalidate_forces_exactly_one_refresh() {
         let cache = Cache::new();
         let calls = Cell::new(0);

@@ -308,6 +308,62 @@ async fn bad_names_unknown_instances_and_region_mismatches_are_typed_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn server_errors_are_retried_with_backoff_and_then_succeed() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    emu.fail("connectSettings", 503, 2);
+    emu.fail("generateEphemeralCert", 500, 1);
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let connector = inst.new_connector(emu.config()).await.unwrap();
+    let (rows, t) = connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        ConnectOptions::default(),
+        &superuser(),
+        "SELECT 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.rows, [[Some("1".to_string())]]);
+    assert_eq!(emu.count("connectSettings", PROJECT_INSTANCE), 3);
+    assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 2);
+    // Two pauses of Google's backoff (at least 323.6 ms, then 523.6 ms) were taken.
+    assert!(t.admin_api_us + t.key_generation_us >= 847_000, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_errors_fail_fast_and_server_errors_give_up_after_five_attempts() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    emu.fail("connectSettings", 429, 1);
+    match connect_error(query(emu.config(), INSTANCE, "SELECT 1").await) {
+        Error::AdminApi(e) => {
+            assert_eq!((e.status, e.code.as_str()), (429, "RESOURCE_EXHAUSTED"));
+            assert!(e.message.starts_with("Quota exceeded"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        emu.count("connectSettings", PROJECT_INSTANCE),
+        1,
+        "4xx is not retried"
+    );
+
+    emu.fail("connectSettings", 500, 10);
+    match connect_error(query(emu.config(), INSTANCE, "SELECT 1").await) {
+        Error::AdminApi(e) => assert_eq!((e.status, e.code.as_str()), (500, "INTERNAL")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        emu.count("connectSettings", PROJECT_INSTANCE),
+        1 + 5,
+        "five attempts, no more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_credential_source_connects() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let sql = "SELECT 'ok'";

@@ -135,6 +135,9 @@ pub async fn handle(
     };
     let key = format!("{}:{}", route.project, route.instance);
     state.calls.record_admin(route.method, &key);
+    if let Some(fault) = state.faults.take(route.method) {
+        return fault.into_response();
+    }
 
     let Some(token) = bearer(&headers).and_then(|t| state.tokens.lookup_valid(t)) else {
         return GoogleError::unauthenticated().into_response();

@@ -1,5 +1,5 @@
-//! Test control endpoints under `/emulator/v1`: call counters and the server
-//! certificate each proxy presents.
+//! Test control endpoints under `/emulator/v1`: call counters, injected Admin
+//! API failures, and the server certificate each proxy presents.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::calls::AdminMethod;
 use crate::certs::ServerCertMode;
 use crate::state::SharedState;
 
@@ -19,6 +20,8 @@ pub fn router() -> Router<SharedState> {
         .route("/calls", get(calls))
         .route("/calls/reset", post(reset))
         .route("/instances/{name}/server-cert", post(server_cert))
+        .route("/faults", post(add_fault))
+        .route("/faults/reset", post(reset_faults))
 }
 
 async fn calls(State(state): State<SharedState>) -> Response {
@@ -61,5 +64,39 @@ async fn server_cert(
         );
     };
     inst.set_server_cert_mode(mode);
+    Json(json!({})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultRequest {
+    /// `connectSettings`, `generateEphemeralCert`, or absent for any.
+    method: Option<String>,
+    status: u16,
+    count: u32,
+}
+
+/// `POST /faults {"method":"connectSettings","status":503,"count":2}`: the next
+/// `count` calls of that method fail with `status`, as Google answers it.
+async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<FaultRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\",\"status\":503,\"count\":N}".into(),
+        );
+    };
+    let method = match req.method.as_deref() {
+        None => None,
+        Some("connectSettings") => Some(AdminMethod::ConnectSettings),
+        Some("generateEphemeralCert") => Some(AdminMethod::GenerateEphemeralCert),
+        Some(other) => return error(StatusCode::BAD_REQUEST, format!("unknown method {other:?}")),
+    };
+    match state.faults.push(method, req.status, req.count) {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn reset_faults(State(state): State<SharedState>) -> Response {
+    state.faults.clear();
     Json(json!({})).into_response()
 }

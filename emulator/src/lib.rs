@@ -1,7 +1,7 @@
 //! A local emulator of Google's side of Cloud SQL connections: the SQL Admin API
 //! (v1beta4 and v1), an OAuth2 token endpoint, a GCE metadata server and one server-side
 //! TLS proxy per instance, so connectors can be tested on one machine without a cloud
-//! account. See `/work/shared/spec/cloudsql-protocol.md` §3, §6 and §8.3.
+//! account. See the project's shared/spec/cloudsql-protocol.md §3, §6 and §8.3.
 
 pub mod admin;
 pub mod calls;
@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod errors;
+pub mod faults;
 pub mod instance;
 pub mod jwt;
 pub mod metadata;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::calls::Calls;
 use crate::credentials::Credentials;
+use crate::faults::Faults;
 use crate::instance::Instance;
 use crate::tokens::TokenStore;
 
@@ -22,6 +23,8 @@ pub struct AppState {
     pub tokens: TokenStore,
     /// Call counters.
     pub calls: Calls,
+    /// Injected Admin API failures.
+    pub faults: Faults,
     /// Principals' secrets.
     pub credentials: Credentials,
     /// The token endpoint URL the emulator advertises (`http://127.0.0.1:P/token`).
@@ -50,6 +53,7 @@ impl AppState {
             projects,
             tokens,
             calls: Calls::default(),
+            faults: Faults::default(),
             credentials,
             audiences: vec![token_uri.clone(), GOOGLE_TOKEN_URI.to_string()],
             token_uri,

@@ -154,6 +154,17 @@ impl Emulator {
         self.calls()[method][project_instance].as_u64().unwrap_or(0)
     }
 
+    /// The next `count` calls of `method` (`connectSettings`,
+    /// `generateEphemeralCert`) fail with `status`.
+    pub fn fail(&self, method: &str, status: u16, count: u32) {
+        ureq::post(&self.control("/faults"))
+            .content_type("application/json")
+            .send(format!(
+                r#"{{"method":"{method}","status":{status},"count":{count}}}"#
+            ))
+            .unwrap();
+    }
+
     /// Makes the proxy of `instance` present a `valid`, `wrong-ca` or
     /// `wrong-cn` certificate.
     pub fn set_server_cert(&self, instance: &str, mode: &str) {

@@ -1,0 +1,121 @@
+//! Injected Admin API failures, for tests: "answer the next N calls of this
+//! method with this status", in the body Google sends for that status.
+
+use std::sync::Mutex;
+
+use crate::calls::AdminMethod;
+use crate::errors::GoogleError;
+
+/// One queued fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fault {
+    /// `None`: any Admin API method.
+    method: Option<AdminMethod>,
+    status: u16,
+    remaining: u32,
+}
+
+/// The queue of faults, consumed in order.
+#[derive(Debug, Default)]
+pub struct Faults(Mutex<Vec<Fault>>);
+
+impl Faults {
+    /// Queues `count` failures with `status` for `method` (`None`: any).
+    /// Only statuses Google's Admin API really answers with are accepted.
+    pub fn push(&self, method: Option<AdminMethod>, status: u16, count: u32) -> Result<(), String> {
+        if error_for(status).is_none() {
+            return Err(format!(
+                "status {status} is not one of 429, 500, 502, 503, 504"
+            ));
+        }
+        self.lock().push(Fault {
+            method,
+            status,
+            remaining: count,
+        });
+        Ok(())
+    }
+
+    /// Drops every queued fault.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The error the next call of `method` must get, if a fault is queued.
+    pub fn take(&self, method: AdminMethod) -> Option<GoogleError> {
+        let mut faults = self.lock();
+        let i = faults
+            .iter()
+            .position(|f| f.remaining > 0 && f.method.is_none_or(|m| m == method))?;
+        faults[i].remaining -= 1;
+        let status = faults[i].status;
+        if faults[i].remaining == 0 {
+            faults.remove(i);
+        }
+        error_for(status)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fault>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Google's bodies for the failure statuses of the Admin API.
+fn error_for(status: u16) -> Option<GoogleError> {
+    Some(match status {
+        429 => GoogleError::new(
+            429,
+            "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' \
+             of service 'sqladmin.googleapis.com' for consumer 'project_number:000000000000'.",
+            "rateLimitExceeded",
+            "RESOURCE_EXHAUSTED",
+        ),
+        500 => GoogleError::new(
+            500,
+            "Internal error encountered.",
+            "backendError",
+            "INTERNAL",
+        ),
+        502 => GoogleError::new(502, "Bad Gateway", "backendError", "UNAVAILABLE"),
+        503 => GoogleError::new(
+            503,
+            "The service is currently unavailable.",
+            "backendError",
+            "UNAVAILABLE",
+        ),
+        504 => GoogleError::new(
+            504,
+            "The request timed out. Please try again.",
+            "backendError",
+            "DEADLINE_EXCEEDED",
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_consumed_per_method_in_order() {
+        let f = Faults::default();
+        f.push(Some(AdminMethod::ConnectSettings), 503, 2).unwrap();
+        f.push(None, 429, 1).unwrap();
+        assert!(f.push(None, 404, 1).is_err());
+
+        assert_eq!(
+            f.take(AdminMethod::GenerateEphemeralCert).unwrap().code,
+            429
+        );
+        assert_eq!(f.take(AdminMethod::GenerateEphemeralCert), None);
+        let e = f.take(AdminMethod::ConnectSettings).unwrap();
+        assert_eq!((e.code, e.status), (503, "UNAVAILABLE"));
+        assert_eq!(f.take(AdminMethod::ConnectSettings).unwrap().code, 503);
+        assert_eq!(f.take(AdminMethod::ConnectSettings), None);
+
+        f.push(None, 500, 5).unwrap();
+        f.clear();
+        assert_eq!(f.take(AdminMethod::ConnectSettings), None);
+    }
+}
