@@ -1,12 +1,22 @@
 //! Certificates for unit tests, shaped like Cloud SQL's: a CA, server leaves
 //! with a CN and/or SANs, and an ephemeral client certificate for a key.
 
+use std::sync::OnceLock;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
+
+use crate::key::ClientKey;
+
+/// One RSA key for all unit tests (generating one costs ~100 ms).
+pub(crate) fn client_key() -> &'static ClientKey {
+    static KEY: OnceLock<ClientKey> = OnceLock::new();
+    KEY.get_or_init(|| ClientKey::generate().unwrap())
+}
 
 pub(crate) struct Ca(pub CertifiedIssuer<'static, KeyPair>);
 

@@ -106,7 +106,6 @@ fn from_rustls(e: &rustls::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
     use std::time::SystemTime;
 
     use rustls::{ClientConnection, ServerConfig, ServerConnection};
@@ -114,12 +113,7 @@ mod tests {
     use super::*;
     use crate::certs;
     use crate::cloudsql::refresh::Addresses;
-    use crate::test_certs::{Ca, Leaf};
-
-    fn key() -> &'static ClientKey {
-        static KEY: OnceLock<ClientKey> = OnceLock::new();
-        KEY.get_or_init(|| ClientKey::generate().unwrap())
-    }
+    use crate::test_certs::{client_key as key, Ca, Leaf};
 
     fn name() -> InstanceName {
         InstanceName::parse("proj:us-central1:db").unwrap()

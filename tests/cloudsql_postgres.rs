@@ -4,10 +4,13 @@
 mod support;
 
 use gcp_db_host::connector::{
-    AccessTokens, Config, ConnectOptions, Credentials, Error, IpType, VerificationCheck,
+    AccessTokens, Config, ConnectOptions, ConnectTimings, Credentials, Error, IpType, ResourceAny,
+    VerificationCheck,
 };
+use gcp_db_host::pgwire::QueryResult;
 use gcp_db_host::query::{connect_and_query, Login, QueryError};
 use gcp_db_host::CommandOptions;
+use gcp_db_host::ConnectorInstance;
 use support::{component, host, pg_query, Emulator};
 
 const PROJECT_INSTANCE: &str = "proj:db";
@@ -21,6 +24,24 @@ fn superuser() -> Login {
     }
 }
 
+/// `connect_and_query` with default options, as the trust-auth superuser.
+async fn run(
+    inst: &mut ConnectorInstance,
+    connector: ResourceAny,
+    instance: &str,
+    sql: &str,
+) -> Result<(QueryResult, ConnectTimings), QueryError> {
+    connect_and_query(
+        inst,
+        connector,
+        instance,
+        ConnectOptions::default(),
+        &superuser(),
+        sql,
+    )
+    .await
+}
+
 /// Connects with a new connector in a fresh component instance and queries.
 async fn query(
     config: Config,
@@ -32,16 +53,9 @@ async fn query(
         .await
         .unwrap();
     let connector = inst.new_connector(config).await.unwrap();
-    connect_and_query(
-        &mut inst,
-        connector,
-        instance,
-        ConnectOptions::default(),
-        &superuser(),
-        sql,
-    )
-    .await
-    .map(|(r, _)| r.rows)
+    run(&mut inst, connector, instance, sql)
+        .await
+        .map(|(r, _)| r.rows)
 }
 
 fn connect_error(r: Result<Vec<Vec<Option<String>>>, QueryError>) -> Error {
@@ -60,16 +74,7 @@ async fn rows_and_cache_hit(ca: &str) {
     let connector = inst.new_connector(emu.config()).await.unwrap();
 
     let sql = "SELECT 40 + 2 AS answer, current_user AS who";
-    let (cold, t1) = connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        ConnectOptions::default(),
-        &superuser(),
-        sql,
-    )
-    .await
-    .unwrap();
+    let (cold, t1) = run(&mut inst, connector, INSTANCE, sql).await.unwrap();
     assert_eq!(cold.columns, ["answer", "who"]);
     assert_eq!(
         cold.rows,
@@ -81,16 +86,7 @@ async fn rows_and_cache_hit(ca: &str) {
     );
 
     // The second connect reuses the certificate: no Admin API call, no key.
-    let (warm, t2) = connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        ConnectOptions::default(),
-        &superuser(),
-        sql,
-    )
-    .await
-    .unwrap();
+    let (warm, t2) = run(&mut inst, connector, INSTANCE, sql).await.unwrap();
     assert_eq!(warm.rows, cold.rows);
     assert!(
         t2.cached && t2.admin_api_us == 0 && t2.key_generation_us == 0 && t2.token_us == 0,
@@ -214,16 +210,9 @@ async fn server_certificates_from_another_ca_or_instance_are_refused() {
             let before = emu.count("generateEphemeralCert", PROJECT_INSTANCE);
 
             emu.set_server_cert(INSTANCE, mode);
-            let r = connect_and_query(
-                &mut inst,
-                connector,
-                INSTANCE,
-                ConnectOptions::default(),
-                &superuser(),
-                "SELECT 1",
-            )
-            .await
-            .map(|(r, _)| r.rows);
+            let r = run(&mut inst, connector, INSTANCE, "SELECT 1")
+                .await
+                .map(|(r, _)| r.rows);
             match connect_error(r) {
                 Error::ServerVerification(v) => {
                     assert_eq!(v.check, check, "{ca} {mode}: {}", v.message)
@@ -234,18 +223,11 @@ async fn server_certificates_from_another_ca_or_instance_are_refused() {
             // The refusal dropped the cached certificate: the next connect
             // refreshes (exactly once) and, with the right server back, works.
             emu.set_server_cert(INSTANCE, "valid");
-            let rows = connect_and_query(
-                &mut inst,
-                connector,
-                INSTANCE,
-                ConnectOptions::default(),
-                &superuser(),
-                "SELECT 1",
-            )
-            .await
-            .unwrap()
-            .0
-            .rows;
+            let rows = run(&mut inst, connector, INSTANCE, "SELECT 1")
+                .await
+                .unwrap()
+                .0
+                .rows;
             assert_eq!(rows, [[Some("1".to_string())]]);
             assert_eq!(
                 emu.count("generateEphemeralCert", PROJECT_INSTANCE) - before,
@@ -317,16 +299,9 @@ async fn server_errors_are_retried_with_backoff_and_then_succeed() {
         .await
         .unwrap();
     let connector = inst.new_connector(emu.config()).await.unwrap();
-    let (rows, t) = connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        ConnectOptions::default(),
-        &superuser(),
-        "SELECT 1",
-    )
-    .await
-    .unwrap();
+    let (rows, t) = run(&mut inst, connector, INSTANCE, "SELECT 1")
+        .await
+        .unwrap();
     assert_eq!(rows.rows, [[Some("1".to_string())]]);
     assert_eq!(emu.count("connectSettings", PROJECT_INSTANCE), 3);
     assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 2);
@@ -407,16 +382,7 @@ async fn every_credential_source_connects() {
         ..emu.config()
     };
     let connector = inst.new_connector(adc).await.unwrap();
-    let (rows, _) = connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        ConnectOptions::default(),
-        &superuser(),
-        sql,
-    )
-    .await
-    .unwrap();
+    let (rows, _) = run(&mut inst, connector, INSTANCE, sql).await.unwrap();
     assert_eq!(rows.rows, ok, "ADC file");
     // The login token for manual IAM authentication comes from the same source.
     let login = inst.login_token(connector).await.unwrap().unwrap();
@@ -438,16 +404,7 @@ async fn every_credential_source_connects() {
         })
         .await
         .unwrap();
-    let (rows, _) = connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        ConnectOptions::default(),
-        &superuser(),
-        sql,
-    )
-    .await
-    .unwrap();
+    let (rows, _) = run(&mut inst, connector, INSTANCE, sql).await.unwrap();
     assert_eq!(rows.rows, ok, "ADC metadata server");
 
     // A caller's token that is not one: the Admin API's 401 passes through.

@@ -28,7 +28,6 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
 use crate::{wasi_builder, Host, State};
@@ -54,6 +53,9 @@ mod bindings {
         require_store_data_send: true,
     });
 }
+
+/// The handle type of `connector` and `connection` resources.
+pub use wasmtime::component::ResourceAny;
 
 /// The bindgen'd world: `ConnectorComponent` for callers that need more than
 /// [`ConnectorInstance`] offers.

@@ -238,16 +238,10 @@ fn strip_dot(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     use super::*;
-    use crate::test_certs::Ca;
-
-    fn key() -> &'static ClientKey {
-        static KEY: OnceLock<ClientKey> = OnceLock::new();
-        KEY.get_or_init(|| ClientKey::generate().unwrap())
-    }
+    use crate::test_certs::{client_key as key, Ca};
 
     fn name() -> InstanceName {
         InstanceName::parse("proj:us-central1:db").unwrap()
