@@ -17,6 +17,7 @@ use time::{Duration, OffsetDateTime};
 use crate::calls::AdminMethod;
 use crate::certs::{issue_ephemeral, parse_public_key_pem, CertInfo};
 use crate::errors::GoogleError;
+use crate::iam::IamBinding;
 use crate::instance::Instance;
 use crate::state::SharedState;
 use crate::tokens::{SCOPE_CLOUD_PLATFORM, SCOPE_SQLSERVICE_ADMIN, SCOPE_SQLSERVICE_LOGIN};
@@ -99,6 +100,10 @@ pub fn connect_settings_body(inst: &Instance) -> Value {
         "pscEnabled": false,
         "serverCaMode": inst.spec.ca_mode.server_ca_mode(),
     });
+    if inst.spec.mdx {
+        // Makes Go connectors (and the Auth Proxy) send a metadata exchange (spec §6.6).
+        body["mdxProtocolSupport"] = json!(["CLIENT_PROTOCOL_TYPE"]);
+    }
     if let Some(dns) = &inst.dns_name {
         body["dnsName"] = json!(dns);
         body["dnsNames"] =
@@ -190,7 +195,7 @@ fn generate_ephemeral_cert(
 
     let now = OffsetDateTime::now_utc();
     let mut not_after = now + Duration::hours(1);
-    let mut principal = None;
+    let mut binding = None;
     if let Some(login) = req.access_token.filter(|t| !t.is_empty()) {
         let info = state
             .tokens
@@ -204,16 +209,15 @@ fn generate_ephemeral_cert(
             .and_then(|d| OffsetDateTime::from_unix_timestamp(d.as_secs() as i64).ok())
             .unwrap_or(now);
         not_after = not_after.min(token_expiry);
-        principal = Some(info.principal);
+        binding = Some(IamBinding {
+            principal: info.principal,
+            token_expiry: info.expiry,
+        });
     }
     let cert = issue_ephemeral(&inst.certs.client_ca, &key, now, not_after)
         .map_err(GoogleError::internal)?;
-    if let Some(p) = principal {
-        state
-            .ephemeral_principals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(cert.serial.clone(), p);
+    if let Some(b) = binding {
+        state.ephemeral_principals.bind(cert.serial.clone(), b);
     }
     Ok(json!({"ephemeralCert": ssl_cert(&cert, &cert.pem, &inst.spec.name)}))
 }

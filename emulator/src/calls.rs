@@ -41,6 +41,8 @@ struct Counts {
     connect_settings: BTreeMap<String, u64>,
     generate_ephemeral_cert: BTreeMap<String, u64>,
     token: BTreeMap<&'static str, u64>,
+    mdx: BTreeMap<String, u64>,
+    mdx_client_protocol_types: BTreeMap<String, Vec<String>>,
 }
 
 /// Counts every request received, failed ones included.
@@ -69,6 +71,19 @@ impl Calls {
         *self.lock().token.entry(grant.key()).or_default() += 1;
     }
 
+    /// Counts one metadata exchange at an instance's proxy, and notes the client protocol
+    /// type of a well-formed request (`None` for a rejected one), in connection order.
+    pub fn record_mdx(&self, instance_key: &str, client_protocol_type: Option<&str>) {
+        let mut c = self.lock();
+        *c.mdx.entry(instance_key.to_string()).or_default() += 1;
+        if let Some(t) = client_protocol_type {
+            c.mdx_client_protocol_types
+                .entry(instance_key.to_string())
+                .or_default()
+                .push(t.to_string());
+        }
+    }
+
     /// The counters as served by `GET /emulator/v1/calls`.
     pub fn snapshot(&self) -> Value {
         let c = self.lock();
@@ -80,6 +95,8 @@ impl Calls {
             "connectSettings": c.connect_settings,
             "generateEphemeralCert": c.generate_ephemeral_cert,
             "token": token,
+            "mdx": c.mdx,
+            "mdxClientProtocolType": c.mdx_client_protocol_types,
         })
     }
 
@@ -101,16 +118,21 @@ mod tests {
         calls.record_admin(AdminMethod::GenerateEphemeralCert, "p:j");
         calls.record_token(Grant::JwtBearer);
         calls.record_token(Grant::Metadata);
+        calls.record_mdx("p:i", Some("TCP"));
+        calls.record_mdx("p:i", None);
+        calls.record_mdx("p:i", Some("UDS"));
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{"p:i":2},"generateEphemeralCert":{"p:j":1},
-                   "token":{"jwt-bearer":1,"refresh_token":0,"metadata":1}})
+                   "token":{"jwt-bearer":1,"refresh_token":0,"metadata":1},
+                   "mdx":{"p:i":3},"mdxClientProtocolType":{"p:i":["TCP","UDS"]}})
         );
         calls.reset();
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{},"generateEphemeralCert":{},
-                   "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0}})
+                   "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
+                   "mdx":{},"mdxClientProtocolType":{}})
         );
     }
 }

@@ -63,6 +63,8 @@ pub struct InstanceSpec {
     pub ca_mode: CaMode,
     /// Fixed public IP, or `None` to pick a random loopback address.
     pub public_ip: Option<IpAddr>,
+    /// Whether the instance advertises and answers the metadata exchange (spec §6.6).
+    pub mdx: bool,
 }
 
 impl InstanceSpec {
@@ -77,7 +79,7 @@ impl InstanceSpec {
     }
 
     /// Parses a command-line SPEC:
-    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP]`.
+    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,mdx=true|false]`.
     pub fn parse_cli(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default();
@@ -89,16 +91,27 @@ impl InstanceSpec {
             let (key, value) = part
                 .split_once('=')
                 .ok_or_else(|| format!("instance spec field {part:?} is not KEY=VALUE"))?;
-            let value = Some(value.to_string());
+            let text = Some(value.to_string());
             match key {
-                "backend" => fields.backend = value,
-                "version" | "database_version" => fields.database_version = value,
-                "ca" | "ca_mode" => fields.ca_mode = value,
-                "public-ip" | "public_ip" => fields.public_ip = value,
+                "backend" => fields.backend = text,
+                "version" | "database_version" => fields.database_version = text,
+                "ca" | "ca_mode" => fields.ca_mode = text,
+                "public-ip" | "public_ip" => fields.public_ip = text,
+                "mdx" => fields.mdx = Some(parse_bool(key, value)?),
                 other => return Err(format!("unknown instance spec field {other:?}")),
             }
         }
         fields.into_spec()
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!(
+            "instance spec field {key}={other:?} is not true or false"
+        )),
     }
 }
 
@@ -135,6 +148,8 @@ pub struct FileInstance {
     pub ca_mode: Option<String>,
     /// Fixed public IP.
     pub public_ip: Option<String>,
+    /// Advertise and answer the metadata exchange (`mdxProtocolSupport`); default false.
+    pub mdx: Option<bool>,
 }
 
 impl FileInstance {
@@ -169,6 +184,7 @@ impl FileInstance {
                 .unwrap_or_else(|| "POSTGRES_15".to_string()),
             ca_mode,
             public_ip,
+            mdx: self.mdx.unwrap_or(false),
         })
     }
 }
@@ -209,7 +225,8 @@ impl Default for Options {
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SPEC]... \
 [--state-dir DIR] [--ready-file FILE] [--token-lifetime-secs N]
-  SPEC: project:region:name,backend=HOST:PORT[,version=POSTGRES_15][,ca=legacy|cas][,public-ip=IP]";
+  SPEC: project:region:name,backend=HOST:PORT[,version=POSTGRES_15][,ca=legacy|cas][,public-ip=IP]\
+[,mdx=true|false]";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -311,6 +328,7 @@ mod tests {
         assert_eq!(s.database_version, "POSTGRES_15");
         assert_eq!(s.ca_mode, CaMode::Cas);
         assert_eq!(s.public_ip, None);
+        assert!(!s.mdx);
         assert_eq!(s.connection_name(), "example.com:proj:us-central1:db");
         assert_eq!(s.api_key(), "example.com:proj:db");
     }
@@ -318,9 +336,10 @@ mod tests {
     #[test]
     fn parses_cli_spec_with_all_fields() {
         let s = InstanceSpec::parse_cli(
-            "p:r:i,backend=localhost:3306,version=MYSQL_8_0,ca=legacy,public-ip=127.0.0.2",
+            "p:r:i,backend=localhost:3306,version=MYSQL_8_0,ca=legacy,public-ip=127.0.0.2,mdx=true",
         )
         .unwrap();
+        assert!(s.mdx);
         assert_eq!(s.database_version, "MYSQL_8_0");
         assert_eq!(s.ca_mode, CaMode::Legacy);
         assert_eq!(s.public_ip, Some("127.0.0.2".parse().unwrap()));
@@ -336,6 +355,12 @@ mod tests {
         assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,ca=other").is_err());
         assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,colour=red").is_err());
         assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,public-ip=x").is_err());
+        assert!(InstanceSpec::parse_cli("p:r:i,backend=h:1,mdx=yes").is_err());
+        assert!(
+            !InstanceSpec::parse_cli("p:r:i,backend=h:1,mdx=false")
+                .unwrap()
+                .mdx
+        );
     }
 
     #[test]
@@ -345,7 +370,7 @@ mod tests {
         let file = dir.join("c.json");
         std::fs::write(
             &file,
-            r#"{"instances":[{"name":"a:b:c","backend":"127.0.0.1:1","ca_mode":"legacy","public_ip":"127.0.0.9"}]}"#,
+            r#"{"instances":[{"name":"a:b:c","backend":"127.0.0.1:1","ca_mode":"legacy","public_ip":"127.0.0.9","mdx":true}]}"#,
         )
         .unwrap();
         let args = [
@@ -362,6 +387,8 @@ mod tests {
         };
         assert_eq!(o.instances.len(), 2);
         assert_eq!(o.instances[0].ca_mode, CaMode::Legacy);
+        assert!(o.instances[0].mdx);
+        assert!(!o.instances[1].mdx);
         assert_eq!(o.token_lifetime_secs, 120);
         assert_eq!(o.state_dir, Some(PathBuf::from("/tmp/x")));
         assert!(parse_args(["--bogus".to_string()]).is_err());

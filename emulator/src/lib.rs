@@ -1,7 +1,9 @@
 //! A local emulator of Google's side of Cloud SQL connections: the SQL Admin API
 //! (v1beta4 and v1), an OAuth2 token endpoint, a GCE metadata server and one server-side
 //! TLS proxy per instance, so connectors can be tested on one machine without a cloud
-//! account. See the project's shared/spec/cloudsql-protocol.md §3, §6 and §8.3.
+//! account. The proxies also answer the metadata exchange and perform automatic IAM
+//! database authentication for Postgres. See the project's
+//! shared/spec/cloudsql-protocol.md §3, §6, §7 and §8.3.
 
 pub mod admin;
 pub mod calls;
@@ -11,10 +13,15 @@ pub mod control;
 pub mod credentials;
 pub mod errors;
 pub mod faults;
+pub mod iam;
+pub mod inbound;
 pub mod instance;
 pub mod jwt;
+pub mod mdx;
 pub mod metadata;
 pub mod oauth;
+pub mod pgwire;
+pub mod proto;
 pub mod proxy;
 pub mod server;
 pub mod state;

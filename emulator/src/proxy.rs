@@ -1,5 +1,6 @@
 //! The server-side proxy of each instance: TLS 1.3 on `<public_ip>:3307` with a required,
-//! verified client certificate, then plain bytes to and from the instance's backend.
+//! verified client certificate; then, where configured, the metadata exchange (`mdx`) and
+//! the IAM login check (`iam`); then plain bytes to and from the instance's backend.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -9,11 +10,15 @@ use rand::Rng;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::ServerChain;
+use crate::inbound::Inbound;
 use crate::instance::Instance;
+use crate::state::{AppState, SharedState};
+use crate::{iam, mdx};
 
 /// Google's server-side proxy port; clients always dial `<ip>:3307`.
 pub const SERVER_PROXY_PORT: u16 = 3307;
@@ -82,15 +87,16 @@ fn random_loopback() -> IpAddr {
 }
 
 /// Accepts connections forever, each in its own task.
-pub async fn serve(listener: TcpListener, instance: Arc<Instance>) {
+pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: SharedState) {
     let name = instance.spec.connection_name();
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let instance = instance.clone();
+                let state = state.clone();
                 tokio::spawn(async move {
                     let name = instance.spec.connection_name();
-                    if let Err(e) = handle(tcp, &instance).await {
+                    if let Err(e) = handle(tcp, &instance, &state).await {
                         eprintln!("proxy {name}: connection from {peer}: {e}");
                     }
                 });
@@ -104,19 +110,107 @@ pub async fn serve(listener: TcpListener, instance: Arc<Instance>) {
     }
 }
 
-async fn handle(tcp: TcpStream, instance: &Instance) -> Result<(), String> {
+type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+
+async fn handle(tcp: TcpStream, instance: &Instance, state: &AppState) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(instance.server_config());
-    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    let backend = &instance.spec.backend;
+    let serial = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| iam::certificate_serial(leaf));
+    let mut inbound = Inbound::new(tls);
+    // Google's proxy finishes these before it opens the database connection, and a
+    // refused client must never reach the backend.
+    let admitted = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        before_relay(&mut inbound, instance, state, serial.as_deref()),
+    )
+    .await
+    .map_err(|_| "client stalled before its login".to_string());
+    match admitted {
+        Ok(Ok(true)) => relay(inbound, &instance.spec.backend).await,
+        Ok(Ok(false)) => {
+            // The refusal is already written; close_notify lets the client read all of it.
+            let _ = inbound.stream_mut().shutdown().await;
+            Ok(())
+        }
+        Ok(Err(e)) if is_plain_close(&e) => Ok(()),
+        Ok(Err(e)) => Err(format!("reading the client's first bytes: {e}")),
+        Err(e) => Err(e),
+    }
+}
+
+/// The metadata exchange and the IAM login check. `false`: the client was refused (and
+/// told), so the connection ends here.
+async fn before_relay(
+    inbound: &mut Inbound<ClientTls>,
+    instance: &Instance,
+    state: &AppState,
+    serial: Option<&str>,
+) -> std::io::Result<bool> {
+    let name = instance.spec.connection_name();
+    if instance.spec.mdx {
+        match mdx::serve(inbound).await? {
+            mdx::Outcome::Absent => {}
+            mdx::Outcome::Accepted(req) => {
+                let protocol = req.client_protocol_type.name();
+                state
+                    .calls
+                    .record_mdx(&instance.spec.api_key(), Some(&protocol));
+                eprintln!(
+                    "proxy {name}: metadata exchange: client_protocol_type={protocol} \
+                     user_agent={:?}",
+                    req.user_agent
+                );
+            }
+            mdx::Outcome::Rejected(why) => {
+                state.calls.record_mdx(&instance.spec.api_key(), None);
+                eprintln!("proxy {name}: metadata exchange refused: {why}");
+                return Ok(false);
+            }
+        }
+    }
+    if !iam::is_postgres(&instance.spec.database_version) {
+        return Ok(true);
+    }
+    // Certificates without an IAM login are for password logins: nothing to check.
+    let Some(binding) = serial.and_then(|s| state.ephemeral_principals.get(s)) else {
+        return Ok(true);
+    };
+    match iam::postgres_login(inbound, &binding).await? {
+        iam::Login::Admitted(user) => {
+            eprintln!("proxy {name}: IAM login as {user:?}");
+            Ok(true)
+        }
+        iam::Login::Cancel => Ok(true),
+        iam::Login::Refused(r) => {
+            eprintln!("proxy {name}: IAM login refused: {}", r.reason);
+            Ok(false)
+        }
+    }
+}
+
+/// Connects to the backend, hands it the client's bytes read so far, then copies both ways.
+async fn relay(inbound: Inbound<ClientTls>, backend: &str) -> Result<(), String> {
     let mut upstream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(backend))
         .await
         .map_err(|_| format!("connecting to backend {backend} timed out"))?
         .map_err(|e| format!("cannot connect to backend {backend}: {e}"))?;
     let _ = upstream.set_nodelay(true);
+    let (mut tls, pending) = inbound.into_parts();
+    if !pending.is_empty() {
+        upstream
+            .write_all(&pending)
+            .await
+            .map_err(|e| format!("writing to backend {backend}: {e}"))?;
+    }
     match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {
         Ok(_) => Ok(()),
         // Many clients (OpenSSL users among them) just close the socket without a TLS

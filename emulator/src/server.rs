@@ -198,7 +198,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     ];
     let proxy_tasks = proxy_listeners
         .into_iter()
-        .map(|(l, inst)| tokio::spawn(proxy::serve(l, inst)))
+        .map(|(l, inst)| tokio::spawn(proxy::serve(l, inst, state.clone())))
         .collect();
 
     Ok(Running {

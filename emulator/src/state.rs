@@ -1,11 +1,12 @@
 //! State shared by every HTTP handler.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::calls::Calls;
 use crate::credentials::Credentials;
 use crate::faults::Faults;
+use crate::iam::IamBindings;
 use crate::instance::Instance;
 use crate::tokens::TokenStore;
 
@@ -31,8 +32,8 @@ pub struct AppState {
     pub token_uri: String,
     /// Accepted JWT audiences: `token_uri` and Google's.
     pub audiences: Vec<String>,
-    /// Principal of the IAM login token behind each ephemeral certificate, by serial.
-    pub ephemeral_principals: Mutex<HashMap<String, String>>,
+    /// The IAM login token (principal, expiry) behind each ephemeral certificate, by serial.
+    pub ephemeral_principals: IamBindings,
 }
 
 impl AppState {
@@ -57,7 +58,7 @@ impl AppState {
             credentials,
             audiences: vec![token_uri.clone(), GOOGLE_TOKEN_URI.to_string()],
             token_uri,
-            ephemeral_principals: Mutex::new(HashMap::new()),
+            ephemeral_principals: IamBindings::default(),
         }
     }
 
@@ -70,11 +71,7 @@ impl AppState {
 
     /// The IAM principal recorded for the ephemeral certificate with serial `serial`.
     pub fn principal_for_serial(&self, serial: &str) -> Option<String> {
-        self.ephemeral_principals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(serial)
-            .cloned()
+        self.ephemeral_principals.get(serial).map(|b| b.principal)
     }
 }
 

@@ -1,0 +1,415 @@
+//! End-to-end: the proxy's metadata exchange and its automatic IAM database
+//! authentication for Postgres, with a fake backend that records what reaches it.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use gcp_emulator::jwt::sign_for_tests;
+use postgres_protocol::message::backend::Message;
+use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::RsaPrivateKey;
+use serde_json::{json, Value};
+use support::{dial, form, http, now, start_emulator, startup_message, FORM};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const ADMIN_SCOPE: &str = "https://www.googleapis.com/auth/sqlservice.admin";
+const LOGIN_SCOPE: &str = "https://www.googleapis.com/auth/sqlservice.login";
+const SA_DB_USER: &str = "connector-sa@emulator-project.iam";
+const USER_DB_USER: &str = "dev-user@example.com";
+const MDX_OK: &[u8] = b"CSQLMDEX\x00\x00\x00\x02\x08\x01";
+const SSL_REQUEST: &[u8] = &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// What one backend session received.
+type Session = Arc<Mutex<Vec<u8>>>;
+
+/// A stand-in database that echoes and keeps every byte each session sent it.
+struct Backend {
+    addr: String,
+    sessions: Arc<Mutex<Vec<Session>>>,
+}
+
+impl Backend {
+    async fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
+        let all = sessions.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let seen = Session::default();
+                all.lock().unwrap().push(seen.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, sessions }
+    }
+
+    fn connections(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    fn last_session(&self) -> Vec<u8> {
+        let sessions = self.sessions.lock().unwrap();
+        let last = sessions.last().expect("no backend session");
+        let bytes = last.lock().unwrap().clone();
+        bytes
+    }
+}
+
+/// `CSQLMDEX` + length + `MetadataExchangeRequest{user_agent, client_protocol_type}`,
+/// encoded by hand here so the test does not trust the emulator's encoder.
+fn mdx_request(user_agent: &str, client_protocol_type: u8) -> Vec<u8> {
+    let mut payload = vec![0x0a, user_agent.len() as u8];
+    payload.extend_from_slice(user_agent.as_bytes());
+    payload.extend_from_slice(&[0x10, client_protocol_type]);
+    let mut out = b"CSQLMDEX".to_vec();
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The (type, value) fields of the single ErrorResponse that makes up `bytes`.
+fn error_fields(bytes: &[u8]) -> Vec<(char, String)> {
+    let mut buf = BytesMut::from(bytes);
+    let Some(Message::ErrorResponse(body)) = Message::parse(&mut buf).unwrap() else {
+        panic!("not an ErrorResponse: {bytes:?}");
+    };
+    assert!(buf.is_empty(), "bytes after the ErrorResponse");
+    body.fields()
+        .map(|f| {
+            let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+            Ok((f.type_() as char, value))
+        })
+        .collect()
+        .unwrap()
+}
+
+fn fatal(message: &str) -> Vec<(char, String)> {
+    vec![
+        ('S', "FATAL".into()),
+        ('V', "FATAL".into()),
+        ('C', "28000".into()),
+        ('M', message.into()),
+    ]
+}
+
+async fn read_all(tls: &mut Tls) -> Vec<u8> {
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+async fn echoes(tls: &mut Tls, bytes: &[u8]) {
+    let mut back = vec![0u8; bytes.len()];
+    tls.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, bytes);
+}
+
+struct Google {
+    admin: String,
+    bearer: String,
+}
+
+impl Google {
+    async fn connect_settings(&self, instance: &str) -> Value {
+        let r = http(
+            "GET",
+            &format!(
+                "{}/sql/v1beta4/projects/p/instances/{instance}/connectSettings",
+                self.admin
+            ),
+            &[("Authorization", &self.bearer)],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+
+    async fn cert(&self, instance: &str, public_key: &str, login: Option<&str>) -> String {
+        let mut body = json!({ "public_key": public_key });
+        if let Some(t) = login {
+            body["access_token"] = json!(t);
+        }
+        let r = http(
+            "POST",
+            &format!(
+                "{}/sql/v1beta4/projects/p/instances/{instance}:generateEphemeralCert",
+                self.admin
+            ),
+            &[
+                ("Authorization", &self.bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["ephemeralCert"]["cert"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_login_and_metadata_exchange() {
+    let backend = Backend::start().await;
+    let b = &backend.addr;
+    let emu = start_emulator(
+        &[
+            format!("p:r:pg,backend={b},ca=legacy"),
+            format!("p:r:pgmdx,backend={b},ca=legacy,mdx=true"),
+            format!("p:r:my,backend={b},ca=legacy,version=MYSQL_8_0"),
+        ],
+        600,
+    )
+    .await;
+    let ready = emu.ready.clone();
+    let admin = ready["admin_endpoint"].as_str().unwrap().to_string();
+    let token_uri = ready["token_endpoint"].as_str().unwrap();
+
+    // The service account's token does both jobs; the user's is login-only.
+    let sa: Value = serde_json::from_str(
+        &std::fs::read_to_string(ready["service_account_file"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let sa_key = RsaPrivateKey::from_pkcs8_pem(sa["private_key"].as_str().unwrap()).unwrap();
+    let jwt = sign_for_tests(
+        &sa_key,
+        sa["private_key_id"].as_str(),
+        &json!({"iss": sa["client_email"], "aud": token_uri, "iat": now(), "exp": now() + 3600,
+                "scope": format!("{ADMIN_SCOPE} {LOGIN_SCOPE}")}),
+    );
+    let r = http(
+        "POST",
+        token_uri,
+        &[FORM],
+        &form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &jwt),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sa_token = r.json()["access_token"].as_str().unwrap().to_string();
+    let user: Value = serde_json::from_str(
+        &std::fs::read_to_string(ready["authorized_user_file"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let r = http(
+        "POST",
+        token_uri,
+        &[FORM],
+        &form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", user["client_id"].as_str().unwrap()),
+            ("client_secret", user["client_secret"].as_str().unwrap()),
+            ("refresh_token", user["refresh_token"].as_str().unwrap()),
+            ("scope", LOGIN_SCOPE),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let user_token = r.json()["access_token"].as_str().unwrap().to_string();
+
+    let google = Google {
+        admin,
+        bearer: format!("Bearer {sa_token}"),
+    };
+    let pg = google.connect_settings("pg").await;
+    let pgmdx = google.connect_settings("pgmdx").await;
+    let my = google.connect_settings("my").await;
+    assert!(pg.get("mdxProtocolSupport").is_none());
+    assert_eq!(pgmdx["mdxProtocolSupport"], json!(["CLIENT_PROTOCOL_TYPE"]));
+    let ip = |cs: &Value| {
+        cs["ipAddresses"][0]["ipAddress"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ca = |cs: &Value| cs["serverCaCert"]["cert"].as_str().unwrap().to_string();
+
+    let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let pg_sa = google.cert("pg", &public_pem, Some(&sa_token)).await;
+    let pg_user = google.cert("pg", &public_pem, Some(&user_token)).await;
+    let pg_plain = google.cert("pg", &public_pem, None).await;
+    let mdx_sa = google.cert("pgmdx", &public_pem, Some(&sa_token)).await;
+    let mdx_plain = google.cert("pgmdx", &public_pem, None).await;
+    let my_sa = google.cert("my", &public_pem, Some(&sa_token)).await;
+    let connect = |cs: &Value, cert: &str| {
+        let (ip, ca, cert, key) = (ip(cs), ca(cs), cert.to_string(), key.clone());
+        async move {
+            dial(&ip, &ca, Some((&cert, &key)))
+                .await
+                .result
+                .expect("handshake")
+        }
+    };
+
+    // --- IAM: the service account's database user, after a refused SSLRequest. The
+    // backend gets the StartupMessage exactly as sent, and nothing before it.
+    let before = backend.connections();
+    let mut tls = connect(&pg, &pg_sa).await;
+    tls.write_all(SSL_REQUEST).await.unwrap();
+    let mut n = [0u8; 1];
+    tls.read_exact(&mut n).await.unwrap();
+    assert_eq!(&n, b"N");
+    let hello = startup_message(SA_DB_USER);
+    tls.write_all(&hello).await.unwrap();
+    echoes(&mut tls, &hello).await;
+    assert_eq!(backend.connections(), before + 1);
+    assert_eq!(backend.last_session(), hello);
+    drop(tls);
+
+    // The authorized user's certificate admits the user's email.
+    let mut tls = connect(&pg, &pg_user).await;
+    let hello = startup_message(USER_DB_USER);
+    tls.write_all(&hello).await.unwrap();
+    echoes(&mut tls, &hello).await;
+    drop(tls);
+
+    // --- Wrong users get Cloud SQL's FATAL and the backend never hears of them.
+    let before = backend.connections();
+    for (cert, user, message) in [
+        (
+            &pg_sa,
+            USER_DB_USER,
+            "Cloud SQL IAM user authentication failed for user \"dev-user@example.com\"",
+        ),
+        (
+            &pg_sa,
+            "connector-sa@emulator-project.iam.gserviceaccount.com",
+            "Cloud SQL IAM service account authentication failed for user \
+             \"connector-sa@emulator-project.iam.gserviceaccount.com\"",
+        ),
+        (
+            &pg_user,
+            SA_DB_USER,
+            "Cloud SQL IAM service account authentication failed for user \
+             \"connector-sa@emulator-project.iam\"",
+        ),
+        (
+            &pg_user,
+            "postgres",
+            "Cloud SQL IAM user authentication failed for user \"postgres\"",
+        ),
+    ] {
+        let mut tls = connect(&pg, cert).await;
+        tls.write_all(&startup_message(user)).await.unwrap();
+        assert_eq!(error_fields(&read_all(&mut tls).await), fatal(message));
+    }
+    assert_eq!(
+        backend.connections(),
+        before,
+        "a refused login reached the backend"
+    );
+
+    // --- Certificates without a login token are for password logins: bytes pass as they are.
+    let mut tls = connect(&pg, &pg_plain).await;
+    tls.write_all(b"anything at all").await.unwrap();
+    echoes(&mut tls, b"anything at all").await;
+    drop(tls);
+    // So do IAM certificates of engines other than Postgres.
+    let mut tls = connect(&my, &my_sa).await;
+    tls.write_all(b"mysql bytes").await.unwrap();
+    echoes(&mut tls, b"mysql bytes").await;
+    drop(tls);
+
+    // --- MDX: request and StartupMessage in one write, as the Go connector may send them.
+    let hello = startup_message(SA_DB_USER);
+    let mut tls = connect(&pgmdx, &mdx_sa).await;
+    tls.write_all(&[mdx_request("test-agent/1.0", 1), hello.clone()].concat())
+        .await
+        .unwrap();
+    let mut answer = [0u8; 14];
+    tls.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, MDX_OK);
+    echoes(&mut tls, &hello).await;
+    assert_eq!(
+        backend.last_session(),
+        hello,
+        "MDX bytes reached the backend"
+    );
+    drop(tls);
+
+    // MDX, then a wrong user: OK first, then the FATAL.
+    let before = backend.connections();
+    let mut tls = connect(&pgmdx, &mdx_sa).await;
+    tls.write_all(&[mdx_request("ua", 3), startup_message("nobody@example.com")].concat())
+        .await
+        .unwrap();
+    let answer = read_all(&mut tls).await;
+    assert_eq!(&answer[..14], MDX_OK);
+    assert_eq!(
+        error_fields(&answer[14..]),
+        fatal("Cloud SQL IAM user authentication failed for user \"nobody@example.com\"")
+    );
+    assert_eq!(backend.connections(), before);
+
+    // A client that does not speak MDX: its first bytes are kept for the backend.
+    let mut tls = connect(&pgmdx, &mdx_plain).await;
+    let hello = startup_message("postgres");
+    tls.write_all(&hello).await.unwrap();
+    echoes(&mut tls, &hello).await;
+    assert_eq!(backend.last_session(), hello);
+    drop(tls);
+
+    // A malformed request: an ERROR response, then the end.
+    let before = backend.connections();
+    let mut tls = connect(&pgmdx, &mdx_plain).await;
+    tls.write_all(b"CSQLMDEX\x00\x00\x00\x02\x12\x05")
+        .await
+        .unwrap();
+    let answer = read_all(&mut tls).await;
+    let message = "invalid MetadataExchangeRequest: field 2: length 5 past the end";
+    let mut want = b"CSQLMDEX\x00\x00\x00\x43\x08\x02\x12\x3f".to_vec();
+    want.extend_from_slice(message.as_bytes());
+    assert_eq!(answer, want);
+    // Too long to be a real request: closed without an answer.
+    let mut tls = connect(&pgmdx, &mdx_plain).await;
+    tls.write_all(b"CSQLMDEX\x00\x00\x40\x01").await.unwrap();
+    assert!(read_all(&mut tls).await.is_empty());
+    assert_eq!(backend.connections(), before);
+
+    // --- Counters: every exchange, and the protocol type of each valid one.
+    let control = ready["control_endpoint"].as_str().unwrap();
+    let calls = http("GET", &format!("{control}/calls"), &[], b"")
+        .await
+        .json();
+    assert_eq!(calls["mdx"], json!({"p:pgmdx": 4}));
+    assert_eq!(
+        calls["mdxClientProtocolType"],
+        json!({"p:pgmdx": ["TCP", "UDS"]})
+    );
+
+    // --- The log tells what happened, without the tokens.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = emu.stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("metadata exchange: client_protocol_type=TCP"),
+        "{log}"
+    );
+    assert!(log.contains("IAM login refused"), "{log}");
+    for secret in [sa_token.as_str(), user_token.as_str(), "ya29."] {
+        assert!(!log.contains(secret), "log leaks a secret: {log}");
+    }
+}
