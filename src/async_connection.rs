@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::cloudsql::mdx;
 use crate::dial::remaining;
 use crate::{tls, ConnectOptions, ConnectTimings, Connector, Error};
 
@@ -60,11 +61,19 @@ impl Connector {
         let tls_started = Instant::now();
         let server_name = tls::server_name(&plan.target)?;
         let handshake = TlsConnector::from(plan.tls.clone()).connect(server_name, tcp);
-        let inner = tokio::time::timeout(remaining(deadline)?, handshake)
+        let mut inner = tokio::time::timeout(remaining(deadline)?, handshake)
             .await
             .map_err(|_| Error::Timeout("the TLS handshake did not finish in time".into()))
             .and_then(|r| r.map_err(|e| tls::handshake_error(&e)))
             .inspect_err(|_| self.invalidate(&plan.key))?;
+        if plan.mdx {
+            let exchange = mdx::exchange_async(&mut inner, self.user_agent());
+            tokio::time::timeout(remaining(deadline)?, exchange)
+                .await
+                .map_err(|_| Error::Timeout("the metadata exchange did not finish in time".into()))
+                .and_then(|r| r)
+                .inspect_err(|_| self.invalidate(&plan.key))?;
+        }
         plan.timings.tls = tls_started.elapsed();
         plan.timings.total = plan.started.elapsed();
         Ok(AsyncConnection {

@@ -11,6 +11,7 @@ use rustls::{ClientConfig, ClientConnection};
 
 use crate::cache::{Cache, CacheKey, Expiring};
 use crate::cloudsql::admin::{AdminClient, DEFAULT_ADMIN_ENDPOINT};
+use crate::cloudsql::mdx;
 use crate::cloudsql::refresh::{ConnectionInfo, Refresher, Target};
 use crate::credentials::{Endpoints, Scope, TokenSource};
 use crate::key::{ClientKey, KeySlot};
@@ -50,6 +51,8 @@ pub(crate) struct Plan {
     pub key: CacheKey,
     pub target: Target,
     pub tls: Arc<ClientConfig>,
+    /// Run the metadata exchange after the handshake.
+    pub mdx: bool,
     pub timings: ConnectTimings,
     pub started: Instant,
 }
@@ -113,8 +116,15 @@ impl Connector {
         plan.timings.tcp = tcp_started.elapsed();
 
         let tls_started = Instant::now();
-        let conn = handshake(&plan.tls, &plan.target, &mut tcp, dial_deadline)
-            .inspect_err(|_| self.cache.invalidate(&plan.key))?;
+        let mdx_user_agent = plan.mdx.then(|| self.admin.user_agent());
+        let conn = handshake(
+            &plan.tls,
+            &plan.target,
+            &mut tcp,
+            dial_deadline,
+            mdx_user_agent,
+        )
+        .inspect_err(|_| self.cache.invalidate(&plan.key))?;
         plan.timings.tls = tls_started.elapsed();
         plan.timings.total = plan.started.elapsed();
         Ok(Connection::new(conn, tcp, plan.timings))
@@ -159,6 +169,7 @@ impl Connector {
         Ok(Plan {
             target,
             tls: prepared.tls.clone(),
+            mdx: prepared.info.mdx,
             key,
             timings,
             started,
@@ -192,6 +203,12 @@ impl Connector {
         Ok(tcp)
     }
 
+    /// The user agent sent to Google (Admin API, metadata exchange).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn user_agent(&self) -> &str {
+        self.admin.user_agent()
+    }
+
     /// The connector's config.
     pub fn config(&self) -> &Config {
         &self.config
@@ -203,12 +220,14 @@ impl Connector {
     }
 }
 
-/// Runs the TLS 1.3 handshake on `tcp`, bounded by `deadline`.
+/// Runs the TLS 1.3 handshake on `tcp`, then the metadata exchange when
+/// `mdx_user_agent` is given, all bounded by `deadline`.
 fn handshake(
     config: &Arc<ClientConfig>,
     target: &Target,
     tcp: &mut TcpStream,
     deadline: Instant,
+    mdx_user_agent: Option<&str>,
 ) -> Result<ClientConnection, Error> {
     let mut conn = ClientConnection::new(config.clone(), tls::server_name(target)?)
         .map_err(|e| Error::Tls(format!("cannot start TLS: {e}")))?;
@@ -217,6 +236,9 @@ fn handshake(
     while conn.is_handshaking() {
         conn.complete_io(tcp)
             .map_err(|e| tls::handshake_error(&e))?;
+    }
+    if let Some(user_agent) = mdx_user_agent {
+        mdx::exchange(&mut rustls::Stream::new(&mut conn, tcp), user_agent)?;
     }
     tcp.set_read_timeout(None)
         .map_err(|e| Error::Dial(format!("cannot clear the read timeout: {e}")))?;

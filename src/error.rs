@@ -66,6 +66,9 @@ pub enum Error {
     },
     /// The TLS handshake failed for another reason.
     Tls(String),
+    /// The metadata exchange after the handshake failed or the server refused
+    /// the connection in it.
+    MetadataExchange(String),
     /// A step took longer than its bound.
     Timeout(String),
     /// Reading or writing an established connection failed.
@@ -141,6 +144,7 @@ impl fmt::Display for Error {
                 write!(f, "server certificate refused ({check:?} check): {message}")
             }
             Self::Tls(m) => write!(f, "TLS: {m}"),
+            Self::MetadataExchange(m) => write!(f, "metadata exchange: {m}"),
             Self::Timeout(m) => write!(f, "timeout: {m}"),
             Self::Io(m) => write!(f, "connection I/O: {m}"),
             Self::Closed => write!(f, "the connection is closed"),

@@ -131,6 +131,7 @@ mod tests {
             server_name: dns.map(str::to_string),
             client_cert: certs::parse_pem_list(&pem).unwrap().remove(0),
             expiry: SystemTime::now(),
+            mdx: false,
         }
     }
 

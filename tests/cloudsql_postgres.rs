@@ -94,6 +94,8 @@ async fn rows_and_cache_hit(ca: &str) {
     );
     assert_eq!(emu.count("connectSettings", PROJECT_INSTANCE), 1);
     assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 1);
+    // Not advertised, so not attempted.
+    assert_eq!(emu.calls()["mdx"], serde_json::json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -335,6 +337,112 @@ async fn client_errors_fail_fast_and_server_errors_give_up_after_five_attempts()
         emu.count("connectSettings", PROJECT_INSTANCE),
         1 + 5,
         "five attempts, no more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn automatic_iam_authentication_logs_in_the_principal_without_a_password() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    for (credentials, user, refusal) in [
+        (
+            emu.service_account_json(),
+            "connector-sa@emulator-project.iam",
+            "Cloud SQL IAM service account authentication failed for user \"postgres\"",
+        ),
+        (
+            emu.authorized_user_json(),
+            "dev-user@example.com",
+            "Cloud SQL IAM user authentication failed for user \"postgres\"",
+        ),
+    ] {
+        let mut inst = host()
+            .instantiate_connector(&component(), vec![], vec![])
+            .await
+            .unwrap();
+        let config = Config {
+            credentials: Some(Credentials::Json(credentials)),
+            enable_iam_auth: true,
+            ..emu.config()
+        };
+        let connector = inst.new_connector(config).await.unwrap();
+        let login = Login {
+            user: user.into(),
+            password: None,
+            database: "postgres".into(),
+        };
+        let (rows, _) = connect_and_query(
+            &mut inst,
+            connector,
+            INSTANCE,
+            ConnectOptions::default(),
+            &login,
+            "SELECT current_user",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.rows, [[Some(user.to_string())]]);
+
+        // The certificate binds the principal: another database user is refused.
+        match run(&mut inst, connector, INSTANCE, "SELECT 1").await {
+            Err(QueryError::Other(m)) => assert!(m.contains(refusal), "{m}"),
+            other => panic!("{other:?}"),
+        }
+
+        // Turning IAM off for one connect uses a separate certificate (no token
+        // inside), with which the password-less principal is just a plain role.
+        let no_iam = ConnectOptions {
+            enable_iam_auth: Some(false),
+            ..ConnectOptions::default()
+        };
+        let (rows, _) = connect_and_query(
+            &mut inst,
+            connector,
+            INSTANCE,
+            no_iam,
+            &superuser(),
+            "SELECT 2",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.rows, [[Some("2".to_string())]]);
+    }
+    assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metadata_exchange_runs_when_the_instance_advertises_it() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},mdx=true")]);
+    // The blocking path (the component) ...
+    let rows = query(emu.config(), INSTANCE, "SELECT 'mdx'").await.unwrap();
+    assert_eq!(rows, [[Some("mdx".to_string())]]);
+    // ... and the tokio path (the example guest).
+    let out = host()
+        .run_command(
+            &pg_query(),
+            &CommandOptions {
+                args: [
+                    "--admin-endpoint",
+                    &emu.admin_endpoint(),
+                    "--credentials-file",
+                    "/creds/service-account.json",
+                    INSTANCE,
+                    "SELECT 'async'",
+                ]
+                .map(String::from)
+                .to_vec(),
+                dirs: vec![(emu.state_dir.clone(), "/creds".into())],
+                ..CommandOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.stdout, "?column?\nasync\n");
+    let calls = emu.calls();
+    assert_eq!(calls["mdx"][PROJECT_INSTANCE], 2);
+    assert_eq!(
+        calls["mdxClientProtocolType"][PROJECT_INSTANCE],
+        serde_json::json!(["TLS", "TLS"])
     );
 }
 

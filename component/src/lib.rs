@@ -228,6 +228,7 @@ fn to_wit_error(e: Error) -> wit::Error {
             })
         }
         Error::Tls(_) => wit::Error::Tls(message),
+        Error::MetadataExchange(_) => wit::Error::MetadataExchange(message),
         Error::Timeout(_) => wit::Error::Timeout(message),
         Error::Io(_) => wit::Error::Io(message),
         Error::Closed => wit::Error::Closed,

@@ -27,6 +27,11 @@ impl AdminClient {
         }
     }
 
+    /// The user agent, also sent in the metadata exchange.
+    pub(crate) fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
     fn instance_url(&self, name: &InstanceName) -> String {
         format!(
             "{}/sql/v1beta4/projects/{}/instances/{}",
@@ -93,6 +98,8 @@ pub(crate) struct ConnectSettings {
     pub dns_name: Option<String>,
     #[serde(default)]
     pub dns_names: Vec<DnsNameMapping>,
+    #[serde(default)]
+    pub mdx_protocol_support: Vec<String>,
 }
 
 /// One `ipAddresses[]` entry.

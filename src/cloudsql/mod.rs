@@ -2,4 +2,5 @@
 //! into what a dial needs.
 
 pub(crate) mod admin;
+pub(crate) mod mdx;
 pub(crate) mod refresh;

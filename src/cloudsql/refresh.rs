@@ -26,6 +26,8 @@ pub(crate) struct ConnectionInfo {
     pub client_cert: CertificateDer<'static>,
     /// The certificate's NotAfter, capped by the IAM login token's expiry.
     pub expiry: SystemTime,
+    /// connectSettings lists the metadata exchange: run it after the handshake.
+    pub mdx: bool,
 }
 
 /// The instance's addresses by IP type.
@@ -228,6 +230,10 @@ pub(crate) fn connection_info(
         server_name,
         client_cert,
         expiry,
+        mdx: s
+            .mdx_protocol_support
+            .iter()
+            .any(|p| p == "CLIENT_PROTOCOL_TYPE"),
     })
 }
 
@@ -296,6 +302,7 @@ mod tests {
             Some("abc.def.us-central1.sql.goog")
         );
         assert_eq!(info.server_ca.len(), 1);
+        assert!(!info.mdx);
         let left = info.expiry.duration_since(SystemTime::now()).unwrap();
         assert!(
             left > Duration::from_secs(58 * 60) && left <= Duration::from_secs(3600),
