@@ -43,7 +43,8 @@ free_port() {
 }
 
 # start_postgres DIR: a throwaway cluster on a free loopback port. Sets PGPORT.
-# Roles: postgres (trust, for tests) and app / app-password (SCRAM, like a real app).
+# Roles: postgres (trust, for tests), app / app-password (SCRAM, like a real app),
+# and the emulator's two IAM principals (trust: the emulator's proxy admits them).
 start_postgres() {
   local dir=$1 bin run=()
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
@@ -66,6 +67,9 @@ start_postgres() {
     -o "-p $PGPORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
   "$bin/psql" -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
 CREATE ROLE app LOGIN PASSWORD 'app-password';
+-- The emulator's IAM principals, as Cloud SQL names IAM database users.
+CREATE ROLE "connector-sa@emulator-project.iam" LOGIN;
+CREATE ROLE "dev-user@example.com" LOGIN;
 CREATE TABLE messages (id serial PRIMARY KEY, body text NOT NULL, created timestamptz DEFAULT now());
 INSERT INTO messages (body) VALUES ('hello from Cloud SQL'), ('through a wasm component');
 GRANT SELECT, INSERT ON messages TO app;
@@ -76,3 +80,32 @@ SQL
 }
 
 stop_postgres() { [ -n "${PG_STOP+x}" ] && "${PG_STOP[@]}" >/dev/null 2>&1 || true; }
+
+# python_env: a venv with tests/python/requirements.txt (Google's Python connector,
+# a second client of the emulator), made once; pip runs again only when the
+# requirements change. Sets GCPDB_PYTHON.
+python_env() {
+  local venv=${GCPDB_VENV:-$HOME/.cache/gcp-db-connector/venv}
+  local req=$ROOT/tests/python/requirements.txt sum
+  sum=$(sha256sum "$req" | cut -d' ' -f1)
+  mkdir -p "$(dirname "$venv")"
+  (
+    flock 9  # concurrent runs on one machine share the venv
+    if [ ! -x "$venv/bin/python" ]; then
+      rm -rf "$venv"
+      if ! python3 -m venv "$venv" >/dev/null 2>&1; then  # Debian: venv needs python3-venv
+        rm -rf "$venv"
+        log "installing python3-venv from Debian"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv"
+      fi
+    fi
+    if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$sum" ]; then
+      log "installing tests/python/requirements.txt into $venv"
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+      echo "$sum" >"$venv/.requirements.sha256"
+    fi
+  ) 9>"$venv.lock"
+  export GCPDB_PYTHON=$venv/bin/python
+}

@@ -1,0 +1,282 @@
+"""Google's official Cloud SQL Python connector as a second client of the emulator.
+
+The same emulator binary the Rust end-to-end tests use (Admin API v1beta4, OAuth2
+token endpoint, metadata server, TLS server-side proxies on <ip>:3307) sits in front
+of the test PostgreSQL that scripts/test starts ($GCPDB_TEST_PG: role app with
+password app-password, table messages with two rows). If cloud-sql-python-connector
++ pg8000 connect through it, the emulator speaks Google's protocol the way Google's
+own client expects it, not only the way our connector does.
+
+Covered: password authentication with each credential type (service-account key
+file, authorized_user file, metadata server) on a legacy-CA and a CAS instance (one
+of them in a domain-scoped project), and the connector's errors for a missing IP
+type, a region mismatch and an unknown instance; automatic IAM database
+authentication (enable_iam_auth=True) with each credential type: the principal
+logs in without a password, and another database user is refused the way Cloud
+SQL refuses it.
+
+Run with scripts/test (it builds the emulator, starts PostgreSQL and sets
+$GCPDB_EMULATOR and $GCPDB_TEST_PG).
+"""
+
+import contextlib
+import importlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+
+import aiohttp
+import pytest
+from google.cloud.sql.connector import Connector
+from google.cloud.sql.connector.exceptions import CloudSQLIPTypeError
+from google.oauth2 import credentials as user_credentials
+from google.oauth2 import service_account
+
+# Do NOT import google.auth.compute_engine here: google-auth reads
+# GCE_METADATA_HOST once, when google.auth.compute_engine._metadata is imported,
+# and the emulator's metadata port is only known once it runs.
+
+LEGACY = "example.com:cloudsql-py:us-central1:legacy-pg"  # domain-scoped project
+CAS = "cloudsql-py:europe-west1:cas-pg"
+INSTANCE_SPECS = {
+    LEGACY: "backend={pg},ca=legacy",
+    CAS: "backend={pg},ca=cas",
+}
+INSTANCES = pytest.mark.parametrize("instance", [LEGACY, CAS], ids=["legacy", "cas"])
+
+ADMIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+MESSAGES = [("hello from Cloud SQL",), ("through a wasm component",)]
+READY_TIMEOUT_SECS = 60
+
+
+def required_env(name):
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"{name} is not set: run the Python tests with scripts/test")
+    return value
+
+
+def split_name(connection_name):
+    """(project, region, instance); the project may hold one colon (domain scope)."""
+    project, region, instance = connection_name.rsplit(":", 2)
+    return project, region, instance
+
+
+class Emulator:
+    def __init__(self, ready):
+        self.ready = ready
+
+    @property
+    def admin_endpoint(self):
+        return self.ready["admin_endpoint"]
+
+    def calls(self):
+        """The emulator's Admin API and token counters."""
+        url = self.ready["control_endpoint"] + "/calls"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.load(resp)
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    binary = required_env("GCPDB_EMULATOR")
+    pg = required_env("GCPDB_TEST_PG")
+    with tempfile.TemporaryDirectory(prefix="gcpdb-py-") as state_dir:
+        args = [binary, "--state-dir", state_dir]
+        for name, spec in INSTANCE_SPECS.items():
+            args += ["--instance", f"{name},{spec.format(pg=pg)}"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        lines = queue.Queue()
+
+        def read_stdout():
+            # The first line is the ready line; the rest is drained so the
+            # emulator never blocks on (or loses) its stdout.
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        saved_env = {k: os.environ.get(k) for k in ("GCE_METADATA_HOST", "GCE_METADATA_IP")}
+        try:
+            try:
+                line = lines.get(timeout=READY_TIMEOUT_SECS)
+            except queue.Empty:
+                raise RuntimeError(f"{binary}: no ready line in {READY_TIMEOUT_SECS} s")
+            if not line:
+                raise RuntimeError(f"{binary} exited ({proc.wait()}) before its ready line")
+            ready = json.loads(line)
+            got = {i["name"]: i["ca_mode"] for i in ready["instances"]}
+            assert got == {LEGACY: "legacy", CAS: "cas"}, got
+
+            # google.auth.compute_engine: GCE_METADATA_HOST for requests,
+            # GCE_METADATA_IP for the GCE ping.
+            os.environ["GCE_METADATA_HOST"] = ready["metadata_host"]
+            os.environ["GCE_METADATA_IP"] = ready["metadata_host"]
+            metadata = sys.modules.get("google.auth.compute_engine._metadata")
+            if metadata is not None:  # imported already: make it read the variables again
+                importlib.reload(metadata)
+            yield Emulator(ready)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def make_credentials(kind, emulator):
+    """Fresh google-auth credentials (no token yet) of one kind, all pointing at the emulator."""
+    ready = emulator.ready
+    if kind == "service_account":
+        # The key file's token_uri is the emulator's token endpoint.
+        return service_account.Credentials.from_service_account_file(
+            ready["service_account_file"], scopes=[ADMIN_SCOPE]
+        )
+    if kind == "authorized_user":
+        # google-auth ignores an authorized_user file's token_uri (always Google's).
+        return user_credentials.Credentials.from_authorized_user_file(
+            ready["authorized_user_file"], scopes=[CLOUD_PLATFORM_SCOPE]
+        ).with_token_uri(ready["token_endpoint"])
+    if kind == "metadata":
+        from google.auth import compute_engine  # after the fixture set GCE_METADATA_HOST
+
+        return compute_engine.Credentials()
+    raise ValueError(kind)
+
+
+# Which emulator token counter each kind of credentials must drive.
+GRANTS = {
+    "service_account": "jwt-bearer",
+    "authorized_user": "refresh_token",
+    "metadata": "metadata",
+}
+
+
+@contextlib.contextmanager
+def connector(emulator, credentials):
+    c = Connector(
+        sqladmin_api_endpoint=emulator.admin_endpoint,
+        credentials=credentials,
+        refresh_strategy="lazy",
+    )
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def api_count(calls, method, connection_name):
+    project, _, instance = split_name(connection_name)
+    return calls[method].get(f"{project}:{instance}", 0)
+
+
+@INSTANCES
+@pytest.mark.parametrize("kind", list(GRANTS))
+def test_password_auth_query(emulator, instance, kind):
+    before = emulator.calls()
+    with connector(emulator, make_credentials(kind, emulator)) as c:
+        conn = c.connect(instance, "pg8000", user="app", password="app-password", db="postgres")
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == "app"
+            cur.execute("SELECT body FROM messages ORDER BY id")
+            assert [tuple(r) for r in cur.fetchall()] == MESSAGES
+        finally:
+            conn.close()
+    after = emulator.calls()
+
+    # The token came from the grant of these credentials, and only from it.
+    token_delta = {g: after["token"][g] - before["token"][g] for g in after["token"]}
+    assert token_delta[GRANTS[kind]] >= 1, token_delta
+    assert all(v == 0 for g, v in token_delta.items() if g != GRANTS[kind]), token_delta
+    for method in ("connectSettings", "generateEphemeralCert"):
+        assert api_count(after, method, instance) > api_count(before, method, instance), method
+
+
+# The database user each kind of credentials is, under IAM authentication
+# (Cloud SQL drops .gserviceaccount.com from service accounts).
+IAM_USERS = {
+    "service_account": "connector-sa@emulator-project.iam",
+    "authorized_user": "dev-user@example.com",
+    "metadata": "connector-sa@emulator-project.iam",
+}
+
+
+@INSTANCES
+@pytest.mark.parametrize("kind", list(IAM_USERS))
+def test_automatic_iam_auth(emulator, instance, kind):
+    user = IAM_USERS[kind]
+    with connector(emulator, make_credentials(kind, emulator)) as c:
+        conn = c.connect(instance, "pg8000", user=user, db="postgres", enable_iam_auth=True)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == user
+        finally:
+            conn.close()
+
+        # The certificate carries the principal: another user is refused.
+        import pg8000.dbapi
+
+        with pytest.raises(pg8000.dbapi.DatabaseError) as err:
+            c.connect(instance, "pg8000", user="app", db="postgres", enable_iam_auth=True)
+        kind_word = "user" if kind == "authorized_user" else "service account"
+        assert f'Cloud SQL IAM {kind_word} authentication failed for user "app"' in str(err.value)
+
+
+@INSTANCES
+def test_private_ip_type_without_private_ip(emulator, instance):
+    creds = make_credentials("service_account", emulator)
+    with connector(emulator, creds) as c:
+        with pytest.raises(CloudSQLIPTypeError) as err:
+            c.connect(
+                instance,
+                "pg8000",
+                user="app",
+                password="app-password",
+                db="postgres",
+                ip_type="PRIVATE",
+            )
+    assert str(err.value) == (
+        "Cloud SQL instance does not have any IP addresses matching preference: PRIVATE"
+    )
+
+
+@INSTANCES
+def test_region_mismatch(emulator, instance):
+    project, region, name = split_name(instance)
+    wrong = f"{project}:asia-east1:{name}"
+    creds = make_credentials("service_account", emulator)
+    with connector(emulator, creds) as c:
+        with pytest.raises(ValueError) as err:
+            c.connect(wrong, "pg8000", user="app", password="app-password", db="postgres")
+    assert str(err.value) == (
+        f"[{wrong}]: Provided region was mismatched - "
+        f"got region asia-east1, expected {region}."
+    )
+
+
+@INSTANCES
+def test_unknown_instance(emulator, instance):
+    project, region, _ = split_name(instance)
+    unknown = f"{project}:{region}:no-such-instance"
+    creds = make_credentials("service_account", emulator)
+    with connector(emulator, creds) as c:
+        with pytest.raises(aiohttp.ClientResponseError) as err:
+            c.connect(unknown, "pg8000", user="app", password="app-password", db="postgres")
+    assert err.value.status == 404
+    assert err.value.message == "The Cloud SQL instance does not exist."
