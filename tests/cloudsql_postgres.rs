@@ -447,6 +447,76 @@ async fn the_metadata_exchange_runs_when_the_instance_advertises_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_ip_type_chooses_the_address_dialled() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},private-ip=auto")]);
+    let (public, private) = emu.ips();
+    let private = private.expect("the emulator gave the instance a private IP");
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    // The connector's default is Google's: public.
+    let connector = inst.new_connector(emu.config()).await.unwrap();
+    for (ip_type, dialled) in [
+        (None, &public),
+        (Some(IpType::Private), &private),
+        (Some(IpType::Public), &public),
+    ] {
+        let before = emu.proxy_connections(dialled);
+        let options = ConnectOptions {
+            ip_type,
+            ..ConnectOptions::default()
+        };
+        let (rows, _) = connect_and_query(
+            &mut inst,
+            connector,
+            INSTANCE,
+            options,
+            &superuser(),
+            "SELECT 1",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.rows, [[Some("1".to_string())]]);
+        assert_eq!(
+            emu.proxy_connections(dialled) - before,
+            1,
+            "{ip_type:?} dialled {dialled}"
+        );
+    }
+    // One certificate served all three: the IP type is not part of the cache key.
+    assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 1);
+
+    // The config's default IP type applies when the connect does not say.
+    let config = Config {
+        ip_type: Some(IpType::Private),
+        ..emu.config()
+    };
+    let before = emu.proxy_connections(&private);
+    query(config, INSTANCE, "SELECT 1").await.unwrap();
+    assert_eq!(emu.proxy_connections(&private) - before, 1);
+
+    // No PSC on this instance: a typed error, no dial.
+    let psc = ConnectOptions {
+        ip_type: Some(IpType::Psc),
+        ..ConnectOptions::default()
+    };
+    match connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        psc,
+        &superuser(),
+        "SELECT 1",
+    )
+    .await
+    {
+        Err(QueryError::Connect(Error::IpTypeNotAvailable(m))) => assert!(m.contains("PSC"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_credential_source_connects() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let sql = "SELECT 'ok'";

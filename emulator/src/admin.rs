@@ -93,7 +93,7 @@ pub fn connect_settings_body(inst: &Instance) -> Value {
     let mut body = json!({
         "kind": "sql#connectSettings",
         "serverCaCert": ssl_cert(&certs.server_ca, &certs.server_ca_pem, &inst.spec.name),
-        "ipAddresses": [{"type": "PRIMARY", "ipAddress": inst.public_ip.to_string()}],
+        "ipAddresses": ip_addresses(inst),
         "region": inst.spec.region,
         "databaseVersion": inst.spec.database_version,
         "backendType": "SECOND_GEN",
@@ -110,6 +110,16 @@ pub fn connect_settings_body(inst: &Instance) -> Value {
             json!([{"name": dns, "connectionType": "PUBLIC", "dnsScope": "INSTANCE"}]);
     }
     body
+}
+
+/// `ipAddresses`: the public IP as `PRIMARY`, then the private one, as Google
+/// lists them.
+fn ip_addresses(inst: &Instance) -> Value {
+    let mut list = vec![json!({"type": "PRIMARY", "ipAddress": inst.public_ip.to_string()})];
+    if let Some(ip) = inst.private_ip {
+        list.push(json!({"type": "PRIVATE", "ipAddress": ip.to_string()}));
+    }
+    Value::Array(list)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

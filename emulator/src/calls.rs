@@ -43,6 +43,7 @@ struct Counts {
     token: BTreeMap<&'static str, u64>,
     mdx: BTreeMap<String, u64>,
     mdx_client_protocol_types: BTreeMap<String, Vec<String>>,
+    proxy_connections: BTreeMap<String, u64>,
 }
 
 /// Counts every request received, failed ones included.
@@ -84,6 +85,16 @@ impl Calls {
         }
     }
 
+    /// Counts a TCP connection accepted by a proxy listening on `addr` (so
+    /// tests can tell which of an instance's addresses a client dialled).
+    pub fn record_proxy_connection(&self, addr: &str) {
+        *self
+            .lock()
+            .proxy_connections
+            .entry(addr.to_string())
+            .or_default() += 1;
+    }
+
     /// The counters as served by `GET /emulator/v1/calls`.
     pub fn snapshot(&self) -> Value {
         let c = self.lock();
@@ -97,6 +108,7 @@ impl Calls {
             "token": token,
             "mdx": c.mdx,
             "mdxClientProtocolType": c.mdx_client_protocol_types,
+            "proxyConnections": c.proxy_connections,
         })
     }
 
@@ -121,18 +133,20 @@ mod tests {
         calls.record_mdx("p:i", Some("TCP"));
         calls.record_mdx("p:i", None);
         calls.record_mdx("p:i", Some("UDS"));
+        calls.record_proxy_connection("127.0.0.9");
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{"p:i":2},"generateEphemeralCert":{"p:j":1},
                    "token":{"jwt-bearer":1,"refresh_token":0,"metadata":1},
-                   "mdx":{"p:i":3},"mdxClientProtocolType":{"p:i":["TCP","UDS"]}})
+                   "mdx":{"p:i":3},"mdxClientProtocolType":{"p:i":["TCP","UDS"]},
+                   "proxyConnections":{"127.0.0.9":1}})
         );
         calls.reset();
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{},"generateEphemeralCert":{},
                    "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
-                   "mdx":{},"mdxClientProtocolType":{}})
+                   "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{}})
         );
     }
 }

@@ -588,6 +588,7 @@ mod tests {
             database_version: "POSTGRES_15".into(),
             ca_mode: mode,
             public_ip: None,
+            private_ip: None,
             mdx: false,
         }
     }

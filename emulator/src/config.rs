@@ -46,6 +46,25 @@ impl CaMode {
     }
 }
 
+/// Where an address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressChoice {
+    /// A random free loopback address.
+    Random,
+    /// This one.
+    Fixed(IpAddr),
+}
+
+impl AddressChoice {
+    /// The fixed address, if any.
+    pub fn fixed(self) -> Option<IpAddr> {
+        match self {
+            Self::Random => None,
+            Self::Fixed(ip) => Some(ip),
+        }
+    }
+}
+
 /// One emulated Cloud SQL instance as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
@@ -63,6 +82,9 @@ pub struct InstanceSpec {
     pub ca_mode: CaMode,
     /// Fixed public IP, or `None` to pick a random loopback address.
     pub public_ip: Option<IpAddr>,
+    /// A private IP too (`connectSettings` type `PRIVATE`), served by the same
+    /// proxy on its own loopback address.
+    pub private_ip: Option<AddressChoice>,
     /// Whether the instance advertises and answers the metadata exchange (spec §6.6).
     pub mdx: bool,
 }
@@ -79,7 +101,7 @@ impl InstanceSpec {
     }
 
     /// Parses a command-line SPEC:
-    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,mdx=true|false]`.
+    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,private-ip=auto|IP][,mdx=true|false]`.
     pub fn parse_cli(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default();
@@ -97,6 +119,7 @@ impl InstanceSpec {
                 "version" | "database_version" => fields.database_version = text,
                 "ca" | "ca_mode" => fields.ca_mode = text,
                 "public-ip" | "public_ip" => fields.public_ip = text,
+                "private-ip" | "private_ip" => fields.private_ip = text,
                 "mdx" => fields.mdx = Some(parse_bool(key, value)?),
                 other => return Err(format!("unknown instance spec field {other:?}")),
             }
@@ -148,6 +171,9 @@ pub struct FileInstance {
     pub ca_mode: Option<String>,
     /// Fixed public IP.
     pub public_ip: Option<String>,
+    /// `auto` (a random loopback address) or a fixed IP: the instance also has a
+    /// private IP.
+    pub private_ip: Option<String>,
     /// Advertise and answer the metadata exchange (`mdxProtocolSupport`); default false.
     pub mdx: Option<bool>,
 }
@@ -174,11 +200,19 @@ impl FileInstance {
             ),
             None => None,
         };
+        let private_ip = match self.private_ip.as_deref() {
+            None => None,
+            Some("auto") => Some(AddressChoice::Random),
+            Some(ip) => Some(AddressChoice::Fixed(ip.parse::<IpAddr>().map_err(|e| {
+                format!("instance {}: bad private ip {ip:?}: {e}", self.name)
+            })?)),
+        };
         Ok(InstanceSpec {
             project,
             region,
             name,
             backend,
+            private_ip,
             database_version: self
                 .database_version
                 .unwrap_or_else(|| "POSTGRES_15".to_string()),
@@ -343,6 +377,20 @@ mod tests {
         assert_eq!(s.database_version, "MYSQL_8_0");
         assert_eq!(s.ca_mode, CaMode::Legacy);
         assert_eq!(s.public_ip, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(s.private_ip, None);
+    }
+
+    #[test]
+    fn private_ip_is_auto_or_fixed() {
+        let auto = InstanceSpec::parse_cli("p:r:i,backend=127.0.0.1:1,private-ip=auto").unwrap();
+        assert_eq!(auto.private_ip, Some(AddressChoice::Random));
+        let fixed =
+            InstanceSpec::parse_cli("p:r:i,backend=127.0.0.1:1,private-ip=127.0.0.7").unwrap();
+        assert_eq!(
+            fixed.private_ip,
+            Some(AddressChoice::Fixed("127.0.0.7".parse().unwrap()))
+        );
+        assert!(InstanceSpec::parse_cli("p:r:i,backend=127.0.0.1:1,private-ip=nope").is_err());
     }
 
     #[test]

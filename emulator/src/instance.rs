@@ -17,6 +17,8 @@ pub struct Instance {
     pub spec: InstanceSpec,
     /// The address its proxy listens on (port 3307).
     pub public_ip: IpAddr,
+    /// Its private address, if it has one (the same proxy listens there too).
+    pub private_ip: Option<IpAddr>,
     /// `<12 hex>.<13 alnum>.<region>.sql.goog.` for CAS instances (with the trailing dot).
     pub dns_name: Option<String>,
     /// Its certificates.
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Instance {
         f.debug_struct("Instance")
             .field("name", &self.spec.connection_name())
             .field("public_ip", &self.public_ip)
+            .field("private_ip", &self.private_ip)
             .field("dns_name", &self.dns_name)
             .finish_non_exhaustive()
     }
@@ -43,6 +46,7 @@ impl Instance {
     pub fn new(
         spec: InstanceSpec,
         public_ip: IpAddr,
+        private_ip: Option<IpAddr>,
         dns_name: Option<String>,
         certs: InstanceCerts,
     ) -> Result<Self, String> {
@@ -55,6 +59,7 @@ impl Instance {
             mode: RwLock::new(ServerCertMode::Valid),
             spec,
             public_ip,
+            private_ip,
             dns_name,
             certs,
         })

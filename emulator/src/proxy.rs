@@ -89,9 +89,13 @@ fn random_loopback() -> IpAddr {
 /// Accepts connections forever, each in its own task.
 pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: SharedState) {
     let name = instance.spec.connection_name();
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.ip().to_string());
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                state.calls.record_proxy_connection(&local);
                 let instance = instance.clone();
                 let state = state.clone();
                 tokio::spawn(async move {

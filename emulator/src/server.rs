@@ -31,6 +31,8 @@ pub struct ReadyInstance {
     pub name: String,
     /// Where its proxy listens (port 3307).
     pub public_ip: String,
+    /// Its private IP, if it has one.
+    pub private_ip: Option<String>,
     /// Its DNS name (CAS only, with the trailing dot), else `null`.
     pub dns_name: Option<String>,
     /// `legacy` or `cas`.
@@ -145,8 +147,26 @@ pub async fn start(opts: Options) -> Result<Running, String> {
         let certs = InstanceCerts::build(spec, dns_name.as_deref(), ikeys, &unrelated)?;
         let listener = proxy::bind(spec.public_ip).await?;
         let ip = listener.local_addr().map_err(|e| e.to_string())?.ip();
-        let inst = Arc::new(Instance::new(spec.clone(), ip, dns_name, certs)?);
+        let private = match spec.private_ip {
+            Some(choice) => Some(proxy::bind(choice.fixed()).await?),
+            None => None,
+        };
+        let private_ip = private
+            .as_ref()
+            .map(|l| l.local_addr().map(|a| a.ip()))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let inst = Arc::new(Instance::new(
+            spec.clone(),
+            ip,
+            private_ip,
+            dns_name,
+            certs,
+        )?);
         proxy_listeners.push((listener, inst.clone()));
+        if let Some(l) = private {
+            proxy_listeners.push((l, inst.clone()));
+        }
         instances.push(inst);
     }
 
@@ -174,6 +194,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
             .map(|i| ReadyInstance {
                 name: i.spec.connection_name(),
                 public_ip: i.public_ip.to_string(),
+                private_ip: i.private_ip.map(|ip| ip.to_string()),
                 dns_name: i.dns_name.clone(),
                 ca_mode: i.spec.ca_mode.as_str().to_string(),
             })

@@ -461,7 +461,7 @@ async fn emulator_end_to_end() {
                                 "my-project:nope": 1, "other:legacy-db": 1},
             "generateEphemeralCert": {"my-project:legacy-db": 1, "example.com:my-project:cas-db": 4},
             "token": {"jwt-bearer": 2, "refresh_token": 2, "metadata": 1},
-            "mdx": {}, "mdxClientProtocolType": {}
+            "mdx": {}, "mdxClientProtocolType": {}, "proxyConnections": {}
         })
     );
     let r = http("POST", &format!("{control}/calls/reset"), &[], b"").await;
@@ -471,7 +471,7 @@ async fn emulator_end_to_end() {
         r.json(),
         json!({"connectSettings":{},"generateEphemeralCert":{},
                "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
-               "mdx":{},"mdxClientProtocolType":{}})
+               "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{}})
     );
 
     // --- TLS proxies: legacy (CN check) and CAS (SAN check, intermediate in the roots).

@@ -10,7 +10,7 @@ own client expects it, not only the way our connector does.
 Covered: password authentication with each credential type (service-account key
 file, authorized_user file, metadata server) on a legacy-CA and a CAS instance (one
 of them in a domain-scoped project), and the connector's errors for a missing IP
-type, a region mismatch and an unknown instance; automatic IAM database
+type, a private IP, a region mismatch and an unknown instance; automatic IAM database
 authentication (enable_iam_auth=True) with each credential type: the principal
 logs in without a password, and another database user is refused the way Cloud
 SQL refuses it.
@@ -45,7 +45,7 @@ LEGACY = "example.com:cloudsql-py:us-central1:legacy-pg"  # domain-scoped projec
 CAS = "cloudsql-py:europe-west1:cas-pg"
 INSTANCE_SPECS = {
     LEGACY: "backend={pg},ca=legacy",
-    CAS: "backend={pg},ca=cas",
+    CAS: "backend={pg},ca=cas,private-ip=auto",
 }
 INSTANCES = pytest.mark.parametrize("instance", [LEGACY, CAS], ids=["legacy", "cas"])
 
@@ -238,13 +238,28 @@ def test_automatic_iam_auth(emulator, instance, kind):
         assert f'Cloud SQL IAM {kind_word} authentication failed for user "app"' in str(err.value)
 
 
-@INSTANCES
-def test_private_ip_type_without_private_ip(emulator, instance):
+def test_private_ip_type_dials_the_private_address(emulator):
+    private_ip = next(i["private_ip"] for i in emulator.ready["instances"] if i["name"] == CAS)
+    before = emulator.calls()["proxyConnections"].get(private_ip, 0)
+    with connector(emulator, make_credentials("service_account", emulator)) as c:
+        conn = c.connect(
+            CAS, "pg8000", user="app", password="app-password", db="postgres", ip_type="PRIVATE"
+        )
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            assert cur.fetchone()[0] == 1
+        finally:
+            conn.close()
+    assert emulator.calls()["proxyConnections"][private_ip] == before + 1
+
+
+def test_private_ip_type_without_private_ip(emulator):
     creds = make_credentials("service_account", emulator)
     with connector(emulator, creds) as c:
         with pytest.raises(CloudSQLIPTypeError) as err:
             c.connect(
-                instance,
+                LEGACY,
                 "pg8000",
                 user="app",
                 password="app-password",

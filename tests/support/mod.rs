@@ -149,6 +149,20 @@ impl Emulator {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// The public and private IPs of the first instance.
+    pub fn ips(&self) -> (String, Option<String>) {
+        let i = &self.ready["instances"][0];
+        (
+            i["public_ip"].as_str().unwrap().to_string(),
+            i["private_ip"].as_str().map(str::to_string),
+        )
+    }
+
+    /// TCP connections the proxy accepted on `ip`.
+    pub fn proxy_connections(&self, ip: &str) -> u64 {
+        self.calls()["proxyConnections"][ip].as_u64().unwrap_or(0)
+    }
+
     /// How often `method` was called for `project:instance`.
     pub fn count(&self, method: &str, project_instance: &str) -> u64 {
         self.calls()[method][project_instance].as_u64().unwrap_or(0)
