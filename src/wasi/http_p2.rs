@@ -119,6 +119,18 @@ impl Pending {
         }
         let response = match self.future.get() {
             Some(Ok(Ok(r))) => r,
+            // The host enforces the same budget (RequestOptions) and may notice
+            // first: its timeouts are timeouts too.
+            Some(Ok(Err(
+                ErrorCode::ConnectionTimeout
+                | ErrorCode::ConnectionReadTimeout
+                | ErrorCode::ConnectionWriteTimeout,
+            ))) => {
+                return Err(Error::Timeout(format!(
+                    "no answer from {} in time",
+                    self.url
+                )))
+            }
             Some(Ok(Err(e))) => return Err(fail(error_code(&e))),
             Some(Err(())) | None => return Err(fail("the host lost the response".into())),
         };
