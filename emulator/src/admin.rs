@@ -150,6 +150,10 @@ pub async fn handle(
     };
     let key = format!("{}:{}", route.project, route.instance);
     state.calls.record_admin(route.method, &key);
+    let delay = state.faults.latency(route.method);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(fault) = state.faults.take(route.method) {
         return fault.into_response();
     }

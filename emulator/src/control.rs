@@ -1,5 +1,5 @@
 //! Test control endpoints under `/emulator/v1`: call counters, injected Admin
-//! API failures, and the server certificate each proxy presents.
+//! API failures, the server certificate each proxy presents, and proxy faults.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::calls::AdminMethod;
 use crate::certs::ServerCertMode;
+use crate::proxy::ProxyFault;
 use crate::state::SharedState;
 
 /// Routes, to be nested under `/emulator/v1`.
@@ -20,6 +21,7 @@ pub fn router() -> Router<SharedState> {
         .route("/calls", get(calls))
         .route("/calls/reset", post(reset))
         .route("/instances/{name}/server-cert", post(server_cert))
+        .route("/instances/{name}/proxy", post(proxy_fault))
         .route("/faults", post(add_fault))
         .route("/faults/reset", post(reset_faults))
 }
@@ -71,12 +73,16 @@ async fn server_cert(
 struct FaultRequest {
     /// `connectSettings`, `generateEphemeralCert`, or absent for any.
     method: Option<String>,
-    status: u16,
-    count: u32,
+    /// With `count`: fail that many calls with this status.
+    status: Option<u16>,
+    count: Option<u32>,
+    /// Answer every later call of the method after this delay (0 removes it).
+    latency_ms: Option<u64>,
 }
 
 /// `POST /faults {"method":"connectSettings","status":503,"count":2}`: the next
 /// `count` calls of that method fail with `status`, as Google answers it.
+/// `{"method":…,"latency_ms":N}`: later calls are answered after N ms.
 async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<FaultRequest>(&body) else {
         return error(
@@ -90,13 +96,56 @@ async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
         Some("generateEphemeralCert") => Some(AdminMethod::GenerateEphemeralCert),
         Some(other) => return error(StatusCode::BAD_REQUEST, format!("unknown method {other:?}")),
     };
-    match state.faults.push(method, req.status, req.count) {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    if let Some(ms) = req.latency_ms {
+        state
+            .faults
+            .set_latency(method, std::time::Duration::from_millis(ms));
+    }
+    match (req.status, req.count) {
+        (Some(status), Some(count)) => match state.faults.push(method, status, count) {
+            Ok(()) => Json(json!({})).into_response(),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        (None, None) if req.latency_ms.is_some() => Json(json!({})).into_response(),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "give status and count together, or latency_ms".into(),
+        ),
     }
 }
 
 async fn reset_faults(State(state): State<SharedState>) -> Response {
     state.faults.clear();
     Json(json!({})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ProxyFaultRequest {
+    mode: String,
+    bytes: Option<u64>,
+}
+
+/// `POST /instances/{project:region:name}/proxy {"mode":"drop-after-bytes","bytes":N}`:
+/// how that instance's proxy treats new connections, until set back to `normal`.
+async fn proxy_fault(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(inst) = state.instance_by_connection_name(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("unknown instance {name:?}"));
+    };
+    let Ok(req) = serde_json::from_slice::<ProxyFaultRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"mode\":\"normal\"|\"refuse\"|\"drop-after-handshake\"|\"drop-after-bytes\",\"bytes\":N}".into(),
+        );
+    };
+    match ProxyFault::parse(&req.mode, req.bytes) {
+        Ok(fault) => {
+            inst.set_proxy_fault(fault);
+            Json(json!({})).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }

@@ -1,7 +1,9 @@
-//! Injected Admin API failures, for tests: "answer the next N calls of this
-//! method with this status", in the body Google sends for that status.
+//! Injected Admin API faults, for tests: "answer the next N calls of this
+//! method with this status", in the body Google sends for that status, and
+//! "answer this method only after this delay".
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::calls::AdminMethod;
 use crate::errors::GoogleError;
@@ -15,11 +17,35 @@ struct Fault {
     remaining: u32,
 }
 
-/// The queue of faults, consumed in order.
+/// The queue of faults, consumed in order, and the configured latencies.
 #[derive(Debug, Default)]
-pub struct Faults(Mutex<Vec<Fault>>);
+pub struct Faults {
+    queue: Mutex<Vec<Fault>>,
+    /// Delay per method (`None`: any), until cleared.
+    latency: Mutex<Vec<(Option<AdminMethod>, Duration)>>,
+}
 
 impl Faults {
+    /// Every later call of `method` (`None`: any) is answered after `delay`;
+    /// a zero delay removes the setting.
+    pub fn set_latency(&self, method: Option<AdminMethod>, delay: Duration) {
+        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        l.retain(|(m, _)| *m != method);
+        if !delay.is_zero() {
+            l.push((method, delay));
+        }
+    }
+
+    /// How long to hold an answer to `method`.
+    pub fn latency(&self, method: AdminMethod) -> Duration {
+        let l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        l.iter()
+            .filter(|(m, _)| m.is_none_or(|m| m == method))
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Queues `count` failures with `status` for `method` (`None`: any).
     /// Only statuses Google's Admin API really answers with are accepted.
     pub fn push(&self, method: Option<AdminMethod>, status: u16, count: u32) -> Result<(), String> {
@@ -36,9 +62,13 @@ impl Faults {
         Ok(())
     }
 
-    /// Drops every queued fault.
+    /// Drops every queued fault and latency.
     pub fn clear(&self) {
         self.lock().clear();
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The error the next call of `method` must get, if a fault is queued.
@@ -56,7 +86,7 @@ impl Faults {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fault>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -117,5 +147,31 @@ mod tests {
         f.push(None, 500, 5).unwrap();
         f.clear();
         assert_eq!(f.take(AdminMethod::ConnectSettings), None);
+    }
+
+    #[test]
+    fn latency_applies_per_method_until_cleared() {
+        let f = Faults::default();
+        assert_eq!(f.latency(AdminMethod::ConnectSettings), Duration::ZERO);
+        f.set_latency(
+            Some(AdminMethod::ConnectSettings),
+            Duration::from_millis(300),
+        );
+        f.set_latency(None, Duration::from_millis(100));
+        assert_eq!(
+            f.latency(AdminMethod::ConnectSettings),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            f.latency(AdminMethod::GenerateEphemeralCert),
+            Duration::from_millis(100)
+        );
+        f.set_latency(None, Duration::ZERO);
+        assert_eq!(
+            f.latency(AdminMethod::GenerateEphemeralCert),
+            Duration::ZERO
+        );
+        f.clear();
+        assert_eq!(f.latency(AdminMethod::ConnectSettings), Duration::ZERO);
     }
 }

@@ -9,7 +9,7 @@ use rustls::ServerConfig;
 
 use crate::certs::{hex_lower, InstanceCerts, ServerCertMode};
 use crate::config::InstanceSpec;
-use crate::proxy::build_server_config;
+use crate::proxy::{build_server_config, ProxyFault};
 
 /// A running instance.
 pub struct Instance {
@@ -27,6 +27,7 @@ pub struct Instance {
     wrong_ca: Arc<ServerConfig>,
     wrong_cn: Arc<ServerConfig>,
     mode: RwLock<ServerCertMode>,
+    fault: RwLock<ProxyFault>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -57,6 +58,7 @@ impl Instance {
             wrong_ca: build_server_config(&certs.wrong_ca, key, client_ca)?,
             wrong_cn: build_server_config(&certs.wrong_cn, key, client_ca)?,
             mode: RwLock::new(ServerCertMode::Valid),
+            fault: RwLock::new(ProxyFault::Normal),
             spec,
             public_ip,
             private_ip,
@@ -68,6 +70,16 @@ impl Instance {
     /// Chooses which server certificate new connections get.
     pub fn set_server_cert_mode(&self, mode: ServerCertMode) {
         *self.mode.write().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// Sets how the proxy treats new connections.
+    pub fn set_proxy_fault(&self, fault: ProxyFault) {
+        *self.fault.write().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// How the proxy treats the next connection.
+    pub fn proxy_fault(&self) -> ProxyFault {
+        *self.fault.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The TLS configuration for the next connection.

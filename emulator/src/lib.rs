@@ -2,7 +2,7 @@
 //! (v1beta4 and v1), an OAuth2 token endpoint, a GCE metadata server and one server-side
 //! TLS proxy per instance, so connectors can be tested on one machine without a cloud
 //! account. The proxies also answer the metadata exchange and perform automatic IAM
-//! database authentication for Postgres. See the project's
+//! database authentication for Postgres and MySQL. See the project's
 //! shared/spec/cloudsql-protocol.md §3, §6, §7 and §8.3.
 
 pub mod admin;
@@ -19,6 +19,7 @@ pub mod instance;
 pub mod jwt;
 pub mod mdx;
 pub mod metadata;
+pub mod mysql;
 pub mod oauth;
 pub mod pgwire;
 pub mod proto;

@@ -1,6 +1,7 @@
 //! The server-side proxy of each instance: TLS 1.3 on `<public_ip>:3307` with a required,
 //! verified client certificate; then, where configured, the metadata exchange (`mdx`) and
-//! the IAM login check (`iam`); then plain bytes to and from the instance's backend.
+//! the IAM login check (`iam` for Postgres, `mysql` for MySQL); then plain bytes to and
+//! from the instance's backend. A test can make the proxy misbehave ([`ProxyFault`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use rand::Rng;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -18,7 +19,7 @@ use crate::certs::ServerChain;
 use crate::inbound::Inbound;
 use crate::instance::Instance;
 use crate::state::{AppState, SharedState};
-use crate::{iam, mdx};
+use crate::{iam, mdx, mysql};
 
 /// Google's server-side proxy port; clients always dial `<ip>:3307`.
 pub const SERVER_PROXY_PORT: u16 = 3307;
@@ -86,6 +87,36 @@ fn random_loopback() -> IpAddr {
     ))
 }
 
+/// How the proxy treats new connections (`POST /emulator/v1/instances/{name}/proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyFault {
+    /// Serve them.
+    Normal,
+    /// Close the TCP connection right after accepting it, before TLS.
+    Refuse,
+    /// Complete the TLS handshake, then close (no close_notify).
+    DropAfterHandshake,
+    /// Relay, but cut both sides once this many backend bytes reached the client.
+    DropAfterBytes(u64),
+}
+
+impl ProxyFault {
+    /// `normal`, `refuse`, `drop-after-handshake`, or `drop-after-bytes` with `bytes`.
+    pub fn parse(mode: &str, bytes: Option<u64>) -> Result<Self, String> {
+        match (mode, bytes) {
+            ("normal", _) => Ok(Self::Normal),
+            ("refuse", _) => Ok(Self::Refuse),
+            ("drop-after-handshake", _) => Ok(Self::DropAfterHandshake),
+            ("drop-after-bytes", Some(n)) => Ok(Self::DropAfterBytes(n)),
+            ("drop-after-bytes", None) => Err("drop-after-bytes needs \"bytes\"".into()),
+            (other, _) => Err(format!(
+                "unknown mode {other:?}: expected normal, refuse, drop-after-handshake or \
+                 drop-after-bytes"
+            )),
+        }
+    }
+}
+
 /// Accepts connections forever, each in its own task.
 pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: SharedState) {
     let name = instance.spec.connection_name();
@@ -96,11 +127,17 @@ pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: Shared
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 state.calls.record_proxy_connection(&local);
+                let fault = instance.proxy_fault();
+                if fault == ProxyFault::Refuse {
+                    eprintln!("proxy {name}: fault: refusing the connection from {peer}");
+                    drop(tcp);
+                    continue;
+                }
                 let instance = instance.clone();
                 let state = state.clone();
                 tokio::spawn(async move {
                     let name = instance.spec.connection_name();
-                    if let Err(e) = handle(tcp, &instance, &state).await {
+                    if let Err(e) = handle(tcp, peer, fault, &instance, &state).await {
                         eprintln!("proxy {name}: connection from {peer}: {e}");
                     }
                 });
@@ -116,13 +153,37 @@ pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: Shared
 
 type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
 
-async fn handle(tcp: TcpStream, instance: &Instance, state: &AppState) -> Result<(), String> {
+/// What the checks before the relay decided.
+enum Admission {
+    /// The client was refused (and told): close.
+    Refused,
+    /// Relay; `Some` if the backend is already connected (MySQL IAM logins), with how many
+    /// of its bytes already went to the client.
+    Relay(Option<(TcpStream, u64)>),
+}
+
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    fault: ProxyFault,
+    instance: &Instance,
+    state: &AppState,
+) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(instance.server_config());
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    if fault == ProxyFault::DropAfterHandshake {
+        eprintln!(
+            "proxy {}: fault: dropping the connection from {peer} after the TLS handshake",
+            instance.spec.connection_name()
+        );
+        // No close_notify: the connection just dies.
+        drop(tls);
+        return Ok(());
+    }
     let serial = tls
         .get_ref()
         .1
@@ -130,36 +191,44 @@ async fn handle(tcp: TcpStream, instance: &Instance, state: &AppState) -> Result
         .and_then(|certs| certs.first())
         .and_then(|leaf| iam::certificate_serial(leaf));
     let mut inbound = Inbound::new(tls);
-    // Google's proxy finishes these before it opens the database connection, and a
-    // refused client must never reach the backend.
+    // Google's proxy finishes these before it opens the database connection (MySQL: before
+    // it relays the login), and a refused client must never log in to the backend.
     let admitted = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        before_relay(&mut inbound, instance, state, serial.as_deref()),
+        before_relay(&mut inbound, instance, state, serial.as_deref(), peer.ip()),
     )
     .await
     .map_err(|_| "client stalled before its login".to_string());
     match admitted {
-        Ok(Ok(true)) => relay(inbound, &instance.spec.backend).await,
-        Ok(Ok(false)) => {
+        Ok(Ok(Admission::Relay(upstream))) => {
+            let cut_after = match fault {
+                ProxyFault::DropAfterBytes(n) => Some(n),
+                _ => None,
+            };
+            relay(inbound, upstream, &instance.spec.backend, cut_after).await
+        }
+        Ok(Ok(Admission::Refused)) => {
             // The refusal is already written; close_notify lets the client read all of it.
             let _ = inbound.stream_mut().shutdown().await;
             Ok(())
         }
         Ok(Err(e)) if is_plain_close(&e) => Ok(()),
-        Ok(Err(e)) => Err(format!("reading the client's first bytes: {e}")),
+        Ok(Err(e)) => Err(format!("before the relay: {e}")),
         Err(e) => Err(e),
     }
 }
 
-/// The metadata exchange and the IAM login check. `false`: the client was refused (and
-/// told), so the connection ends here.
+/// The metadata exchange and the IAM login check.
 async fn before_relay(
     inbound: &mut Inbound<ClientTls>,
     instance: &Instance,
     state: &AppState,
     serial: Option<&str>,
-) -> std::io::Result<bool> {
+    client_ip: IpAddr,
+) -> std::io::Result<Admission> {
     let name = instance.spec.connection_name();
+    // Only if enabled: clients of MySQL (which speaks first) send nothing, so the wait for
+    // an MDX request would delay every one of their connections.
     if instance.spec.mdx {
         match mdx::serve(inbound).await? {
             mdx::Outcome::Absent => {}
@@ -177,37 +246,70 @@ async fn before_relay(
             mdx::Outcome::Rejected(why) => {
                 state.calls.record_mdx(&instance.spec.api_key(), None);
                 eprintln!("proxy {name}: metadata exchange refused: {why}");
-                return Ok(false);
+                return Ok(Admission::Refused);
             }
         }
     }
-    if !iam::is_postgres(&instance.spec.database_version) {
-        return Ok(true);
+    let version = &instance.spec.database_version;
+    let (postgres, mysql) = (iam::is_postgres(version), version.starts_with("MYSQL"));
+    if !postgres && !mysql {
+        return Ok(Admission::Relay(None));
     }
     // Certificates without an IAM login are for password logins: nothing to check.
     let Some(binding) = serial.and_then(|s| state.ephemeral_principals.get(s)) else {
-        return Ok(true);
+        return Ok(Admission::Relay(None));
     };
+    if mysql {
+        let backend = &instance.spec.backend;
+        let mut upstream = connect_backend(backend)
+            .await
+            .map_err(std::io::Error::other)?;
+        return match mysql::login(inbound, &mut upstream, &binding, client_ip).await? {
+            mysql::Login::Admitted { user, greeting_len } => {
+                eprintln!("proxy {name}: IAM login as {user:?}");
+                Ok(Admission::Relay(Some((upstream, greeting_len as u64))))
+            }
+            mysql::Login::Refused { reason, .. } => {
+                eprintln!("proxy {name}: IAM login refused: {reason}");
+                Ok(Admission::Refused)
+            }
+        };
+    }
     match iam::postgres_login(inbound, &binding).await? {
         iam::Login::Admitted(user) => {
             eprintln!("proxy {name}: IAM login as {user:?}");
-            Ok(true)
+            Ok(Admission::Relay(None))
         }
-        iam::Login::Cancel => Ok(true),
+        iam::Login::Cancel => Ok(Admission::Relay(None)),
         iam::Login::Refused(r) => {
             eprintln!("proxy {name}: IAM login refused: {}", r.reason);
-            Ok(false)
+            Ok(Admission::Refused)
         }
     }
 }
 
-/// Connects to the backend, hands it the client's bytes read so far, then copies both ways.
-async fn relay(inbound: Inbound<ClientTls>, backend: &str) -> Result<(), String> {
-    let mut upstream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(backend))
+async fn connect_backend(backend: &str) -> Result<TcpStream, String> {
+    let upstream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(backend))
         .await
         .map_err(|_| format!("connecting to backend {backend} timed out"))?
         .map_err(|e| format!("cannot connect to backend {backend}: {e}"))?;
     let _ = upstream.set_nodelay(true);
+    Ok(upstream)
+}
+
+/// Connects to the backend unless already connected, hands it the client's bytes read so
+/// far, then copies both ways (cutting both sides after `cut_after` backend bytes, counting
+/// those already relayed, if set).
+async fn relay(
+    inbound: Inbound<ClientTls>,
+    upstream: Option<(TcpStream, u64)>,
+    backend: &str,
+    cut_after: Option<u64>,
+) -> Result<(), String> {
+    let (mut upstream, sent) = match upstream {
+        Some(u) => u,
+        None => (connect_backend(backend).await?, 0),
+    };
     let (mut tls, pending) = inbound.into_parts();
     if !pending.is_empty() {
         upstream
@@ -215,13 +317,54 @@ async fn relay(inbound: Inbound<ClientTls>, backend: &str) -> Result<(), String>
             .await
             .map_err(|e| format!("writing to backend {backend}: {e}"))?;
     }
-    match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {
-        Ok(_) => Ok(()),
+    let result = match cut_after {
+        None => tokio::io::copy_bidirectional(&mut tls, &mut upstream)
+            .await
+            .map(|_| ()),
+        Some(limit) => relay_until(&mut tls, &mut upstream, limit.saturating_sub(sent)).await,
+    };
+    match result {
+        Ok(()) => Ok(()),
         // Many clients (OpenSSL users among them) just close the socket without a TLS
         // close_notify; that is an ordinary end of the session, not an error.
         Err(e) if is_plain_close(&e) => Ok(()),
         Err(e) => Err(format!("relay ended with an error: {e}")),
     }
+}
+
+/// Relays until `remaining` more backend bytes reached the client, then cuts the client
+/// off (TCP FIN, no close_notify); the backend connection closes when dropped.
+async fn relay_until(
+    tls: &mut ClientTls,
+    upstream: &mut TcpStream,
+    mut remaining: u64,
+) -> std::io::Result<()> {
+    let mut from_client = vec![0u8; 16 * 1024];
+    let mut from_server = vec![0u8; 16 * 1024];
+    while remaining > 0 {
+        let room = from_server
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        tokio::select! {
+            r = tls.read(&mut from_client) => {
+                let n = r?;
+                if n == 0 {
+                    return Ok(());
+                }
+                upstream.write_all(&from_client[..n]).await?;
+            }
+            r = upstream.read(&mut from_server[..room]) => {
+                let n = r?;
+                if n == 0 {
+                    return Ok(());
+                }
+                tls.write_all(&from_server[..n]).await?;
+                tls.flush().await?;
+                remaining -= n as u64;
+            }
+        }
+    }
+    tls.get_mut().0.shutdown().await
 }
 
 fn is_plain_close(e: &std::io::Error) -> bool {
@@ -231,4 +374,25 @@ fn is_plain_close(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fault_modes() {
+        assert_eq!(ProxyFault::parse("normal", None), Ok(ProxyFault::Normal));
+        assert_eq!(ProxyFault::parse("refuse", Some(3)), Ok(ProxyFault::Refuse));
+        assert_eq!(
+            ProxyFault::parse("drop-after-handshake", None),
+            Ok(ProxyFault::DropAfterHandshake)
+        );
+        assert_eq!(
+            ProxyFault::parse("drop-after-bytes", Some(10)),
+            Ok(ProxyFault::DropAfterBytes(10))
+        );
+        assert!(ProxyFault::parse("drop-after-bytes", None).is_err());
+        assert!(ProxyFault::parse("explode", None).is_err());
+    }
 }

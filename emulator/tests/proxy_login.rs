@@ -166,23 +166,9 @@ impl Google {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iam_login_and_metadata_exchange() {
-    let backend = Backend::start().await;
-    let b = &backend.addr;
-    let emu = start_emulator(
-        &[
-            format!("p:r:pg,backend={b},ca=legacy"),
-            format!("p:r:pgmdx,backend={b},ca=legacy,mdx=true"),
-            format!("p:r:my,backend={b},ca=legacy,version=MYSQL_8_0"),
-        ],
-        600,
-    )
-    .await;
-    let ready = emu.ready.clone();
-    let admin = ready["admin_endpoint"].as_str().unwrap().to_string();
+/// A login+admin token of the service account and a login token of the user.
+async fn login_tokens(ready: &Value) -> (String, String) {
     let token_uri = ready["token_endpoint"].as_str().unwrap();
-
     // The service account's token does both jobs; the user's is login-only.
     let sa: Value = serde_json::from_str(
         &std::fs::read_to_string(ready["service_account_file"].as_str().unwrap()).unwrap(),
@@ -226,6 +212,25 @@ async fn iam_login_and_metadata_exchange() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let user_token = r.json()["access_token"].as_str().unwrap().to_string();
+    (sa_token, user_token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_login_and_metadata_exchange() {
+    let backend = Backend::start().await;
+    let b = &backend.addr;
+    let emu = start_emulator(
+        &[
+            format!("p:r:pg,backend={b},ca=legacy"),
+            format!("p:r:pgmdx,backend={b},ca=legacy,mdx=true"),
+        ],
+        600,
+    )
+    .await;
+    let ready = emu.ready.clone();
+    let admin = ready["admin_endpoint"].as_str().unwrap().to_string();
+
+    let (sa_token, user_token) = login_tokens(&ready).await;
 
     let google = Google {
         admin,
@@ -233,7 +238,6 @@ async fn iam_login_and_metadata_exchange() {
     };
     let pg = google.connect_settings("pg").await;
     let pgmdx = google.connect_settings("pgmdx").await;
-    let my = google.connect_settings("my").await;
     assert!(pg.get("mdxProtocolSupport").is_none());
     assert_eq!(pgmdx["mdxProtocolSupport"], json!(["CLIENT_PROTOCOL_TYPE"]));
     let ip = |cs: &Value| {
@@ -254,7 +258,6 @@ async fn iam_login_and_metadata_exchange() {
     let pg_plain = google.cert("pg", &public_pem, None).await;
     let mdx_sa = google.cert("pgmdx", &public_pem, Some(&sa_token)).await;
     let mdx_plain = google.cert("pgmdx", &public_pem, None).await;
-    let my_sa = google.cert("my", &public_pem, Some(&sa_token)).await;
     let connect = |cs: &Value, cert: &str| {
         let (ip, ca, cert, key) = (ip(cs), ca(cs), cert.to_string(), key.clone());
         async move {
@@ -327,11 +330,6 @@ async fn iam_login_and_metadata_exchange() {
     let mut tls = connect(&pg, &pg_plain).await;
     tls.write_all(b"anything at all").await.unwrap();
     echoes(&mut tls, b"anything at all").await;
-    drop(tls);
-    // So do IAM certificates of engines other than Postgres.
-    let mut tls = connect(&my, &my_sa).await;
-    tls.write_all(b"mysql bytes").await.unwrap();
-    echoes(&mut tls, b"mysql bytes").await;
     drop(tls);
 
     // --- MDX: request and StartupMessage in one write, as the Go connector may send them.
@@ -412,4 +410,341 @@ async fn iam_login_and_metadata_exchange() {
     for secret in [sa_token.as_str(), user_token.as_str(), "ya29."] {
         assert!(!log.contains(secret), "log leaks a secret: {log}");
     }
+}
+
+/// A stand-in MySQL server: greets each session with `MYSQL_GREETING`, then echoes and
+/// keeps every byte the session sent it.
+async fn mysql_backend() -> Backend {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
+    let all = sessions.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = Session::default();
+            all.lock().unwrap().push(seen.clone());
+            tokio::spawn(async move {
+                if s.write_all(MYSQL_GREETING).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Backend { addr, sessions }
+}
+
+/// A HandshakeV10 packet (sequence 0), shortened but well framed.
+const MYSQL_GREETING: &[u8] =
+    b"\x1e\x00\x00\x00\x0a8.0.36-emulated\x00\x01\x00\x00\x00abcdefgh\x00";
+
+const CLIENT_PROTOCOL_41: u32 = 0x200;
+const CLIENT_SSL: u32 = 0x800;
+const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
+
+/// A HandshakeResponse41 packet (sequence 1) for `user` without a password, laid out by
+/// hand from the MySQL docs.
+fn mysql_login(user: &str) -> Vec<u8> {
+    let caps = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH;
+    let mut p = caps.to_le_bytes().to_vec();
+    p.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    p.push(45);
+    p.extend_from_slice(&[0; 23]);
+    p.extend_from_slice(user.as_bytes());
+    p.push(0);
+    p.push(0); // empty auth response
+    p.extend_from_slice(b"mysql_clear_password\0");
+    let mut out = (p.len() as u32).to_le_bytes()[..3].to_vec();
+    out.push(1);
+    out.extend_from_slice(&p);
+    out
+}
+
+/// Splits a single ERR packet into (sequence id, error code, SQL state, message).
+fn mysql_err(bytes: &[u8]) -> (u8, u16, String, String) {
+    assert!(bytes.len() > 13, "not an ERR packet: {bytes:?}");
+    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0]) as usize;
+    assert_eq!(len + 4, bytes.len(), "one packet expected: {bytes:?}");
+    assert_eq!(bytes[4], 0xff);
+    assert_eq!(bytes[7], b'#');
+    (
+        bytes[3],
+        u16::from_le_bytes([bytes[5], bytes[6]]),
+        String::from_utf8_lossy(&bytes[8..13]).into_owned(),
+        String::from_utf8_lossy(&bytes[13..]).into_owned(),
+    )
+}
+
+/// Reads the MySQL greeting; returns how long it took (it must come at once, without a
+/// wait for an MDX request that never comes).
+async fn greeted(tls: &mut Tls) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let mut greeting = vec![0u8; MYSQL_GREETING.len()];
+    tls.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(greeting, MYSQL_GREETING);
+    started.elapsed()
+}
+
+/// Reads until EOF or an error (a cut connection), returning what arrived.
+async fn read_until_cut(tls: &mut Tls) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("connection not cut; got {out:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_iam_login() {
+    let backend = mysql_backend().await;
+    let b = &backend.addr;
+    let emu = start_emulator(
+        &[
+            format!("p:r:my,backend={b},ca=legacy,version=MYSQL_8_0"),
+            format!("p:r:mymdx,backend={b},ca=legacy,version=MYSQL_8_0,mdx=true"),
+        ],
+        600,
+    )
+    .await;
+    let ready = emu.ready.clone();
+    let (sa_token, user_token) = login_tokens(&ready).await;
+    let google = Google {
+        admin: ready["admin_endpoint"].as_str().unwrap().to_string(),
+        bearer: format!("Bearer {sa_token}"),
+    };
+    let my = google.connect_settings("my").await;
+    let mymdx = google.connect_settings("mymdx").await;
+    let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let sa = google.cert("my", &public_pem, Some(&sa_token)).await;
+    let user = google.cert("my", &public_pem, Some(&user_token)).await;
+    let plain = google.cert("my", &public_pem, None).await;
+    let mdx_sa = google.cert("mymdx", &public_pem, Some(&sa_token)).await;
+    let connect = |cs: &Value, cert: &str| {
+        let ip = cs["ipAddresses"][0]["ipAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let ca = cs["serverCaCert"]["cert"].as_str().unwrap().to_string();
+        let (cert, key) = (cert.to_string(), key.clone());
+        async move {
+            dial(&ip, &ca, Some((&cert, &key)))
+                .await
+                .result
+                .expect("handshake")
+        }
+    };
+    // --- Password logins (no login token): bytes pass as they are, greeting first.
+    let mut tls = connect(&my, &plain).await;
+    assert!(greeted(&mut tls).await < std::time::Duration::from_millis(400));
+    let login = mysql_login("root");
+    tls.write_all(&login).await.unwrap();
+    echoes(&mut tls, &login).await;
+    assert_eq!(backend.last_session(), login);
+    drop(tls);
+
+    // --- IAM: the part of the principal before '@', relayed unchanged.
+    for (cert, db_user) in [(&sa, "connector-sa"), (&user, "dev-user")] {
+        let mut tls = connect(&my, cert).await;
+        assert!(greeted(&mut tls).await < std::time::Duration::from_millis(400));
+        let login = mysql_login(db_user);
+        tls.write_all(&login).await.unwrap();
+        echoes(&mut tls, &login).await;
+        tls.write_all(b"\x01\x00\x00\x00\x0e").await.unwrap(); // COM_PING
+        echoes(&mut tls, b"\x01\x00\x00\x00\x0e").await;
+        assert_eq!(
+            backend.last_session(),
+            [login.as_slice(), b"\x01\x00\x00\x00\x0e"].concat()
+        );
+        drop(tls);
+    }
+
+    // --- Wrong users: MySQL's access-denied ERR, and the backend gets nothing.
+    for (cert, db_user) in [
+        (&sa, "dev-user"),
+        (&sa, "connector-sa@emulator-project.iam.gserviceaccount.com"),
+        (&user, "connector-sa"),
+        (&user, "root"),
+    ] {
+        let mut tls = connect(&my, cert).await;
+        greeted(&mut tls).await;
+        tls.write_all(&mysql_login(db_user)).await.unwrap();
+        let (seq, code, state, message) = mysql_err(&read_all(&mut tls).await);
+        assert_eq!((seq, code, state.as_str()), (2, 1045, "28000"));
+        let prefix = format!("Access denied for user '{db_user}'@'cloudsqlproxy~");
+        assert!(message.starts_with(&prefix), "{message}");
+        assert!(message.ends_with("' (using password: NO)"), "{message}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            backend.last_session().is_empty(),
+            "a refused login reached the backend"
+        );
+    }
+
+    // --- An SSLRequest inside the tunnel is refused.
+    let mut tls = connect(&my, &sa).await;
+    greeted(&mut tls).await;
+    let mut ssl = (CLIENT_PROTOCOL_41 | CLIENT_SSL | CLIENT_SECURE_CONNECTION)
+        .to_le_bytes()
+        .to_vec();
+    ssl.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    ssl.push(45);
+    ssl.extend_from_slice(&[0; 23]);
+    tls.write_all(&[&[32, 0, 0, 1], ssl.as_slice()].concat())
+        .await
+        .unwrap();
+    let (seq, code, state, _) = mysql_err(&read_all(&mut tls).await);
+    assert_eq!((seq, code, state.as_str()), (2, 1043, "08S01"));
+
+    // --- MDX first (the client writes it before the greeting), then the IAM login.
+    let mut tls = connect(&mymdx, &mdx_sa).await;
+    tls.write_all(&mdx_request("test-agent/1.0", 1))
+        .await
+        .unwrap();
+    let mut answer = [0u8; 14];
+    tls.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, MDX_OK);
+    greeted(&mut tls).await;
+    let login = mysql_login("connector-sa");
+    tls.write_all(&login).await.unwrap();
+    echoes(&mut tls, &login).await;
+    assert_eq!(
+        backend.last_session(),
+        login,
+        "MDX bytes reached the backend"
+    );
+    drop(tls);
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = emu.stderr.lock().unwrap().clone();
+    assert!(log.contains("IAM login as \"connector-sa\""), "{log}");
+    assert!(log.contains("IAM login refused"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_faults() {
+    let backend = Backend::start().await;
+    let mysql = mysql_backend().await;
+    let emu = start_emulator(
+        &[
+            format!("p:r:pg,backend={},ca=legacy", backend.addr),
+            format!("p:r:my,backend={},ca=legacy,version=MYSQL_8_0", mysql.addr),
+        ],
+        600,
+    )
+    .await;
+    let ready = emu.ready.clone();
+    let (sa_token, _) = login_tokens(&ready).await;
+    let google = Google {
+        admin: ready["admin_endpoint"].as_str().unwrap().to_string(),
+        bearer: format!("Bearer {sa_token}"),
+    };
+    let control = ready["control_endpoint"].as_str().unwrap().to_string();
+    let set = |instance: &str, body: Value| {
+        let url = format!("{control}/instances/{instance}/proxy");
+        async move {
+            http(
+                "POST",
+                &url,
+                &[("Content-Type", "application/json")],
+                body.to_string().as_bytes(),
+            )
+            .await
+        }
+    };
+    let pg = google.connect_settings("pg").await;
+    let my = google.connect_settings("my").await;
+    let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let pg_cert = google.cert("pg", &public_pem, None).await;
+    let my_cert = google.cert("my", &public_pem, Some(&sa_token)).await;
+    let dial_to = |cs: &Value, cert: &str| {
+        let ip = cs["ipAddresses"][0]["ipAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let ca = cs["serverCaCert"]["cert"].as_str().unwrap().to_string();
+        let (cert, key) = (cert.to_string(), key.clone());
+        async move { dial(&ip, &ca, Some((&cert, &key))).await.result }
+    };
+
+    // Bad requests.
+    assert_eq!(set("p:r:nope", json!({"mode": "refuse"})).await.status, 404);
+    assert_eq!(set("p:r:pg", json!({"mode": "explode"})).await.status, 400);
+    assert_eq!(
+        set("p:r:pg", json!({"mode": "drop-after-bytes"}))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(set("p:r:pg", json!({})).await.status, 400);
+
+    // refuse: no TLS handshake at all.
+    assert_eq!(set("p:r:pg", json!({"mode": "refuse"})).await.status, 200);
+    let before = backend.connections();
+    assert!(dial_to(&pg, &pg_cert).await.is_err());
+    assert!(dial_to(&pg, &pg_cert).await.is_err());
+    assert_eq!(backend.connections(), before);
+
+    // drop-after-handshake: TLS completes, then the connection dies.
+    assert_eq!(
+        set("p:r:pg", json!({"mode": "drop-after-handshake"}))
+            .await
+            .status,
+        200
+    );
+    let mut tls = dial_to(&pg, &pg_cert).await.expect("handshake");
+    let _ = tls.write_all(b"hello").await;
+    assert!(read_until_cut(&mut tls).await.is_empty());
+    assert_eq!(backend.connections(), before);
+
+    // drop-after-bytes: exactly N bytes reach the client, then both sides are cut.
+    assert_eq!(
+        set("p:r:pg", json!({"mode": "drop-after-bytes", "bytes": 5}))
+            .await
+            .status,
+        200
+    );
+    let mut tls = dial_to(&pg, &pg_cert).await.expect("handshake");
+    tls.write_all(b"hello world").await.unwrap();
+    assert_eq!(read_until_cut(&mut tls).await, b"hello");
+    assert_eq!(backend.connections(), before + 1);
+
+    // The MySQL greeting of an IAM login counts too.
+    let n = MYSQL_GREETING.len() + 4;
+    assert_eq!(
+        set("p:r:my", json!({"mode": "drop-after-bytes", "bytes": n}))
+            .await
+            .status,
+        200
+    );
+    let mut tls = dial_to(&my, &my_cert).await.expect("handshake");
+    let mut greeting = vec![0u8; MYSQL_GREETING.len()];
+    tls.read_exact(&mut greeting).await.unwrap();
+    let login = mysql_login("connector-sa");
+    tls.write_all(&login).await.unwrap();
+    assert_eq!(read_until_cut(&mut tls).await, login[..4]);
+
+    // normal again.
+    assert_eq!(set("p:r:pg", json!({"mode": "normal"})).await.status, 200);
+    let mut tls = dial_to(&pg, &pg_cert).await.expect("handshake");
+    tls.write_all(b"hello world").await.unwrap();
+    echoes(&mut tls, b"hello world").await;
 }
