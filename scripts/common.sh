@@ -1,5 +1,6 @@
 # Shared by scripts/demo and scripts/test: idempotent set-up of everything the
-# project needs on a fresh Debian machine, builds, and a throwaway PostgreSQL.
+# project needs on a fresh Debian machine, builds, and a throwaway PostgreSQL
+# and MariaDB (standing in for Cloud SQL for MySQL).
 # Source it; it sets -euo pipefail.
 set -euo pipefail
 
@@ -9,15 +10,16 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gcp-db-connector/target
 WASM_DIR=$CARGO_TARGET_DIR/wasm32-wasip2/wasm
 export GCP_DB_CONNECTOR_WASM=$WASM_DIR/gcp_db_connector_component.wasm
 export GCPDB_PG_QUERY=$WASM_DIR/pg-query.wasm
+export GCPDB_MYSQL_QUERY=$WASM_DIR/mysql-query.wasm
 export GCPDB_EMULATOR=$CARGO_TARGET_DIR/release/gcp-emulator
 export GCPDB_HOST=$CARGO_TARGET_DIR/release/gcp-db-host
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-trap 'echo "${BASH_SOURCE[0]}: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+trap 'echo "${BASH_SOURCE[0]:-$0}: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# The wasm target and PostgreSQL, installed only when missing.
+# The wasm target, PostgreSQL and MariaDB, installed only when missing.
 setup() {
   if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     log "installing the wasm32-wasip2 Rust target"
@@ -28,12 +30,17 @@ setup() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   fi
+  if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+    log "installing MariaDB from Debian"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+  fi
 }
 
 build() {
-  log "building the component and the example guest (wasm32-wasip2)"
+  log "building the component and the example guests (wasm32-wasip2)"
   (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
-    -p gcp-db-connector-component -p pg-query)
+    -p gcp-db-connector-component -p pg-query -p mysql-query)
   log "building the emulator and the wasmtime host"
   (cd "$ROOT" && cargo build --locked --release -p gcp-emulator -p gcp-db-host)
 }
@@ -80,6 +87,63 @@ SQL
 }
 
 stop_postgres() { [ -n "${PG_STOP+x}" ] && "${PG_STOP[@]}" >/dev/null 2>&1 || true; }
+
+# start_mariadb DIR: a throwaway MariaDB (Cloud SQL for MySQL's stand-in) on a
+# free loopback port. Sets MYSQLPORT. Users: root (socket only, for set-up),
+# app / app-password (mysql_native_password, like a real app), and the
+# emulator's two IAM principals as Cloud SQL names MySQL IAM users (the email
+# up to the @), without a password: the emulator's proxy admits them. Database
+# appdb, table messages with the same two rows as PostgreSQL.
+start_mariadb() {
+  local dir=$1 bin run=() i
+  bin=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+  MYSQLPORT=$(free_port)
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then  # mariadbd refuses to run as root
+    chown mysql:mysql "$dir"
+    chmod o+x "$(dirname "$dir")"  # mktemp -d makes the parent 0700
+    run=(runuser -u mysql --)
+  fi
+  if ! "${run[@]}" mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
+    --skip-test-db >"$dir/install.log" 2>&1; then
+    cat "$dir/install.log" >&2
+    return 1
+  fi
+  "${run[@]}" "$bin" --no-defaults --datadir="$dir/data" --port="$MYSQLPORT" \
+    --bind-address=127.0.0.1 --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
+    --skip-name-resolve --innodb-flush-log-at-trx-commit=0 >"$dir/mysqld.log" 2>&1 &
+  MARIADB_PID=$!
+  MARIADB_SOCKET=$dir/mysqld.sock
+  for i in $(seq 1 100); do
+    mariadb-admin --no-defaults --socket="$MARIADB_SOCKET" -uroot ping >/dev/null 2>&1 && break
+    if ! kill -0 "$MARIADB_PID" 2>/dev/null || [ "$i" = 100 ]; then
+      cat "$dir/mysqld.log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot <<'SQL'
+CREATE DATABASE appdb;
+CREATE TABLE appdb.messages (id int PRIMARY KEY, body text NOT NULL);
+INSERT INTO appdb.messages VALUES (1, 'hello from Cloud SQL'), (2, 'through a wasm component');
+CREATE USER 'app'@'%' IDENTIFIED BY 'app-password';
+CREATE USER 'app'@'localhost' IDENTIFIED BY 'app-password';
+-- The emulator's IAM principals, as Cloud SQL names IAM database users for MySQL.
+CREATE USER 'connector-sa'@'%', 'connector-sa'@'localhost', 'dev-user'@'%', 'dev-user'@'localhost';
+GRANT SELECT, INSERT ON appdb.* TO 'app'@'%', 'app'@'localhost',
+  'connector-sa'@'%', 'connector-sa'@'localhost', 'dev-user'@'%', 'dev-user'@'localhost';
+SQL
+  export MYSQLPORT
+}
+
+stop_mariadb() {
+  if [ -n "${MARIADB_PID:-}" ]; then
+    mariadb-admin --no-defaults --socket="$MARIADB_SOCKET" -uroot shutdown >/dev/null 2>&1 ||
+      kill "$MARIADB_PID" 2>/dev/null || true
+    wait "$MARIADB_PID" 2>/dev/null || true
+    MARIADB_PID=
+  fi
+}
 
 # python_env: a venv with tests/python/requirements.txt (Google's Python connector,
 # a second client of the emulator), made once; pip runs again only when the

@@ -517,6 +517,26 @@ async fn the_ip_type_chooses_the_address_dialled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_slow_admin_api_gives_a_timeout_error_not_a_hang() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    emu.slow("connectSettings", 5_000);
+    let config = Config {
+        refresh_timeout_ms: Some(1_000),
+        // A caller's key: no key generation inside the bound.
+        rsa_private_key: Some(emu.service_account_key_pem()),
+        ..emu.config()
+    };
+    match connect_error(query(config, INSTANCE, "SELECT 1").await) {
+        Error::Timeout(m) => assert!(m.contains("connectSettings"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Within the bound, the same latency is just slow.
+    emu.slow("connectSettings", 300);
+    let rows = query(emu.config(), INSTANCE, "SELECT 1").await.unwrap();
+    assert_eq!(rows, [[Some("1".to_string())]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_credential_source_connects() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let sql = "SELECT 'ok'";

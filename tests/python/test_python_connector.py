@@ -15,8 +15,14 @@ authentication (enable_iam_auth=True) with each credential type: the principal
 logs in without a password, and another database user is refused the way Cloud
 SQL refuses it.
 
-Run with scripts/test (it builds the emulator, starts PostgreSQL and sets
-$GCPDB_EMULATOR and $GCPDB_TEST_PG).
+MySQL: a MYSQL_8_0 instance in front of the test MariaDB ($GCPDB_TEST_MYSQL: user app
+with password app-password, passwordless IAM users connector-sa and dev-user, database
+appdb with the same table), through PyMySQL: password login with each credential type,
+and automatic IAM authentication (the principal's MySQL user, the email up to the @,
+logs in without a password; another user gets MySQL's access-denied error).
+
+Run with scripts/test (it builds the emulator, starts PostgreSQL and MariaDB and sets
+$GCPDB_EMULATOR, $GCPDB_TEST_PG and $GCPDB_TEST_MYSQL).
 """
 
 import contextlib
@@ -47,6 +53,8 @@ INSTANCE_SPECS = {
     LEGACY: "backend={pg},ca=legacy",
     CAS: "backend={pg},ca=cas,private-ip=auto",
 }
+MYSQL = "cloudsql-py:us-central1:mysql"
+INSTANCE_SPECS[MYSQL] = "backend={mysql},version=MYSQL_8_0"
 INSTANCES = pytest.mark.parametrize("instance", [LEGACY, CAS], ids=["legacy", "cas"])
 
 ADMIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
@@ -88,10 +96,11 @@ class Emulator:
 def emulator():
     binary = required_env("GCPDB_EMULATOR")
     pg = required_env("GCPDB_TEST_PG")
+    mysql = required_env("GCPDB_TEST_MYSQL")
     with tempfile.TemporaryDirectory(prefix="gcpdb-py-") as state_dir:
         args = [binary, "--state-dir", state_dir]
         for name, spec in INSTANCE_SPECS.items():
-            args += ["--instance", f"{name},{spec.format(pg=pg)}"]
+            args += ["--instance", f"{name},{spec.format(pg=pg, mysql=mysql)}"]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         lines = queue.Queue()
 
@@ -113,7 +122,7 @@ def emulator():
                 raise RuntimeError(f"{binary} exited ({proc.wait()}) before its ready line")
             ready = json.loads(line)
             got = {i["name"]: i["ca_mode"] for i in ready["instances"]}
-            assert got == {LEGACY: "legacy", CAS: "cas"}, got
+            assert got == {LEGACY: "legacy", CAS: "cas", MYSQL: "cas"}, got
 
             # google.auth.compute_engine: GCE_METADATA_HOST for requests,
             # GCE_METADATA_IP for the GCE ping.
@@ -295,3 +304,53 @@ def test_unknown_instance(emulator, instance):
             c.connect(unknown, "pg8000", user="app", password="app-password", db="postgres")
     assert err.value.status == 404
     assert err.value.message == "The Cloud SQL instance does not exist."
+
+
+# The MySQL user each kind of credentials is, under IAM authentication
+# (Cloud SQL for MySQL takes the email up to the @).
+MYSQL_IAM_USERS = {
+    "service_account": "connector-sa",
+    "authorized_user": "dev-user",
+    "metadata": "connector-sa",
+}
+
+
+def mysql_user_and_rows(conn):
+    """The logged-in user (without its host) and the messages, through PyMySQL."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)")
+            user = cur.fetchone()[0]
+            cur.execute("SELECT body FROM messages ORDER BY id")
+            rows = [tuple(r) for r in cur.fetchall()]
+        return user, rows
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("kind", list(GRANTS))
+def test_mysql_password_auth_query(emulator, kind):
+    before = emulator.calls()
+    with connector(emulator, make_credentials(kind, emulator)) as c:
+        conn = c.connect(MYSQL, "pymysql", user="app", password="app-password", db="appdb")
+        assert mysql_user_and_rows(conn) == ("app", MESSAGES)
+    after = emulator.calls()
+    for method in ("connectSettings", "generateEphemeralCert"):
+        assert api_count(after, method, MYSQL) > api_count(before, method, MYSQL), method
+
+
+@pytest.mark.parametrize("kind", list(MYSQL_IAM_USERS))
+def test_mysql_automatic_iam_auth(emulator, kind):
+    import pymysql
+
+    user = MYSQL_IAM_USERS[kind]
+    with connector(emulator, make_credentials(kind, emulator)) as c:
+        conn = c.connect(MYSQL, "pymysql", user=user, db="appdb", enable_iam_auth=True)
+        assert mysql_user_and_rows(conn) == (user, MESSAGES)
+
+        # The certificate carries the principal: another user is refused.
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            c.connect(MYSQL, "pymysql", user="app", db="appdb", enable_iam_auth=True)
+        code, message = err.value.args
+        assert code == 1045, err.value
+        assert message.startswith("Access denied for user 'app'@"), message

@@ -53,6 +53,24 @@ pub fn postgres() -> String {
     required_env("GCPDB_TEST_PG")
 }
 
+/// The mysql-query example command.
+pub fn mysql_query() -> PathBuf {
+    let p = PathBuf::from(required_env("GCPDB_MYSQL_QUERY"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test builds it",
+        p.display()
+    );
+    p
+}
+
+/// `127.0.0.1:PORT` of the test MariaDB, standing in for Cloud SQL for MySQL
+/// (users app/app-password and the passwordless IAM users connector-sa and
+/// dev-user, database appdb with table messages).
+pub fn mysql() -> String {
+    required_env("GCPDB_TEST_MYSQL")
+}
+
 /// One wasmtime host for the whole test binary (the engine and the compiled
 /// components are shared; every instance gets a fresh store).
 pub fn host() -> &'static Host {
@@ -69,7 +87,7 @@ pub struct Emulator {
 
 impl Emulator {
     /// Starts the emulator with these `--instance` specs; `{pg}` in a spec is
-    /// replaced by the test PostgreSQL's address.
+    /// replaced by the test PostgreSQL's address, `{mysql}` by the test MariaDB's.
     pub fn start(specs: &[&str]) -> Emulator {
         let bin = std::env::var_os("GCPDB_EMULATOR")
             .map(PathBuf::from)
@@ -83,7 +101,14 @@ impl Emulator {
         let mut cmd = Command::new(&bin);
         cmd.arg("--state-dir").arg(&state_dir);
         for s in specs {
-            cmd.arg("--instance").arg(s.replace("{pg}", &postgres()));
+            let mut spec = s.to_string();
+            if spec.contains("{pg}") {
+                spec = spec.replace("{pg}", &postgres());
+            }
+            if spec.contains("{mysql}") {
+                spec = spec.replace("{mysql}", &mysql());
+            }
+            cmd.arg("--instance").arg(spec);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -176,6 +201,14 @@ impl Emulator {
             .send(format!(
                 r#"{{"method":"{method}","status":{status},"count":{count}}}"#
             ))
+            .unwrap();
+    }
+
+    /// Every later call of `method` is answered after `ms` milliseconds.
+    pub fn slow(&self, method: &str, ms: u64) {
+        ureq::post(&self.control("/faults"))
+            .content_type("application/json")
+            .send(format!(r#"{{"method":"{method}","latency_ms":{ms}}}"#))
             .unwrap();
     }
 
