@@ -54,8 +54,11 @@ INSTANCE_SPECS = {
     CAS: "backend={pg},ca=cas,private-ip=auto",
 }
 MYSQL = "cloudsql-py:us-central1:mysql"
+MYSQL_LEGACY = "example.com:cloudsql-py:us-central1:mysql-legacy"
 INSTANCE_SPECS[MYSQL] = "backend={mysql},version=MYSQL_8_0"
+INSTANCE_SPECS[MYSQL_LEGACY] = "backend={mysql},version=MYSQL_8_0,ca=legacy"
 INSTANCES = pytest.mark.parametrize("instance", [LEGACY, CAS], ids=["legacy", "cas"])
+MYSQL_INSTANCES = pytest.mark.parametrize("instance", [MYSQL_LEGACY, MYSQL], ids=["legacy", "cas"])
 
 ADMIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -122,7 +125,12 @@ def emulator():
                 raise RuntimeError(f"{binary} exited ({proc.wait()}) before its ready line")
             ready = json.loads(line)
             got = {i["name"]: i["ca_mode"] for i in ready["instances"]}
-            assert got == {LEGACY: "legacy", CAS: "cas", MYSQL: "cas"}, got
+            assert got == {
+                LEGACY: "legacy",
+                CAS: "cas",
+                MYSQL: "cas",
+                MYSQL_LEGACY: "legacy",
+            }, got
 
             # google.auth.compute_engine: GCE_METADATA_HOST for requests,
             # GCE_METADATA_IP for the GCE ping.
@@ -328,29 +336,31 @@ def mysql_user_and_rows(conn):
         conn.close()
 
 
+@MYSQL_INSTANCES
 @pytest.mark.parametrize("kind", list(GRANTS))
-def test_mysql_password_auth_query(emulator, kind):
+def test_mysql_password_auth_query(emulator, instance, kind):
     before = emulator.calls()
     with connector(emulator, make_credentials(kind, emulator)) as c:
-        conn = c.connect(MYSQL, "pymysql", user="app", password="app-password", db="appdb")
+        conn = c.connect(instance, "pymysql", user="app", password="app-password", db="appdb")
         assert mysql_user_and_rows(conn) == ("app", MESSAGES)
     after = emulator.calls()
     for method in ("connectSettings", "generateEphemeralCert"):
-        assert api_count(after, method, MYSQL) > api_count(before, method, MYSQL), method
+        assert api_count(after, method, instance) > api_count(before, method, instance), method
 
 
+@MYSQL_INSTANCES
 @pytest.mark.parametrize("kind", list(MYSQL_IAM_USERS))
-def test_mysql_automatic_iam_auth(emulator, kind):
+def test_mysql_automatic_iam_auth(emulator, instance, kind):
     import pymysql
 
     user = MYSQL_IAM_USERS[kind]
     with connector(emulator, make_credentials(kind, emulator)) as c:
-        conn = c.connect(MYSQL, "pymysql", user=user, db="appdb", enable_iam_auth=True)
+        conn = c.connect(instance, "pymysql", user=user, db="appdb", enable_iam_auth=True)
         assert mysql_user_and_rows(conn) == (user, MESSAGES)
 
         # The certificate carries the principal: another user is refused.
         with pytest.raises(pymysql.err.OperationalError) as err:
-            c.connect(MYSQL, "pymysql", user="app", db="appdb", enable_iam_auth=True)
+            c.connect(instance, "pymysql", user="app", db="appdb", enable_iam_auth=True)
         code, message = err.value.args
         assert code == 1045, err.value
         assert message.startswith("Access denied for user 'app'@"), message
