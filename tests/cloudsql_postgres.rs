@@ -496,7 +496,8 @@ async fn the_ip_type_chooses_the_address_dialled() {
     query(config, INSTANCE, "SELECT 1").await.unwrap();
     assert_eq!(emu.proxy_connections(&private) - before, 1);
 
-    // No PSC on this instance: a typed error, no dial.
+    // No PSC on this instance: a typed error, no dial (see also
+    // psc_dials_the_psc_dns_name).
     let psc = ConnectOptions {
         ip_type: Some(IpType::Psc),
         ..ConnectOptions::default()
@@ -534,6 +535,43 @@ async fn a_slow_admin_api_gives_a_timeout_error_not_a_hang() {
     emu.slow("connectSettings", 300);
     let rows = query(emu.config(), INSTANCE, "SELECT 1").await.unwrap();
     assert_eq!(rows, [[Some("1".to_string())]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psc_dials_the_psc_dns_name() {
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},psc=true")]);
+    let i = &emu.ready["instances"][0];
+    let ip = i["psc_ip"].as_str().unwrap();
+    let name = i["psc_dns_name"].as_str().unwrap();
+    assert!(name.ends_with(".sql-psc.goog."), "{name}");
+    let _hosts = support::HostsEntry::add(ip, name.trim_end_matches('.'));
+
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let connector = inst.new_connector(emu.config()).await.unwrap();
+    let before = emu.proxy_connections(ip);
+    let psc = ConnectOptions {
+        ip_type: Some(IpType::Psc),
+        ..ConnectOptions::default()
+    };
+    let (rows, _) = connect_and_query(
+        &mut inst,
+        connector,
+        INSTANCE,
+        psc,
+        &superuser(),
+        "SELECT 'psc'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.rows, [[Some("psc".to_string())]]);
+    assert_eq!(
+        emu.proxy_connections(ip) - before,
+        1,
+        "dialled the PSC endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

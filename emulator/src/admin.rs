@@ -97,17 +97,27 @@ pub fn connect_settings_body(inst: &Instance) -> Value {
         "region": inst.spec.region,
         "databaseVersion": inst.spec.database_version,
         "backendType": "SECOND_GEN",
-        "pscEnabled": false,
+        "pscEnabled": inst.psc.is_some(),
         "serverCaMode": inst.spec.ca_mode.server_ca_mode(),
     });
     if inst.spec.mdx {
         // Makes Go connectors (and the Auth Proxy) send a metadata exchange (spec §6.6).
         body["mdxProtocolSupport"] = json!(["CLIENT_PROTOCOL_TYPE"]);
     }
+    let mut dns_names = Vec::new();
     if let Some(dns) = &inst.dns_name {
         body["dnsName"] = json!(dns);
-        body["dnsNames"] =
-            json!([{"name": dns, "connectionType": "PUBLIC", "dnsScope": "INSTANCE"}]);
+        dns_names.push(json!({"name": dns, "connectionType": "PUBLIC", "dnsScope": "INSTANCE"}));
+    }
+    if let Some(psc) = &inst.psc {
+        dns_names.push(json!({
+            "name": psc.dns_name,
+            "connectionType": "PRIVATE_SERVICE_CONNECT",
+            "dnsScope": "INSTANCE",
+        }));
+    }
+    if !dns_names.is_empty() {
+        body["dnsNames"] = Value::Array(dns_names);
     }
     body
 }

@@ -590,6 +590,7 @@ mod tests {
             public_ip: None,
             private_ip: None,
             mdx: false,
+            psc: false,
         }
     }
 

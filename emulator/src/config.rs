@@ -87,6 +87,9 @@ pub struct InstanceSpec {
     pub private_ip: Option<AddressChoice>,
     /// Whether the instance advertises and answers the metadata exchange (spec §6.6).
     pub mdx: bool,
+    /// Private Service Connect: `pscEnabled` and a PSC DNS name, served by the
+    /// same proxy on its own loopback address.
+    pub psc: bool,
 }
 
 impl InstanceSpec {
@@ -101,7 +104,7 @@ impl InstanceSpec {
     }
 
     /// Parses a command-line SPEC:
-    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,private-ip=auto|IP][,mdx=true|false]`.
+    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,private-ip=auto|IP][,mdx=true|false][,psc=true|false]`.
     pub fn parse_cli(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default();
@@ -121,6 +124,7 @@ impl InstanceSpec {
                 "public-ip" | "public_ip" => fields.public_ip = text,
                 "private-ip" | "private_ip" => fields.private_ip = text,
                 "mdx" => fields.mdx = Some(parse_bool(key, value)?),
+                "psc" => fields.psc = Some(parse_bool(key, value)?),
                 other => return Err(format!("unknown instance spec field {other:?}")),
             }
         }
@@ -176,6 +180,8 @@ pub struct FileInstance {
     pub private_ip: Option<String>,
     /// Advertise and answer the metadata exchange (`mdxProtocolSupport`); default false.
     pub mdx: Option<bool>,
+    /// Private Service Connect (`pscEnabled` and a PSC DNS name); default false.
+    pub psc: Option<bool>,
 }
 
 impl FileInstance {
@@ -219,6 +225,7 @@ impl FileInstance {
             ca_mode,
             public_ip,
             mdx: self.mdx.unwrap_or(false),
+            psc: self.psc.unwrap_or(false),
         })
     }
 }

@@ -19,6 +19,8 @@ pub struct Instance {
     pub public_ip: IpAddr,
     /// Its private address, if it has one (the same proxy listens there too).
     pub private_ip: Option<IpAddr>,
+    /// Its Private Service Connect endpoint, if enabled.
+    pub psc: Option<PscEndpoint>,
     /// `<12 hex>.<13 alnum>.<region>.sql.goog.` for CAS instances (with the trailing dot).
     pub dns_name: Option<String>,
     /// Its certificates.
@@ -48,6 +50,7 @@ impl Instance {
         spec: InstanceSpec,
         public_ip: IpAddr,
         private_ip: Option<IpAddr>,
+        psc: Option<PscEndpoint>,
         dns_name: Option<String>,
         certs: InstanceCerts,
     ) -> Result<Self, String> {
@@ -62,6 +65,7 @@ impl Instance {
             spec,
             public_ip,
             private_ip,
+            psc,
             dns_name,
             certs,
         })
@@ -93,13 +97,32 @@ impl Instance {
     }
 }
 
+/// A Private Service Connect endpoint: an address and the DNS name that
+/// should resolve to it (clients resolve it themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PscEndpoint {
+    /// Where the proxy listens for it (port 3307).
+    pub ip: IpAddr,
+    /// `<12 hex>.<13 alnum>.<region>.sql-psc.goog.`, with the trailing dot.
+    pub dns_name: String,
+}
+
 /// A DNS name shaped like Google's: `<12 hex>.<13 lowercase alnum>.<region>.sql.goog.`
 pub fn generate_dns_name(region: &str) -> String {
+    generate_name(region, "sql.goog.")
+}
+
+/// A PSC DNS name shaped like Google's: `….<region>.sql-psc.goog.`
+pub fn generate_psc_dns_name(region: &str) -> String {
+    generate_name(region, "sql-psc.goog.")
+}
+
+fn generate_name(region: &str, domain: &str) -> String {
     let a: [u8; 6] = rand::random();
     let b = Alphanumeric
         .sample_string(&mut rand::thread_rng(), 13)
         .to_ascii_lowercase();
-    format!("{}.{b}.{region}.sql.goog.", hex_lower(&a))
+    format!("{}.{b}.{region}.{domain}", hex_lower(&a))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::certs::{generate_rsa_keys, CertAuthority, InstanceCerts, InstanceKeys};
 use crate::config::{CaMode, Options};
 use crate::credentials::{Credentials, SERVICE_ACCOUNT_EMAIL};
-use crate::instance::{generate_dns_name, Instance};
+use crate::instance::{generate_dns_name, generate_psc_dns_name, Instance, PscEndpoint};
 use crate::state::{AppState, SharedState};
 use crate::tokens::TokenStore;
 use crate::{admin, control, metadata, oauth, proxy};
@@ -33,6 +33,10 @@ pub struct ReadyInstance {
     pub public_ip: String,
     /// Its private IP, if it has one.
     pub private_ip: Option<String>,
+    /// Where its PSC endpoint listens, if enabled.
+    pub psc_ip: Option<String>,
+    /// Its PSC DNS name (trailing dot): clients must resolve it to `psc_ip`.
+    pub psc_dns_name: Option<String>,
     /// Its DNS name (CAS only, with the trailing dot), else `null`.
     pub dns_name: Option<String>,
     /// `legacy` or `cas`.
@@ -156,15 +160,29 @@ pub async fn start(opts: Options) -> Result<Running, String> {
             .map(|l| l.local_addr().map(|a| a.ip()))
             .transpose()
             .map_err(|e| e.to_string())?;
+        let psc_listener = match spec.psc {
+            true => Some(proxy::bind(None).await?),
+            false => None,
+        };
+        let psc = psc_listener
+            .as_ref()
+            .map(|l| l.local_addr().map(|a| a.ip()))
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .map(|ip| PscEndpoint {
+                ip,
+                dns_name: generate_psc_dns_name(&spec.region),
+            });
         let inst = Arc::new(Instance::new(
             spec.clone(),
             ip,
             private_ip,
+            psc,
             dns_name,
             certs,
         )?);
         proxy_listeners.push((listener, inst.clone()));
-        if let Some(l) = private {
+        for l in [private, psc_listener].into_iter().flatten() {
             proxy_listeners.push((l, inst.clone()));
         }
         instances.push(inst);
@@ -195,6 +213,8 @@ pub async fn start(opts: Options) -> Result<Running, String> {
                 name: i.spec.connection_name(),
                 public_ip: i.public_ip.to_string(),
                 private_ip: i.private_ip.map(|ip| ip.to_string()),
+                psc_ip: i.psc.as_ref().map(|p| p.ip.to_string()),
+                psc_dns_name: i.psc.as_ref().map(|p| p.dns_name.clone()),
                 dns_name: i.dns_name.clone(),
                 ca_mode: i.spec.ca_mode.as_str().to_string(),
             })

@@ -10,7 +10,8 @@ own client expects it, not only the way our connector does.
 Covered: password authentication with each credential type (service-account key
 file, authorized_user file, metadata server) on a legacy-CA and a CAS instance (one
 of them in a domain-scoped project), and the connector's errors for a missing IP
-type, a private IP, a region mismatch and an unknown instance; automatic IAM database
+type, a private IP, a PSC DNS name (mapped in /etc/hosts: root, as in CI), a
+region mismatch and an unknown instance; automatic IAM database
 authentication (enable_iam_auth=True) with each credential type: the principal
 logs in without a password, and another database user is refused the way Cloud
 SQL refuses it.
@@ -51,7 +52,7 @@ LEGACY = "example.com:cloudsql-py:us-central1:legacy-pg"  # domain-scoped projec
 CAS = "cloudsql-py:europe-west1:cas-pg"
 INSTANCE_SPECS = {
     LEGACY: "backend={pg},ca=legacy",
-    CAS: "backend={pg},ca=cas,private-ip=auto",
+    CAS: "backend={pg},ca=cas,private-ip=auto,psc=true",
 }
 MYSQL = "cloudsql-py:us-central1:mysql"
 MYSQL_LEGACY = "example.com:cloudsql-py:us-central1:mysql-legacy"
@@ -269,6 +270,41 @@ def test_private_ip_type_dials_the_private_address(emulator):
         finally:
             conn.close()
     assert emulator.calls()["proxyConnections"][private_ip] == before + 1
+
+
+@contextlib.contextmanager
+def hosts_entry(ip, name):
+    """Maps name to ip in /etc/hosts for the duration (root, as in CI): the PSC
+    DNS name must resolve without a DNS server."""
+    line = f"{ip} {name} # gcp-db-connector test {os.getpid()}\n"
+    with open("/etc/hosts", "a") as f:
+        f.write(line)
+    try:
+        yield
+    finally:
+        with open("/etc/hosts") as f:
+            kept = [l for l in f if l != line]
+        with open("/etc/hosts", "w") as f:
+            f.writelines(kept)
+
+
+def test_psc_ip_type_dials_the_psc_dns_name(emulator):
+    info = next(i for i in emulator.ready["instances"] if i["name"] == CAS)
+    psc_ip, psc_name = info["psc_ip"], info["psc_dns_name"]
+    assert psc_name.endswith(".sql-psc.goog.")
+    before = emulator.calls()["proxyConnections"].get(psc_ip, 0)
+    with hosts_entry(psc_ip, psc_name.rstrip(".")):
+        with connector(emulator, make_credentials("service_account", emulator)) as c:
+            conn = c.connect(
+                CAS, "pg8000", user="app", password="app-password", db="postgres", ip_type="PSC"
+            )
+            try:
+                cur = conn.cursor()
+                cur.execute("SELECT 'psc'")
+                assert cur.fetchone()[0] == "psc"
+            finally:
+                conn.close()
+    assert emulator.calls()["proxyConnections"][psc_ip] == before + 1
 
 
 def test_private_ip_type_without_private_ip(emulator):

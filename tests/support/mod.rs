@@ -231,3 +231,42 @@ impl Drop for Emulator {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
+
+/// A line in /etc/hosts, removed on drop: the only way to make a PSC DNS name
+/// resolve to the emulator's loopback address for every resolver (wasmtime's
+/// `ip-name-lookup` and Python's) without a DNS server. Needs root, as
+/// scripts/test has in CI.
+pub struct HostsEntry {
+    line: String,
+}
+
+const HOSTS: &str = "/etc/hosts";
+
+impl HostsEntry {
+    pub fn add(ip: &str, name: &str) -> HostsEntry {
+        let line = format!("{ip} {name} # gcp-db-connector test {}", std::process::id());
+        let mut hosts = std::fs::read_to_string(HOSTS).unwrap_or_default();
+        if !hosts.is_empty() && !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        hosts.push_str(&line);
+        hosts.push('\n');
+        std::fs::write(HOSTS, hosts).unwrap_or_else(|e| {
+            panic!("cannot map {name} in {HOSTS}: {e} (the PSC test needs root, as in CI)")
+        });
+        HostsEntry { line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(hosts) = std::fs::read_to_string(HOSTS) {
+            let kept: String = hosts
+                .lines()
+                .filter(|l| *l != self.line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(HOSTS, kept);
+        }
+    }
+}
