@@ -32,12 +32,22 @@ async fn calls(State(state): State<SharedState>) -> Response {
 
 async fn reset(State(state): State<SharedState>) -> Response {
     state.calls.reset();
-    Json(json!({})).into_response()
+    done()
 }
 
 #[derive(Debug, Deserialize)]
 struct ServerCertRequest {
     mode: String,
+}
+
+/// The empty success body of every control call.
+fn done() -> Response {
+    Json(json!({})).into_response()
+}
+
+/// The answer when a control path names no instance.
+fn unknown_instance(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("unknown instance {name:?}"))
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -54,7 +64,7 @@ async fn server_cert(
     body: Bytes,
 ) -> Response {
     let Some(inst) = state.instance_by_connection_name(&name) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown instance {name:?}"));
+        return unknown_instance(&name);
     };
     let mode = serde_json::from_slice::<ServerCertRequest>(&body)
         .ok()
@@ -66,7 +76,7 @@ async fn server_cert(
         );
     };
     inst.set_server_cert_mode(mode);
-    Json(json!({})).into_response()
+    done()
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,10 +113,10 @@ async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
     }
     match (req.status, req.count) {
         (Some(status), Some(count)) => match state.faults.push(method, status, count) {
-            Ok(()) => Json(json!({})).into_response(),
+            Ok(()) => done(),
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         },
-        (None, None) if req.latency_ms.is_some() => Json(json!({})).into_response(),
+        (None, None) if req.latency_ms.is_some() => done(),
         _ => error(
             StatusCode::BAD_REQUEST,
             "give status and count together, or latency_ms".into(),
@@ -116,7 +126,7 @@ async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
 
 async fn reset_faults(State(state): State<SharedState>) -> Response {
     state.faults.clear();
-    Json(json!({})).into_response()
+    done()
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,7 +143,7 @@ async fn proxy_fault(
     body: Bytes,
 ) -> Response {
     let Some(inst) = state.instance_by_connection_name(&name) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown instance {name:?}"));
+        return unknown_instance(&name);
     };
     let Ok(req) = serde_json::from_slice::<ProxyFaultRequest>(&body) else {
         return error(
@@ -144,7 +154,7 @@ async fn proxy_fault(
     match ProxyFault::parse(&req.mode, req.bytes) {
         Ok(fault) => {
             inst.set_proxy_fault(fault);
-            Json(json!({})).into_response()
+            done()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }

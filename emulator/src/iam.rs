@@ -197,16 +197,21 @@ pub async fn postgres_login<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Test fixtures shared by the IAM login tests (Postgres here, MySQL in
+/// `mysql.rs`).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-    use tokio::io::AsyncReadExt;
+pub(crate) mod fixtures {
+    use std::time::{Duration, SystemTime};
 
-    const SA: &str = "connector-sa@emulator-project.iam.gserviceaccount.com";
-    const USER: &str = "dev-user@example.com";
+    use super::IamBinding;
 
-    fn binding(principal: &str, secs: i64) -> IamBinding {
+    /// The emulator's service account.
+    pub const SA: &str = "connector-sa@emulator-project.iam.gserviceaccount.com";
+    /// The emulator's authorized user.
+    pub const USER: &str = "dev-user@example.com";
+
+    /// `principal` bound with a token expiring `secs` from now (negative: past).
+    pub fn binding(principal: &str, secs: i64) -> IamBinding {
         let now = SystemTime::now();
         let d = Duration::from_secs(secs.unsigned_abs());
         IamBinding {
@@ -214,6 +219,13 @@ mod tests {
             token_expiry: if secs >= 0 { now + d } else { now - d },
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{binding, SA, USER};
+    use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn user_names() {

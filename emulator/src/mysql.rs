@@ -275,21 +275,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iam::fixtures::{binding, SA, USER};
     use std::net::Ipv4Addr;
-    use std::time::Duration;
 
-    const SA: &str = "connector-sa@emulator-project.iam.gserviceaccount.com";
-    const USER: &str = "dev-user@example.com";
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-    fn binding(principal: &str, secs: i64) -> IamBinding {
-        let now = SystemTime::now();
-        let d = Duration::from_secs(secs.unsigned_abs());
-        IamBinding {
-            principal: principal.into(),
-            token_expiry: if secs >= 0 { now + d } else { now - d },
-        }
-    }
 
     /// A HandshakeResponse41 payload, built by hand as the MySQL docs lay it out.
     fn response(caps: u32, user: &str, auth: &[u8]) -> Vec<u8> {
