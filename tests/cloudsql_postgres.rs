@@ -24,22 +24,33 @@ fn superuser() -> Login {
     }
 }
 
-/// `connect_and_query` with default options, as the trust-auth superuser.
+/// `connect_and_query` as the trust-auth superuser.
+async fn run_with(
+    inst: &mut ConnectorInstance,
+    connector: ResourceAny,
+    instance: &str,
+    options: ConnectOptions,
+    sql: &str,
+) -> Result<(QueryResult, ConnectTimings), QueryError> {
+    connect_and_query(inst, connector, instance, options, &superuser(), sql).await
+}
+
+/// [`run_with`] with default options.
 async fn run(
     inst: &mut ConnectorInstance,
     connector: ResourceAny,
     instance: &str,
     sql: &str,
 ) -> Result<(QueryResult, ConnectTimings), QueryError> {
-    connect_and_query(
-        inst,
-        connector,
-        instance,
-        ConnectOptions::default(),
-        &superuser(),
-        sql,
-    )
-    .await
+    run_with(inst, connector, instance, ConnectOptions::default(), sql).await
+}
+
+/// Connect options choosing `ip_type`.
+fn via(ip_type: IpType) -> ConnectOptions {
+    ConnectOptions {
+        ip_type: Some(ip_type),
+        ..ConnectOptions::default()
+    }
 }
 
 /// Connects with a new connector in a fresh component instance and queries.
@@ -394,16 +405,9 @@ async fn automatic_iam_authentication_logs_in_the_principal_without_a_password()
             enable_iam_auth: Some(false),
             ..ConnectOptions::default()
         };
-        let (rows, _) = connect_and_query(
-            &mut inst,
-            connector,
-            INSTANCE,
-            no_iam,
-            &superuser(),
-            "SELECT 2",
-        )
-        .await
-        .unwrap();
+        let (rows, _) = run_with(&mut inst, connector, INSTANCE, no_iam, "SELECT 2")
+            .await
+            .unwrap();
         assert_eq!(rows.rows, [[Some("2".to_string())]]);
     }
     assert_eq!(emu.count("generateEphemeralCert", PROJECT_INSTANCE), 4);
@@ -463,20 +467,10 @@ async fn the_ip_type_chooses_the_address_dialled() {
         (Some(IpType::Public), &public),
     ] {
         let before = emu.proxy_connections(dialled);
-        let options = ConnectOptions {
-            ip_type,
-            ..ConnectOptions::default()
-        };
-        let (rows, _) = connect_and_query(
-            &mut inst,
-            connector,
-            INSTANCE,
-            options,
-            &superuser(),
-            "SELECT 1",
-        )
-        .await
-        .unwrap();
+        let options = ip_type.map_or_else(ConnectOptions::default, via);
+        let (rows, _) = run_with(&mut inst, connector, INSTANCE, options, "SELECT 1")
+            .await
+            .unwrap();
         assert_eq!(rows.rows, [[Some("1".to_string())]]);
         assert_eq!(
             emu.proxy_connections(dialled) - before,
@@ -498,20 +492,8 @@ async fn the_ip_type_chooses_the_address_dialled() {
 
     // No PSC on this instance: a typed error, no dial (see also
     // psc_dials_the_psc_dns_name).
-    let psc = ConnectOptions {
-        ip_type: Some(IpType::Psc),
-        ..ConnectOptions::default()
-    };
-    match connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        psc,
-        &superuser(),
-        "SELECT 1",
-    )
-    .await
-    {
+    let psc = via(IpType::Psc);
+    match run_with(&mut inst, connector, INSTANCE, psc, "SELECT 1").await {
         Err(QueryError::Connect(Error::IpTypeNotAvailable(m))) => assert!(m.contains("PSC"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -552,20 +534,10 @@ async fn psc_dials_the_psc_dns_name() {
         .unwrap();
     let connector = inst.new_connector(emu.config()).await.unwrap();
     let before = emu.proxy_connections(ip);
-    let psc = ConnectOptions {
-        ip_type: Some(IpType::Psc),
-        ..ConnectOptions::default()
-    };
-    let (rows, _) = connect_and_query(
-        &mut inst,
-        connector,
-        INSTANCE,
-        psc,
-        &superuser(),
-        "SELECT 'psc'",
-    )
-    .await
-    .unwrap();
+    let psc = via(IpType::Psc);
+    let (rows, _) = run_with(&mut inst, connector, INSTANCE, psc, "SELECT 'psc'")
+        .await
+        .unwrap();
     assert_eq!(rows.rows, [[Some("psc".to_string())]]);
     assert_eq!(
         emu.proxy_connections(ip) - before,
