@@ -6,7 +6,7 @@
 //! a wasm guest is single-threaded and the refresh is the first thing any
 //! request needs, so there is nothing else for the runtime to do meanwhile.
 
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -16,14 +16,15 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::cloudsql::mdx;
 use crate::dial::remaining;
+use crate::mdx::{self, Exchange};
+use crate::socket::AsyncSocket;
 use crate::{tls, ConnectOptions, ConnectTimings, Connector, Error};
 
 /// An encrypted connection for async drivers: `tokio::io::AsyncRead` and
 /// `AsyncWrite` of the database protocol in plain text.
 pub struct AsyncConnection {
-    inner: TlsStream<TcpStream>,
+    inner: TlsStream<AsyncSocket>,
     timings: ConnectTimings,
 }
 
@@ -43,7 +44,7 @@ impl Connector {
     ) -> Result<AsyncConnection, Error> {
         let mut plan = self.plan(instance, options)?;
         let deadline = Instant::now() + self.config().dial_timeout;
-        let addr = Self::socket_addr(&plan.target)?;
+        let addr = Self::socket_addr(&plan.target, plan.port)?;
 
         let tcp_started = Instant::now();
         let tcp = tokio::time::timeout(remaining(deadline)?, TcpStream::connect(addr))
@@ -53,22 +54,37 @@ impl Connector {
             .and_then(|tcp| {
                 tcp.set_nodelay(true)
                     .map_err(|e| Error::Dial(format!("cannot set TCP_NODELAY: {e}")))?;
-                Ok(tcp)
+                Ok(AsyncSocket(tcp))
             })
             .inspect_err(|_| self.invalidate(&plan.key))?;
         plan.timings.tcp = tcp_started.elapsed();
 
         let tls_started = Instant::now();
+        let mut queued = Ok(());
         let server_name = tls::server_name(&plan.target)?;
-        let handshake = TlsConnector::from(plan.tls.clone()).connect(server_name, tcp);
+        let exchange = Exchange::for_kind(&plan.mdx, self.user_agent());
+        let request = exchange.as_ref().map(Exchange::request);
+        // The exchange request is held by rustls until the handshake is done,
+        // then sent with the client's last flight (see `mdx`).
+        let handshake =
+            TlsConnector::from(plan.tls.clone()).connect_with(server_name, tcp, |conn| {
+                if let Some(request) = &request {
+                    queued = conn.writer().write_all(request);
+                }
+            });
         let mut inner = tokio::time::timeout(remaining(deadline)?, handshake)
             .await
             .map_err(|_| Error::Timeout("the TLS handshake did not finish in time".into()))
             .and_then(|r| r.map_err(|e| tls::handshake_error(&e)))
+            .and_then(|s| {
+                queued
+                    .map(|()| s)
+                    .map_err(|e| Error::Tls(format!("cannot queue the metadata exchange: {e}")))
+            })
             .inspect_err(|_| self.invalidate(&plan.key))?;
-        if plan.mdx {
-            let exchange = mdx::exchange_async(&mut inner, self.user_agent());
-            tokio::time::timeout(remaining(deadline)?, exchange)
+        if let Some(exchange) = &exchange {
+            let response = mdx::read_response_async(&mut inner, exchange);
+            tokio::time::timeout(remaining(deadline)?, response)
                 .await
                 .map_err(|_| Error::Timeout("the metadata exchange did not finish in time".into()))
                 .and_then(|r| r)

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{Error, InstanceName};
+use crate::{Error, Instance};
 
 /// Refresh this long before the certificate expires (Google: 4 min).
 pub const REFRESH_BUFFER: Duration = Duration::from_secs(4 * 60);
@@ -21,10 +21,11 @@ const RATE_BURST: f64 = 2.0;
 const RATE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What the cache is keyed by: the instance and whether IAM authentication is
-/// on (its certificate carries the login token).
+/// on (a Cloud SQL certificate carries the login token; AlloyDB's exchange
+/// says AUTO_IAM).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CacheKey {
-    pub name: InstanceName,
+    pub name: Instance,
     pub iam: bool,
 }
 
@@ -161,7 +162,7 @@ mod tests {
 
     fn key() -> CacheKey {
         CacheKey {
-            name: InstanceName::parse("p:r:i").unwrap(),
+            name: Instance::parse("p:r:i").unwrap(),
             iam: false,
         }
     }

@@ -1,7 +1,8 @@
 //! The few facts the connector reads from certificates: PEM lists, NotAfter,
-//! the public key, the CN and the DNS SANs. Chain and signature checks are
+//! the public key, the CN and the DNS and IP SANs. Chain and signature checks are
 //! webpki's, in [`crate::verify`].
 
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use rustls_pki_types::pem::PemObject;
@@ -11,6 +12,8 @@ use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
+
+use crate::key::ClientKey;
 
 const OID_COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const OID_SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
@@ -22,6 +25,25 @@ pub(crate) fn parse_pem_list(pem: &str) -> Option<Vec<CertificateDer<'static>>> 
         .collect::<Result<_, _>>()
         .ok()?;
     (!certs.is_empty()).then_some(certs)
+}
+
+/// Checks a client certificate the Admin API issued for `key`: it parses, is
+/// for that key, and has not expired at `now`. Returns its NotAfter; the
+/// error completes "the certificate …" without echoing bytes.
+pub(crate) fn check_client_cert(
+    der: &[u8],
+    key: &ClientKey,
+    now: SystemTime,
+) -> Result<SystemTime, String> {
+    let parsed = CertInfo::parse(der).map_err(|e| format!("is {e}"))?;
+    if parsed.public_key_der().as_deref() != Some(key.spki_der.as_slice()) {
+        return Err("is for another public key than the one sent".into());
+    }
+    let not_after = parsed.not_after();
+    if not_after <= now {
+        return Err("is already expired".into());
+    }
+    Ok(not_after)
 }
 
 /// A decoded certificate and the fields the connector reads from it.
@@ -59,17 +81,36 @@ impl CertInfo {
 
     /// The DNS names of the subjectAltName extension.
     pub(crate) fn dns_names(&self) -> Vec<String> {
-        let Some(exts) = &self.0.tbs_certificate.extensions else {
-            return Vec::new();
-        };
-        exts.iter()
-            .filter(|e| e.extn_id == OID_SUBJECT_ALT_NAME)
-            .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
-            .flat_map(|san| san.0)
+        self.alt_names()
             .filter_map(|n| match n {
                 GeneralName::DnsName(d) => Some(d.as_str().to_string()),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The IP addresses of the subjectAltName extension (4 or 16 bytes each;
+    /// anything else is not an address and is skipped).
+    pub(crate) fn ip_addresses(&self) -> Vec<IpAddr> {
+        self.alt_names()
+            .filter_map(|n| match n {
+                GeneralName::IpAddress(ip) => match ip.as_bytes() {
+                    &[a, b, c, d] => Some(IpAddr::from([a, b, c, d])),
+                    bytes => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn alt_names(&self) -> impl Iterator<Item = GeneralName> + '_ {
+        self.0
+            .tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .filter(|e| e.extn_id == OID_SUBJECT_ALT_NAME)
+            .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+            .flat_map(|san| san.0)
     }
 }

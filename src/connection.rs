@@ -2,10 +2,12 @@
 //! underneath.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::Duration;
 
 use rustls::{ClientConnection, StreamOwned};
+
+use crate::socket::Socket;
 
 /// How long each step of a connect took. A step that did not run (cached
 /// certificate or token) is zero.
@@ -30,12 +32,12 @@ pub struct ConnectTimings {
 /// A blocking, encrypted connection to the instance. Bytes written are the
 /// database protocol in plain text.
 pub struct Connection {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, Socket>,
     timings: ConnectTimings,
 }
 
 impl Connection {
-    pub(crate) fn new(conn: ClientConnection, tcp: TcpStream, timings: ConnectTimings) -> Self {
+    pub(crate) fn new(conn: ClientConnection, tcp: Socket, timings: ConnectTimings) -> Self {
         Self {
             stream: StreamOwned::new(conn, tcp),
             timings,
@@ -52,7 +54,7 @@ impl Connection {
         self.stream.conn.send_close_notify();
         // Best effort: the peer may already be gone.
         let flushed = self.stream.flush();
-        let closed = self.stream.sock.shutdown(Shutdown::Both);
+        let closed = self.stream.sock.0.shutdown(Shutdown::Both);
         flushed.and(closed)
     }
 }

@@ -35,9 +35,11 @@ pub enum Credentials {
     /// Tokens obtained by the caller, used as they are. The login token is
     /// needed only for automatic IAM database authentication.
     AccessToken {
-        /// A token with the sqlservice.admin (or cloud-platform) scope.
+        /// A token with the cloud-platform scope (sqlservice.admin suffices
+        /// for Cloud SQL).
         api_token: String,
-        /// A token with the sqlservice.login scope.
+        /// A token with the sqlservice.login (Cloud SQL) or alloydb.login
+        /// (AlloyDB) scope. AlloyDB falls back to `api_token`.
         login_token: Option<String>,
     },
     /// The JSON of a service-account key or an authorized_user credentials file.
@@ -61,6 +63,11 @@ impl fmt::Debug for Credentials {
 pub(crate) struct Secret(String);
 
 impl Secret {
+    #[cfg(test)]
+    pub(crate) fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
@@ -72,13 +79,17 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The two scopes the connector asks for.
+/// The scopes the connector asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Scope {
-    /// Admin API calls.
+    /// Cloud SQL Admin API calls.
     Admin,
-    /// Automatic or manual IAM database login.
+    /// Cloud SQL automatic or manual IAM database login.
     Login,
+    /// AlloyDB Admin API calls (AlloyDB takes only cloud-platform).
+    AlloyDbAdmin,
+    /// AlloyDB's metadata exchange: the instances.connect check and AUTO_IAM.
+    AlloyDbLogin,
 }
 
 impl Scope {
@@ -86,6 +97,8 @@ impl Scope {
         match self {
             Self::Admin => "https://www.googleapis.com/auth/sqlservice.admin",
             Self::Login => "https://www.googleapis.com/auth/sqlservice.login",
+            Self::AlloyDbAdmin => "https://www.googleapis.com/auth/cloud-platform",
+            Self::AlloyDbLogin => "https://www.googleapis.com/auth/alloydb.login",
         }
     }
 }
@@ -315,7 +328,9 @@ impl Source {
         match self {
             Self::Static { api, login } => {
                 let secret = match scope {
-                    Scope::Admin => api.clone(),
+                    Scope::Admin | Scope::AlloyDbAdmin => api.clone(),
+                    // As Go's WithTokenSource: one token for both jobs.
+                    Scope::AlloyDbLogin => login.clone().unwrap_or_else(|| api.clone()),
                     Scope::Login => login.clone().ok_or_else(|| {
                         Error::InvalidConfig(
                             "IAM database authentication with a caller-supplied token needs a \
@@ -571,6 +586,25 @@ mod tests {
             s.fetch(Scope::Login, far),
             Err(Error::InvalidConfig(_))
         ));
+        // AlloyDB's exchange uses the one token, as Go's WithTokenSource does.
+        let alloydb = s.fetch(Scope::AlloyDbLogin, far).unwrap();
+        assert_eq!(alloydb.secret.expose(), "a");
+
+        let both = Source::resolve(
+            Some(&Credentials::AccessToken {
+                api_token: "a".into(),
+                login_token: Some("l".into()),
+            }),
+            &Endpoints::default(),
+        )
+        .unwrap();
+        for (scope, want) in [
+            (Scope::AlloyDbAdmin, "a"),
+            (Scope::AlloyDbLogin, "l"),
+            (Scope::Login, "l"),
+        ] {
+            assert_eq!(both.fetch(scope, far).unwrap().secret.expose(), want);
+        }
     }
 
     #[test]

@@ -1,24 +1,36 @@
 //! The connect sequence, top to bottom: parse the name, take connection info
-//! from the lazy cache (or refresh it), pick the address, open TCP to port
-//! 3307, run the TLS 1.3 handshake, hand back the connection. A failed dial or
-//! handshake marks the cache entry stale so the next connect refreshes.
+//! from the lazy cache (or refresh it from the instance's service), pick the
+//! address, open TCP to the server-side proxy (3307 Cloud SQL, 5433 AlloyDB),
+//! run the TLS 1.3 handshake and the metadata exchange, hand back the
+//! connection. A failed dial, handshake or exchange marks the cache entry
+//! stale so the next connect refreshes.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::{ClientConfig, ClientConnection};
 
+use crate::alloydb::admin::DEFAULT_ALLOYDB_ADMIN_ENDPOINT;
 use crate::cache::{Cache, CacheKey, Expiring};
-use crate::cloudsql::admin::{AdminClient, DEFAULT_ADMIN_ENDPOINT};
-use crate::cloudsql::mdx;
-use crate::cloudsql::refresh::{ConnectionInfo, Refresher, Target};
+use crate::cloudsql::admin::DEFAULT_ADMIN_ENDPOINT;
+use crate::connection_info::{ConnectionInfo, MdxKind, Target};
 use crate::credentials::{Endpoints, Scope, TokenSource};
+use crate::google_api::ApiClient;
 use crate::key::{ClientKey, KeySlot};
-use crate::{tls, Config, ConnectOptions, ConnectTimings, Connection, Error, InstanceName};
+use crate::mdx::{self, Exchange};
+use crate::refresh::Refresher;
+use crate::socket::Socket;
+use crate::{
+    alloydb, cloudsql, tls, Config, ConnectOptions, ConnectTimings, Connection, Error, Instance,
+    IpType,
+};
 
 /// The Cloud SQL server-side proxy's port.
 pub const CLOUD_SQL_PORT: u16 = 3307;
+/// The AlloyDB server-side proxy's port.
+pub const ALLOYDB_PORT: u16 = 5433;
 
 /// The connector's user agent, before any caller-supplied suffix.
 const USER_AGENT: &str = concat!("gcp-db-connector/", env!("CARGO_PKG_VERSION"));
@@ -35,11 +47,13 @@ impl Expiring for Prepared {
     }
 }
 
-/// Connects to Cloud SQL instances. Make one per process (or per request on
-/// hosts that give each request a fresh instance) and reuse it: it holds the
-/// credentials, the RSA key and the certificate cache.
+/// Connects to Cloud SQL and AlloyDB instances. Make one per process (or per
+/// request on hosts that give each request a fresh instance) and reuse it: it
+/// holds the credentials, the RSA key and the certificate cache.
 pub struct Connector {
-    admin: AdminClient,
+    sql_admin: cloudsql::admin::AdminClient,
+    alloydb_admin: alloydb::admin::AdminClient,
+    user_agent: String,
     tokens: TokenSource,
     key: KeySlot,
     cache: Cache<Prepared>,
@@ -50,9 +64,10 @@ pub struct Connector {
 pub(crate) struct Plan {
     pub key: CacheKey,
     pub target: Target,
+    pub port: u16,
     pub tls: Arc<ClientConfig>,
-    /// Run the metadata exchange after the handshake.
-    pub mdx: bool,
+    /// The metadata exchange to run after the handshake.
+    pub mdx: MdxKind,
     pub timings: ConnectTimings,
     pub started: Instant,
 }
@@ -63,10 +78,15 @@ impl Connector {
     pub fn new(config: Config) -> Result<Self, Error> {
         let admin_endpoint = config
             .admin_endpoint
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ADMIN_ENDPOINT.to_string());
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_ENDPOINT);
+        let alloydb_endpoint = config
+            .alloydb_admin_endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_ALLOYDB_ADMIN_ENDPOINT);
         for (what, url) in [
-            ("admin-endpoint", Some(admin_endpoint.as_str())),
+            ("admin-endpoint", Some(admin_endpoint)),
+            ("alloydb-admin-endpoint", Some(alloydb_endpoint)),
             ("token-endpoint", config.token_endpoint.as_deref()),
         ] {
             if let Some(url) = url {
@@ -85,8 +105,12 @@ impl Connector {
             Some(extra) if !extra.trim().is_empty() => format!("{USER_AGENT} {}", extra.trim()),
             _ => USER_AGENT.to_string(),
         };
+        let api =
+            |base: &str| ApiClient::new(base, user_agent.clone(), config.quota_project.clone());
         Ok(Self {
-            admin: AdminClient::new(&admin_endpoint, user_agent, config.quota_project.clone()),
+            sql_admin: cloudsql::admin::AdminClient(api(admin_endpoint)),
+            alloydb_admin: alloydb::admin::AdminClient(api(alloydb_endpoint)),
+            user_agent: user_agent.clone(),
             tokens: TokenSource::new(
                 config.credentials.clone(),
                 Endpoints {
@@ -103,7 +127,8 @@ impl Connector {
         })
     }
 
-    /// Connects to the Cloud SQL instance `project:region:instance` and
+    /// Connects to the Cloud SQL instance `project:region:instance` or the
+    /// AlloyDB instance `projects/P/locations/R/clusters/C/instances/I` and
     /// returns the encrypted connection, ready for the database protocol.
     pub fn connect(&self, instance: &str, options: &ConnectOptions) -> Result<Connection, Error> {
         let mut plan = self.plan(instance, options)?;
@@ -111,18 +136,19 @@ impl Connector {
 
         let tcp_started = Instant::now();
         let mut tcp = self
-            .dial_tcp(&plan.target, dial_deadline)
+            .dial_tcp(&plan.target, plan.port, dial_deadline)
+            .map(Socket)
             .inspect_err(|_| self.cache.invalidate(&plan.key))?;
         plan.timings.tcp = tcp_started.elapsed();
 
         let tls_started = Instant::now();
-        let mdx_user_agent = plan.mdx.then(|| self.admin.user_agent());
+        let exchange = Exchange::for_kind(&plan.mdx, &self.user_agent);
         let conn = handshake(
             &plan.tls,
             &plan.target,
             &mut tcp,
             dial_deadline,
-            mdx_user_agent,
+            exchange.as_ref(),
         )
         .inspect_err(|_| self.cache.invalidate(&plan.key))?;
         plan.timings.tls = tls_started.elapsed();
@@ -131,7 +157,7 @@ impl Connector {
     }
 
     /// An OAuth2 token with the sqlservice.login scope, to use as the database
-    /// password for manual IAM database authentication.
+    /// password for manual IAM database authentication to Cloud SQL.
     pub fn login_token(&self) -> Result<String, Error> {
         let deadline = Instant::now() + self.config.refresh_timeout;
         Ok(self
@@ -145,22 +171,24 @@ impl Connector {
     /// Everything before the dial: name, cache or refresh, address.
     pub(crate) fn plan(&self, instance: &str, options: &ConnectOptions) -> Result<Plan, Error> {
         let started = Instant::now();
-        let name = InstanceName::parse(instance)?;
+        let name = Instance::parse(instance)?;
         let iam = options
             .enable_iam_auth
             .unwrap_or(self.config.enable_iam_auth);
-        let ip_type = options.ip_type.unwrap_or(self.config.ip_type);
+        // Each service's own default: Cloud SQL public, AlloyDB private.
+        let ip_type = options
+            .ip_type
+            .or(self.config.ip_type)
+            .unwrap_or(match name {
+                Instance::CloudSql(_) => IpType::Public,
+                Instance::AlloyDb(_) => IpType::Private,
+            });
         let key = CacheKey { name, iam };
         let deadline = started + self.config.refresh_timeout;
 
         let mut timings = ConnectTimings::default();
-        let refresher = Refresher {
-            admin: &self.admin,
-            tokens: &self.tokens,
-            key: &self.key,
-        };
         let (prepared, cached) = self.cache.get_or_refresh(&key, deadline, || {
-            let (info, client_key) = refresher.refresh(&key.name, iam, deadline, &mut timings)?;
+            let (info, client_key) = self.refresh(&key, deadline, &mut timings)?;
             let tls = tls::client_config(&info, &client_key, &key.name)?;
             Ok(Prepared { info, tls })
         })?;
@@ -168,19 +196,43 @@ impl Connector {
         let target = prepared.info.target(ip_type, &key.name)?;
         Ok(Plan {
             target,
+            port: prepared.info.port,
             tls: prepared.tls.clone(),
-            mdx: prepared.info.mdx,
+            mdx: prepared.info.mdx.clone(),
             key,
             timings,
             started,
         })
     }
 
+    /// A refresh by the instance's own service.
+    fn refresh(
+        &self,
+        key: &CacheKey,
+        deadline: Instant,
+        timings: &mut ConnectTimings,
+    ) -> Result<(ConnectionInfo, Arc<ClientKey>), Error> {
+        match &key.name {
+            Instance::CloudSql(name) => Refresher {
+                admin: &self.sql_admin,
+                tokens: &self.tokens,
+                key: &self.key,
+            }
+            .refresh(name, key.iam, deadline, timings),
+            Instance::AlloyDb(uri) => Refresher {
+                admin: &self.alloydb_admin,
+                tokens: &self.tokens,
+                key: &self.key,
+            }
+            .refresh(uri, key.iam, deadline, timings),
+        }
+    }
+
     /// The socket address to dial for `target`.
-    pub(crate) fn socket_addr(target: &Target) -> Result<SocketAddr, Error> {
+    pub(crate) fn socket_addr(target: &Target, port: u16) -> Result<SocketAddr, Error> {
         match target {
-            Target::Ip(ip) => Ok(SocketAddr::new(*ip, CLOUD_SQL_PORT)),
-            Target::Dns(name) => (name.as_str(), CLOUD_SQL_PORT)
+            Target::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
+            Target::Dns(name) => (name.as_str(), port)
                 .to_socket_addrs()
                 .map_err(|e| Error::Dial(format!("cannot resolve {name}: {e}")))?
                 .next()
@@ -188,8 +240,8 @@ impl Connector {
         }
     }
 
-    fn dial_tcp(&self, target: &Target, deadline: Instant) -> Result<TcpStream, Error> {
-        let addr = Self::socket_addr(target)?;
+    fn dial_tcp(&self, target: &Target, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
+        let addr = Self::socket_addr(target, port)?;
         let tcp = TcpStream::connect_timeout(&addr, remaining(deadline)?).map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 Error::Timeout(format!("TCP connect to {addr} did not finish in time"))
@@ -197,7 +249,8 @@ impl Connector {
                 Error::Dial(format!("TCP connect to {addr} failed: {e}"))
             }
         })?;
-        // Database protocols exchange small messages; don't delay them.
+        // Database protocols exchange small messages; don't delay them. (A
+        // no-op in a wasm guest, which `Socket` makes up for.)
         tcp.set_nodelay(true)
             .map_err(|e| Error::Dial(format!("cannot set TCP_NODELAY: {e}")))?;
         Ok(tcp)
@@ -206,7 +259,7 @@ impl Connector {
     /// The user agent sent to Google (Admin API, metadata exchange).
     #[cfg(feature = "tokio")]
     pub(crate) fn user_agent(&self) -> &str {
-        self.admin.user_agent()
+        &self.user_agent
     }
 
     /// The connector's config.
@@ -220,27 +273,36 @@ impl Connector {
     }
 }
 
-/// Runs the TLS 1.3 handshake on `tcp`, then the metadata exchange when
-/// `mdx_user_agent` is given, all bounded by `deadline`.
+/// Runs the TLS 1.3 handshake on `tcp`, then the metadata exchange if there
+/// is one, all bounded by `deadline`.
 fn handshake(
     config: &Arc<ClientConfig>,
     target: &Target,
-    tcp: &mut TcpStream,
+    tcp: &mut Socket,
     deadline: Instant,
-    mdx_user_agent: Option<&str>,
+    exchange: Option<&Exchange<'_>>,
 ) -> Result<ClientConnection, Error> {
     let mut conn = ClientConnection::new(config.clone(), tls::server_name(target)?)
         .map_err(|e| Error::Tls(format!("cannot start TLS: {e}")))?;
-    tcp.set_read_timeout(Some(remaining(deadline)?))
+    if let Some(exchange) = exchange {
+        // Held by rustls until the handshake is done, then sent with the
+        // client's last flight (see `mdx`).
+        conn.writer()
+            .write_all(&exchange.request())
+            .map_err(|e| Error::Tls(format!("cannot queue the metadata exchange: {e}")))?;
+    }
+    tcp.0
+        .set_read_timeout(Some(remaining(deadline)?))
         .map_err(|e| Error::Dial(format!("cannot set a read timeout: {e}")))?;
     while conn.is_handshaking() {
         conn.complete_io(tcp)
             .map_err(|e| tls::handshake_error(&e))?;
     }
-    if let Some(user_agent) = mdx_user_agent {
-        mdx::exchange(&mut rustls::Stream::new(&mut conn, tcp), user_agent)?;
+    if let Some(exchange) = exchange {
+        mdx::read_response(&mut rustls::Stream::new(&mut conn, tcp), exchange)?;
     }
-    tcp.set_read_timeout(None)
+    tcp.0
+        .set_read_timeout(None)
         .map_err(|e| Error::Dial(format!("cannot clear the read timeout: {e}")))?;
     Ok(conn)
 }

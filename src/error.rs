@@ -11,7 +11,7 @@ use crate::IpType;
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The instance name does not parse.
+    /// The instance name (Cloud SQL) or URI (AlloyDB) does not parse.
     InvalidInstanceName {
         /// What the caller passed.
         name: String,
@@ -81,13 +81,15 @@ pub enum Error {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerificationCheck {
-    /// The chain does not lead to a certificate of the instance's serverCaCert.
+    /// The chain does not lead to the instance's CA (Cloud SQL serverCaCert,
+    /// AlloyDB caCert).
     Chain,
     /// The certificate has expired.
     Expired,
     /// The certificate is not valid yet.
     NotYetValid,
-    /// Neither a SAN nor the CN names this instance.
+    /// The certificate does not name this instance: for Cloud SQL neither a
+    /// SAN nor the CN, for AlloyDB no SAN is the address dialled.
     Identity,
     /// Any other certificate problem.
     Other,
@@ -109,9 +111,16 @@ pub struct ApiError {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::InvalidInstanceName { name, reason } if name.starts_with("projects/") => write!(
+                f,
+                "invalid AlloyDB instance URI {name:?}: {reason}; expected {}",
+                crate::alloydb::instance_uri::EXPECTED
+            ),
             Self::InvalidInstanceName { name, reason } => write!(
                 f,
-                "invalid instance connection name {name:?}: {reason}; expected PROJECT:REGION:INSTANCE"
+                "invalid instance connection name {name:?}: {reason}; expected PROJECT:REGION:INSTANCE \
+                 (Cloud SQL) or {} (AlloyDB)",
+                crate::alloydb::instance_uri::EXPECTED
             ),
             Self::InvalidConfig(m) => write!(f, "invalid connector config: {m}"),
             Self::Credentials(m) => write!(f, "credentials: {m}"),

@@ -1,9 +1,42 @@
-//! Cloud SQL instance connection names: `project:region:instance`, where the
-//! project may be domain-scoped (`example.com:project`).
+//! Instance names: which service a name is for, and Cloud SQL instance
+//! connection names `project:region:instance`, where the project may be
+//! domain-scoped (`example.com:project`). AlloyDB URIs are parsed in
+//! `alloydb::instance_uri`.
 
 use std::fmt;
 
-use crate::Error;
+use crate::{AlloyDbInstanceUri, Error};
+
+/// An instance of either service; the name tells which.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Instance {
+    /// A Cloud SQL instance, `project:region:instance`.
+    CloudSql(InstanceName),
+    /// An AlloyDB instance,
+    /// `projects/P/locations/R/clusters/C/instances/I`.
+    AlloyDb(AlloyDbInstanceUri),
+}
+
+impl Instance {
+    /// A name starting with `projects/` is an AlloyDB instance URI; anything
+    /// else a Cloud SQL connection name.
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        if name.starts_with("projects/") {
+            AlloyDbInstanceUri::parse(name).map(Self::AlloyDb)
+        } else {
+            InstanceName::parse(name).map(Self::CloudSql)
+        }
+    }
+}
+
+impl fmt::Display for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CloudSql(n) => n.fmt(f),
+            Self::AlloyDb(u) => u.fmt(f),
+        }
+    }
+}
 
 /// A checked Cloud SQL instance connection name.
 ///
@@ -38,16 +71,7 @@ impl InstanceName {
             ("region", region),
             ("instance", instance),
         ] {
-            // The domain of a domain-scoped project is checked with the project.
-            if part.is_empty() || part.split(':').any(str::is_empty) {
-                return Err(invalid(&format!("the {what} is empty")));
-            }
-            if let Some(c) = part
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')))
-            {
-                return Err(invalid(&format!("the {what} contains {c:?}")));
-            }
+            check_id(what, part, what == "project").map_err(|r| invalid(&r))?;
         }
         Ok(Self {
             project,
@@ -74,6 +98,21 @@ impl InstanceName {
     /// `project:instance`, the CN of a legacy server certificate.
     pub(crate) fn legacy_common_name(&self) -> String {
         format!("{}:{}", self.project, self.instance)
+    }
+}
+
+/// Checks one part of a name: not empty, and only the characters Google
+/// allows in IDs, so it can go into a URL path unescaped. A project may be
+/// domain-scoped (`domain:project`, `allow_colon`), each side non-empty.
+pub(crate) fn check_id(what: &str, part: &str, allow_colon: bool) -> Result<(), String> {
+    if part.is_empty() || (allow_colon && part.split(':').any(str::is_empty)) {
+        return Err(format!("the {what} is empty"));
+    }
+    match part.chars().find(|&c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || (allow_colon && c == ':'))
+    }) {
+        Some(c) => Err(format!("the {what} contains {c:?}")),
+        None => Ok(()),
     }
 }
 
@@ -135,5 +174,26 @@ mod tests {
     fn error_message_tells_the_expected_form() {
         let e = InstanceName::parse("nope").unwrap_err().to_string();
         assert!(e.contains("PROJECT:REGION:INSTANCE"), "{e}");
+        let e = Instance::parse("projects/p").unwrap_err().to_string();
+        assert!(e.contains("projects/PROJECT/locations/REGION"), "{e}");
+    }
+
+    #[test]
+    fn the_name_tells_the_service() {
+        assert!(matches!(
+            Instance::parse("p:r:i"),
+            Ok(Instance::CloudSql(_))
+        ));
+        let a = Instance::parse("projects/p/locations/r/clusters/c/instances/i").unwrap();
+        assert!(matches!(a, Instance::AlloyDb(_)));
+        assert_eq!(
+            a.to_string(),
+            "projects/p/locations/r/clusters/c/instances/i"
+        );
+        // Not AlloyDB's prefix: parsed (and refused) as a Cloud SQL name.
+        assert!(matches!(
+            Instance::parse("project/p/locations/r"),
+            Err(Error::InvalidInstanceName { reason, .. }) if reason.contains("too few")
+        ));
     }
 }

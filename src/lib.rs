@@ -1,12 +1,13 @@
-//! Connect to Google Cloud SQL from WebAssembly, the way Google's connectors
-//! do, with nothing but WASI host interfaces.
+//! Connect to Google Cloud SQL and AlloyDB from WebAssembly, the way Google's
+//! connectors do, with nothing but WASI host interfaces.
 //!
-//! A [`Connector`] gets an OAuth2 token, asks the Cloud SQL Admin API for the
-//! instance's connect settings and an ephemeral client certificate for its
-//! RSA-2048 key, dials the instance's server-side proxy on port 3307, runs
-//! mutual TLS 1.3, verifies the server's identity, and hands back a
-//! [`Connection`] over which a database driver speaks its own protocol in
-//! plain text (the driver must not start TLS itself).
+//! A [`Connector`] gets an OAuth2 token, asks the instance's Admin API (Cloud
+//! SQL or AlloyDB, the name tells which) for its connection info and a client
+//! certificate for its RSA-2048 key, dials the instance's server-side proxy
+//! (port 3307 Cloud SQL, 5433 AlloyDB), runs mutual TLS 1.3, verifies the
+//! server's identity, runs the metadata exchange where the instance needs it,
+//! and hands back a [`Connection`] over which a database driver speaks its own
+//! protocol in plain text (the driver must not start TLS itself).
 //!
 //! Refresh is lazy: nothing runs in the background. Certificates are cached in
 //! the connector until four minutes before they expire.
@@ -18,14 +19,18 @@
 //! let connector = Connector::new(Config::default())?;
 //! let mut conn = connector.connect("my-project:us-central1:my-db", &ConnectOptions::default())?;
 //! conn.write_all(b"...the database protocol...")?;
+//! let alloydb = "projects/my-project/locations/us-central1/clusters/c/instances/i";
+//! let mut conn = connector.connect(alloydb, &ConnectOptions::default())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Where each step lives: [`instance_name`](InstanceName) parses the name,
-//! `credentials` gets tokens, `cloudsql::admin` and `cloudsql::refresh` make
-//! the Admin API calls, `key` makes the RSA key, `cache` is the lazy cache,
-//! `tls` and `verify` configure and check TLS, `dial` ties them together, and
-//! `wasi` is the only code that calls WASI directly. The WIT component
+//! Where each step lives: `instance_name` parses the name (and
+//! `alloydb::instance_uri` an AlloyDB URI), `credentials` gets tokens,
+//! `cloudsql::{admin, refresh}` and `alloydb::{admin, refresh}` make the Admin
+//! API calls into a `connection_info`, `key` makes the RSA key, `cache` is the
+//! lazy cache, `tls` and `verify` configure and check TLS, `mdx` runs the
+//! metadata exchange (`cloudsql::mdx`, `alloydb::mdx`), `dial` ties them
+//! together, and `wasi` is the only code that calls WASI directly. The WIT component
 //! (`gcp:db-connector/connector`) is this library behind the thin export glue
 //! of the `gcp-db-connector-component` crate.
 
@@ -36,43 +41,51 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod alloydb;
 #[cfg(feature = "tokio")]
 mod async_connection;
 mod cache;
 mod certs;
 mod cloudsql;
 mod connection;
+mod connection_info;
 mod credentials;
 mod dial;
 mod error;
+mod google_api;
 mod http;
 mod instance_name;
 mod jwt;
 mod key;
+mod mdx;
+mod refresh;
 mod retry;
+mod socket;
 #[cfg(test)]
 mod test_certs;
 mod tls;
 mod verify;
 mod wasi;
 
+pub use alloydb::admin::DEFAULT_ALLOYDB_ADMIN_ENDPOINT;
+pub use alloydb::instance_uri::AlloyDbInstanceUri;
 #[cfg(feature = "tokio")]
 pub use async_connection::AsyncConnection;
 pub use cache::REFRESH_BUFFER;
 pub use cloudsql::admin::DEFAULT_ADMIN_ENDPOINT;
 pub use connection::{ConnectTimings, Connection};
 pub use credentials::{Credentials, DEFAULT_METADATA_HOST, DEFAULT_TOKEN_ENDPOINT};
-pub use dial::{Connector, CLOUD_SQL_PORT};
+pub use dial::{Connector, ALLOYDB_PORT, CLOUD_SQL_PORT};
 pub use error::{ApiError, Error, VerificationCheck};
-pub use instance_name::InstanceName;
+pub use instance_name::{Instance, InstanceName};
 
-/// Which address of the instance to dial.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// Which address of the instance to dial. Unless told, Cloud SQL dials
+/// public (Google's default there) and AlloyDB private (AlloyDB's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpType {
-    /// The public IP (the Admin API's `PRIMARY`). Google's default.
-    #[default]
+    /// The public IP (Cloud SQL's `PRIMARY`, AlloyDB's `publicIpAddress`).
     Public,
-    /// The private IP.
+    /// The private IP (AlloyDB's `ipAddress`).
     Private,
     /// The Private Service Connect DNS name.
     Psc,
@@ -109,12 +122,15 @@ impl FromStr for IpType {
 pub struct Config {
     /// Where tokens come from; `None` means Application Default Credentials.
     pub credentials: Option<Credentials>,
-    /// The address to dial unless a connect says otherwise.
-    pub ip_type: IpType,
+    /// The address to dial unless a connect says otherwise; `None`: the
+    /// service's default (Cloud SQL public, AlloyDB private).
+    pub ip_type: Option<IpType>,
     /// Automatic IAM database authentication for every connect by default.
     pub enable_iam_auth: bool,
-    /// Admin API base URL; default [`DEFAULT_ADMIN_ENDPOINT`].
+    /// Cloud SQL Admin API base URL; default [`DEFAULT_ADMIN_ENDPOINT`].
     pub admin_endpoint: Option<String>,
+    /// AlloyDB Admin API base URL; default [`DEFAULT_ALLOYDB_ADMIN_ENDPOINT`].
+    pub alloydb_admin_endpoint: Option<String>,
     /// Token endpoint, overriding the one a credentials file carries.
     pub token_endpoint: Option<String>,
     /// Metadata server host; default `GCE_METADATA_HOST` or
@@ -138,9 +154,10 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             credentials: None,
-            ip_type: IpType::Public,
+            ip_type: None,
             enable_iam_auth: false,
             admin_endpoint: None,
+            alloydb_admin_endpoint: None,
             token_endpoint: None,
             metadata_host: None,
             quota_project: None,
@@ -160,6 +177,7 @@ impl fmt::Debug for Config {
             .field("ip_type", &self.ip_type)
             .field("enable_iam_auth", &self.enable_iam_auth)
             .field("admin_endpoint", &self.admin_endpoint)
+            .field("alloydb_admin_endpoint", &self.alloydb_admin_endpoint)
             .field("token_endpoint", &self.token_endpoint)
             .field("metadata_host", &self.metadata_host)
             .field("quota_project", &self.quota_project)

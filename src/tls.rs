@@ -1,39 +1,37 @@
 //! The rustls client configuration for an instance: TLS 1.3 only, a pure-Rust
-//! crypto provider, the ephemeral certificate as client certificate, and the
-//! [`ServerVerifier`]; plus the mapping of handshake failures to [`Error`].
+//! crypto provider, the client certificate chain, and the [`ServerVerifier`];
+//! plus the mapping of handshake failures to [`Error`].
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 
-use crate::cloudsql::refresh::{ConnectionInfo, Target};
+use crate::connection_info::{ConnectionInfo, ServerIdentity, Target};
 use crate::key::ClientKey;
-use crate::verify::{ExpectedIdentity, IdentityMismatch, ServerVerifier};
-use crate::{Error, InstanceName, VerificationCheck};
+use crate::verify::{IdentityMismatch, ServerVerifier};
+use crate::{Error, VerificationCheck};
 
 /// Builds the client config for one certificate lifetime.
 pub(crate) fn client_config(
     info: &ConnectionInfo,
     key: &ClientKey,
-    name: &InstanceName,
+    instance: &impl fmt::Display,
 ) -> Result<Arc<ClientConfig>, Error> {
     let provider = Arc::new(rustls_rustcrypto::provider());
     let mut roots = RootCertStore::empty();
-    for ca in &info.server_ca {
+    for ca in &info.trust_anchors {
         roots.add(ca.clone()).map_err(|e| {
             Error::InstanceMetadata(format!(
-                "{name}: serverCaCert holds a certificate that cannot be a trust anchor: {e}"
+                "{instance}: the server CA certificate cannot be a trust anchor: {e}"
             ))
         })?;
     }
     let verifier = ServerVerifier::new(
         roots,
-        ExpectedIdentity {
-            dns_name: info.server_name.clone(),
-            common_name: name.legacy_common_name(),
-        },
+        info.identity.clone(),
         provider.signature_verification_algorithms,
     );
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -42,10 +40,11 @@ pub(crate) fn client_config(
         // Not a relaxation: ServerVerifier checks chain and identity itself.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(vec![info.client_cert.clone()], key.private_key_der())
-        .map_err(|e| Error::Tls(format!("the ephemeral certificate is unusable: {e}")))?;
-    // No SNI: IP targets never carry it, and PSC endpoints refuse it.
-    config.enable_sni = false;
+        .with_client_auth_cert(info.client_chain.clone(), key.private_key_der())
+        .map_err(|e| Error::Tls(format!("the client certificate is unusable: {e}")))?;
+    // IP targets never carry SNI (rustls sends none for an IP). For PSC names
+    // AlloyDB's connectors send it, Cloud SQL's PSC endpoints refuse it.
+    config.enable_sni = info.identity == ServerIdentity::Address;
     Ok(Arc::new(config))
 }
 
@@ -112,8 +111,9 @@ mod tests {
 
     use super::*;
     use crate::certs;
-    use crate::cloudsql::refresh::Addresses;
+    use crate::connection_info::{Addresses, MdxKind};
     use crate::test_certs::{client_key as key, Ca, Leaf};
+    use crate::InstanceName;
 
     fn name() -> InstanceName {
         InstanceName::parse("proj:us-central1:db").unwrap()
@@ -127,15 +127,20 @@ mod tests {
         let pem = client_ca.client_cert_pem(&key().spki_der, 60);
         ConnectionInfo {
             addresses: Addresses::default(),
-            server_ca,
-            server_name: dns.map(str::to_string),
-            client_cert: certs::parse_pem_list(&pem).unwrap().remove(0),
+            trust_anchors: server_ca,
+            identity: ServerIdentity::CloudSql {
+                dns_name: dns.map(str::to_string),
+                common_name: name().legacy_common_name(),
+            },
+            client_chain: certs::parse_pem_list(&pem).unwrap(),
             expiry: SystemTime::now(),
-            mdx: false,
+            mdx: MdxKind::None,
+            port: 3307,
         }
     }
 
-    /// A real TLS 1.3 handshake in memory; the client's error, if any.
+    /// A real TLS 1.3 handshake in memory with a server that asks for no
+    /// client certificate; the client's error, if any.
     fn handshake(
         info: &ConnectionInfo,
         chain: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -147,9 +152,20 @@ mod tests {
             .with_no_client_auth()
             .with_single_cert(chain, leaf.key)
             .unwrap();
-        let client_cfg = client_config(info, key(), &name())?;
         let target = Target::Ip("127.0.0.1".parse().unwrap());
-        let mut c = ClientConnection::new(client_cfg, server_name(&target)?).unwrap();
+        handshake_with(info, server, &target)
+    }
+
+    /// A real TLS 1.3 handshake in memory with `server`, dialling `target`;
+    /// the client's error, or the server's refusal of the client (which in
+    /// TLS 1.3 comes after the client has finished) as [`Error::Tls`].
+    fn handshake_with(
+        info: &ConnectionInfo,
+        server: ServerConfig,
+        target: &Target,
+    ) -> Result<(), Error> {
+        let client_cfg = client_config(info, key(), &name())?;
+        let mut c = ClientConnection::new(client_cfg, server_name(target)?).unwrap();
         let mut s = ServerConnection::new(Arc::new(server)).unwrap();
         for _ in 0..10 {
             let mut buf = Vec::new();
@@ -157,17 +173,19 @@ mod tests {
                 c.write_tls(&mut buf).unwrap();
             }
             s.read_tls(&mut buf.as_slice()).unwrap();
-            let _ = s.process_new_packets();
+            let server_state = s.process_new_packets();
+            if !c.is_handshaking() {
+                server_state.map_err(|e| Error::Tls(format!("server refused: {e}")))?;
+                assert!(!s.is_handshaking());
+                assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+                return Ok(());
+            }
             buf.clear();
             while s.wants_write() {
                 s.write_tls(&mut buf).unwrap();
             }
             c.read_tls(&mut buf.as_slice()).unwrap();
             c.process_new_packets().map_err(|e| from_rustls(&e))?;
-            if !c.is_handshaking() {
-                assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
-                return Ok(());
-            }
         }
         panic!("handshake did not finish");
     }
@@ -200,6 +218,85 @@ mod tests {
             leaf,
         )
         .unwrap();
+    }
+
+    /// An AlloyDB-shaped server: leaf from `root` with `sans`, requiring a
+    /// client certificate that chains to `root`.
+    fn alloydb_server(root: &Ca, sans: &[&str]) -> ServerConfig {
+        let provider = Arc::new(rustls_rustcrypto::provider());
+        let leaf = root.server(Some("uid.server.alloydb"), sans, (-1, 365));
+        let mut roots = RootCertStore::empty();
+        roots.add(root.der()).unwrap();
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(clients)
+            .with_single_cert(vec![leaf.cert, root.der()], leaf.key)
+            .unwrap()
+    }
+
+    fn alloydb_info(
+        root: &Ca,
+        client_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    ) -> ConnectionInfo {
+        ConnectionInfo {
+            addresses: Addresses::default(),
+            trust_anchors: vec![root.der()],
+            identity: ServerIdentity::Address,
+            client_chain,
+            expiry: SystemTime::now(),
+            mdx: MdxKind::None,
+            port: 5433,
+        }
+    }
+
+    #[test]
+    fn alloydb_sends_its_chain_and_checks_the_address_dialled() {
+        let root = Ca::new("root.alloydb");
+        let inter = root.intermediate("client.alloydb");
+        let client = certs::parse_pem_list(&inter.client_cert_pem(&key().spki_der, 60)).unwrap();
+        let chain = vec![client[0].clone(), inter.der(), root.der()];
+        let ip = |s: &str| Target::Ip(s.parse().unwrap());
+
+        let server = alloydb_server(&root, &["10.0.0.2", "x.y.alloydb-psc.goog"]);
+        handshake_with(
+            &alloydb_info(&root, chain.clone()),
+            server.clone(),
+            &ip("10.0.0.2"),
+        )
+        .unwrap();
+        let psc = Target::Dns("x.y.alloydb-psc.goog".into());
+        handshake_with(&alloydb_info(&root, chain.clone()), server.clone(), &psc).unwrap();
+
+        // Another address of the same CA's making is someone else.
+        let r = handshake_with(&alloydb_info(&root, chain.clone()), server, &ip("10.0.0.3"));
+        assert_eq!(check_of(r), VerificationCheck::Identity);
+
+        // Another cluster's CA.
+        let other = Ca::new("root.alloydb");
+        let r = handshake_with(
+            &alloydb_info(&root, chain),
+            alloydb_server(&other, &["10.0.0.2"]),
+            &ip("10.0.0.2"),
+        );
+        assert_eq!(check_of(r), VerificationCheck::Chain);
+
+        // Without the intermediate the server cannot chain the client.
+        let r = handshake_with(
+            &alloydb_info(&root, vec![client[0].clone()]),
+            alloydb_server(&root, &["10.0.0.2"]),
+            &ip("10.0.0.2"),
+        );
+        assert!(
+            matches!(&r, Err(Error::Tls(m)) if m.contains("server refused")),
+            "{r:?}"
+        );
     }
 
     #[test]

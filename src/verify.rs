@@ -1,16 +1,19 @@
-//! How the server is checked: its chain must lead to a certificate of the
-//! instance's `serverCaCert` (every one of them is a trust anchor, the CAS
-//! intermediate included), validity dates count, and then its identity must be
-//! the instance's, with the Go connector's algorithm:
+//! How the server is checked: its chain must lead to one of the instance's
+//! trust anchors (Cloud SQL: every certificate of `serverCaCert`, the CAS
+//! intermediate included; AlloyDB: `caCert`), validity dates count, and then
+//! its identity must be the instance's:
 //!
-//! 1. if the instance has a DNS name, a SAN DNS name must match it;
-//! 2. otherwise, or if no SAN matches, the subject CN must be
-//!    `project:instance` (legacy CA certificates carry no SAN).
+//! - Cloud SQL, with the Go connector's algorithm: if the instance has a DNS
+//!   name, a SAN DNS name must match it; otherwise, or if no SAN matches, the
+//!   subject CN must be `project:instance` (legacy certificates carry no SAN).
+//! - AlloyDB: the address dialled must be a SAN, an IP SAN for an IP, a DNS SAN
+//!   for a PSC name (Go sets `ServerName` to the address).
 //!
-//! Stock hostname checks cannot do this (the CN fallback, names with `:`, SANs
-//! with a trailing dot), hence a custom [`ServerCertVerifier`].
+//! Stock hostname checks cannot do the first (the CN fallback, names with
+//! `:`, SANs with a trailing dot), hence a custom [`ServerCertVerifier`].
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -21,15 +24,7 @@ use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
 use crate::certs::CertInfo;
-
-/// Who the server must be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ExpectedIdentity {
-    /// The instance's DNS name, without trailing dot, if it has one.
-    pub dns_name: Option<String>,
-    /// `project:instance`.
-    pub common_name: String,
-}
+use crate::connection_info::ServerIdentity;
 
 /// The certificate names someone else: the error carried inside rustls's
 /// `CertificateError::Other`, so the connector can report the identity check.
@@ -37,46 +32,82 @@ pub(crate) struct ExpectedIdentity {
 pub(crate) struct IdentityMismatch {
     presented_cn: Option<String>,
     presented_dns: Vec<String>,
-    expected: ExpectedIdentity,
+    presented_ips: Vec<IpAddr>,
+    expected: String,
 }
 
 impl fmt::Display for IdentityMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the server certificate has CN {:?} and DNS names {:?}; expected ",
+            "the server certificate has CN {:?}, DNS names {:?} and IP addresses {:?}; expected {}",
             self.presented_cn.as_deref().unwrap_or(""),
-            self.presented_dns
-        )?;
-        match &self.expected.dns_name {
-            Some(d) => write!(f, "DNS name {d:?} or CN {:?}", self.expected.common_name),
-            None => write!(f, "CN {:?}", self.expected.common_name),
-        }
+            self.presented_dns,
+            self.presented_ips,
+            self.expected
+        )
     }
 }
 
 impl std::error::Error for IdentityMismatch {}
 
-/// Checks the leaf's identity (not its chain).
+/// Checks the leaf's identity (not its chain); `dialled` is the name rustls
+/// was given for the address dialled.
 pub(crate) fn check_identity(
     leaf: &CertificateDer<'_>,
-    expected: &ExpectedIdentity,
+    expected: &ServerIdentity,
+    dialled: &ServerName<'_>,
 ) -> Result<(), IdentityMismatch> {
     let info = CertInfo::parse(leaf).ok();
     let presented_dns = info.as_ref().map(CertInfo::dns_names).unwrap_or_default();
+    let presented_ips = info
+        .as_ref()
+        .map(CertInfo::ip_addresses)
+        .unwrap_or_default();
     let presented_cn = info.as_ref().and_then(CertInfo::common_name);
-    if let Some(name) = &expected.dns_name {
-        if presented_dns.iter().any(|p| dns_name_matches(p, name)) {
-            return Ok(());
+    let (matched, expected) = match expected {
+        ServerIdentity::CloudSql {
+            dns_name,
+            common_name,
+        } => {
+            let san = dns_name
+                .as_ref()
+                .is_some_and(|name| presented_dns.iter().any(|p| dns_name_matches(p, name)));
+            let cn = presented_cn
+                .as_ref()
+                .is_some_and(|cn| !cn.is_empty() && cn == common_name);
+            let expected = match dns_name {
+                Some(d) => format!("DNS name {d:?} or CN {common_name:?}"),
+                None => format!("CN {common_name:?}"),
+            };
+            (san || cn, expected)
         }
-    }
-    match &presented_cn {
-        Some(cn) if !cn.is_empty() && *cn == expected.common_name => Ok(()),
-        _ => Err(IdentityMismatch {
+        ServerIdentity::Address => match dialled {
+            ServerName::IpAddress(ip) => {
+                let ip = IpAddr::from(*ip);
+                (
+                    presented_ips.contains(&ip),
+                    format!("the IP address dialled, {ip}, as an IP SAN"),
+                )
+            }
+            ServerName::DnsName(name) => (
+                presented_dns
+                    .iter()
+                    .any(|p| dns_name_matches(p, name.as_ref())),
+                format!("the name dialled, {:?}, as a DNS SAN", name.as_ref()),
+            ),
+            _ => (false, "a name rustls does not know".to_string()),
+        },
+    };
+    if matched {
+        Ok(())
+    } else {
+        Err(IdentityMismatch {
             presented_cn,
             presented_dns,
-            expected: expected.clone(),
-        }),
+            presented_ips,
+            expected,
+        })
     }
 }
 
@@ -96,19 +127,19 @@ pub(crate) fn dns_name_matches(presented: &str, reference: &str) -> bool {
     }
 }
 
-/// The connector's [`ServerCertVerifier`]: chain to `serverCaCert`, then
+/// The connector's [`ServerCertVerifier`]: chain to the trust anchors, then
 /// identity. rustls's own hostname check is replaced, not skipped.
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
     roots: Arc<RootCertStore>,
-    expected: ExpectedIdentity,
+    expected: ServerIdentity,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerVerifier {
     pub(crate) fn new(
         roots: RootCertStore,
-        expected: ExpectedIdentity,
+        expected: ServerIdentity,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Self {
         Self {
@@ -124,7 +155,7 @@ impl ServerCertVerifier for ServerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -136,7 +167,7 @@ impl ServerCertVerifier for ServerVerifier {
             now,
             self.algorithms.all,
         )?;
-        check_identity(end_entity, &self.expected).map_err(|e| {
+        check_identity(end_entity, &self.expected, server_name).map_err(|e| {
             rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
         })?;
         Ok(ServerCertVerified::assertion())
@@ -171,11 +202,15 @@ mod tests {
     use super::*;
     use crate::test_certs::Ca;
 
-    fn expected(dns: Option<&str>) -> ExpectedIdentity {
-        ExpectedIdentity {
+    fn expected(dns: Option<&str>) -> ServerIdentity {
+        ServerIdentity::CloudSql {
             dns_name: dns.map(str::to_string),
             common_name: "example.com:proj:db".into(),
         }
+    }
+
+    fn ip(s: &str) -> ServerName<'static> {
+        ServerName::IpAddress(s.parse::<IpAddr>().unwrap().into())
     }
 
     /// (what, presented CN, presented SANs, instance DNS name, accepted)
@@ -227,10 +262,38 @@ mod tests {
         ];
         for (what, cn, sans, dns, ok) in cases {
             let leaf = ca.server(cn, sans, days);
-            let r = check_identity(&leaf.cert, &expected(dns));
+            let r = check_identity(&leaf.cert, &expected(dns), &ip("10.0.0.1"));
             assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
             if let Err(e) = r {
                 assert!(e.to_string().contains("example.com:proj:db"), "{what}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn alloydb_servers_must_name_the_address_dialled() {
+        let ca = Ca::new("root.alloydb");
+        let leaf = ca.server(
+            Some("uid.server.alloydb"),
+            &["10.0.0.2", "34.1.2.3", "x.y.alloydb-psc.goog"],
+            (-1, 1),
+        );
+        let psc = |n: &str| ServerName::try_from(n.to_string()).unwrap();
+        for (dialled, ok) in [
+            (ip("10.0.0.2"), true),
+            (ip("34.1.2.3"), true),
+            (psc("x.y.alloydb-psc.goog"), true),
+            (psc("X.Y.alloydb-psc.goog"), true),
+            (ip("10.0.0.3"), false),
+            (psc("other.alloydb-psc.goog"), false),
+            // The CN is not an identity for AlloyDB, nor an IP as a DNS name.
+            (psc("uid.server.alloydb"), false),
+            (psc("10.0.0.2.example"), false),
+        ] {
+            let r = check_identity(&leaf.cert, &ServerIdentity::Address, &dialled);
+            assert_eq!(r.is_ok(), ok, "{dialled:?}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("dialled"), "{e}");
             }
         }
     }

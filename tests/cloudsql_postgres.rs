@@ -11,18 +11,10 @@ use gcp_db_host::pgwire::QueryResult;
 use gcp_db_host::query::{connect_and_query, Login, QueryError};
 use gcp_db_host::CommandOptions;
 use gcp_db_host::ConnectorInstance;
-use support::{component, host, pg_query, Emulator};
+use support::{component, connect_error, connector, host, pg_query, superuser, via, Emulator};
 
 const PROJECT_INSTANCE: &str = "proj:db";
 const INSTANCE: &str = "proj:us-central1:db";
-
-fn superuser() -> Login {
-    Login {
-        user: "postgres".into(),
-        password: None,
-        database: "postgres".into(),
-    }
-}
 
 /// `connect_and_query` as the trust-auth superuser.
 async fn run_with(
@@ -45,44 +37,21 @@ async fn run(
     run_with(inst, connector, instance, ConnectOptions::default(), sql).await
 }
 
-/// Connect options choosing `ip_type`.
-fn via(ip_type: IpType) -> ConnectOptions {
-    ConnectOptions {
-        ip_type: Some(ip_type),
-        ..ConnectOptions::default()
-    }
-}
-
 /// Connects with a new connector in a fresh component instance and queries.
 async fn query(
     config: Config,
     instance: &str,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, QueryError> {
-    let mut inst = host()
-        .instantiate_connector(&component(), vec![], vec![])
-        .await
-        .unwrap();
-    let connector = inst.new_connector(config).await.unwrap();
+    let (mut inst, connector) = connector(config).await;
     run(&mut inst, connector, instance, sql)
         .await
         .map(|(r, _)| r.rows)
 }
 
-fn connect_error(r: Result<Vec<Vec<Option<String>>>, QueryError>) -> Error {
-    match r {
-        Err(QueryError::Connect(e)) => e,
-        other => panic!("expected a connect error, got {other:?}"),
-    }
-}
-
 async fn rows_and_cache_hit(ca: &str) {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},ca={ca}")]);
-    let mut inst = host()
-        .instantiate_connector(&component(), vec![], vec![])
-        .await
-        .unwrap();
-    let connector = inst.new_connector(emu.config()).await.unwrap();
+    let (mut inst, connector) = connector(emu.config()).await;
 
     let sql = "SELECT 40 + 2 AS answer, current_user AS who";
     let (cold, t1) = run(&mut inst, connector, INSTANCE, sql).await.unwrap();
@@ -215,11 +184,7 @@ async fn server_certificates_from_another_ca_or_instance_are_refused() {
             ("wrong-ca", VerificationCheck::Chain),
             ("wrong-cn", VerificationCheck::Identity),
         ] {
-            let mut inst = host()
-                .instantiate_connector(&component(), vec![], vec![])
-                .await
-                .unwrap();
-            let connector = inst.new_connector(emu.config()).await.unwrap();
+            let (mut inst, connector) = connector(emu.config()).await;
             let before = emu.count("generateEphemeralCert", PROJECT_INSTANCE);
 
             emu.set_server_cert(INSTANCE, mode);
@@ -307,11 +272,7 @@ async fn server_errors_are_retried_with_backoff_and_then_succeed() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     emu.fail("connectSettings", 503, 2);
     emu.fail("generateEphemeralCert", 500, 1);
-    let mut inst = host()
-        .instantiate_connector(&component(), vec![], vec![])
-        .await
-        .unwrap();
-    let connector = inst.new_connector(emu.config()).await.unwrap();
+    let (mut inst, connector) = connector(emu.config()).await;
     let (rows, t) = run(&mut inst, connector, INSTANCE, "SELECT 1")
         .await
         .unwrap();
@@ -455,12 +416,8 @@ async fn the_ip_type_chooses_the_address_dialled() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},private-ip=auto")]);
     let (public, private) = emu.ips();
     let private = private.expect("the emulator gave the instance a private IP");
-    let mut inst = host()
-        .instantiate_connector(&component(), vec![], vec![])
-        .await
-        .unwrap();
     // The connector's default is Google's: public.
-    let connector = inst.new_connector(emu.config()).await.unwrap();
+    let (mut inst, connector) = connector(emu.config()).await;
     for (ip_type, dialled) in [
         (None, &public),
         (Some(IpType::Private), &private),
@@ -528,11 +485,7 @@ async fn psc_dials_the_psc_dns_name() {
     assert!(name.ends_with(".sql-psc.goog."), "{name}");
     let _hosts = support::HostsEntry::add(ip, name.trim_end_matches('.'));
 
-    let mut inst = host()
-        .instantiate_connector(&component(), vec![], vec![])
-        .await
-        .unwrap();
-    let connector = inst.new_connector(emu.config()).await.unwrap();
+    let (mut inst, connector) = connector(emu.config()).await;
     let before = emu.proxy_connections(ip);
     let psc = via(IpType::Psc);
     let (rows, _) = run_with(&mut inst, connector, INSTANCE, psc, "SELECT 'psc'")

@@ -1,5 +1,6 @@
 //! The Cloud SQL Admin API (v1beta4, and the same handlers under `/v1/`):
-//! `connectSettings` and `generateEphemeralCert`.
+//! `connectSettings` and `generateEphemeralCert`. The same HTTP fallback also hands the
+//! AlloyDB Admin API's paths to `alloydb::admin`.
 
 use std::time::SystemTime;
 
@@ -14,12 +15,13 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
+use crate::alloydb;
 use crate::calls::AdminMethod;
 use crate::certs::{issue_ephemeral, parse_public_key_pem, CertInfo};
 use crate::errors::GoogleError;
 use crate::iam::IamBinding;
 use crate::instance::Instance;
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
 use crate::tokens::{SCOPE_CLOUD_PLATFORM, SCOPE_SQLSERVICE_ADMIN, SCOPE_SQLSERVICE_LOGIN};
 
 /// A parsed Admin API path.
@@ -132,12 +134,28 @@ fn ip_addresses(inst: &Instance) -> Value {
     Value::Array(list)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+/// What every Admin API call (Cloud SQL or AlloyDB) goes through first: it is counted
+/// under `key`, held for any injected latency, and failed if a fault is queued for it.
+pub(crate) async fn prelude(
+    state: &AppState,
+    method: AdminMethod,
+    key: &str,
+) -> Option<GoogleError> {
+    state.calls.record_admin(method, key);
+    let delay = state.faults.latency(method);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    state.faults.take(method)
 }
 
 /// The Admin API handler: every path not claimed by another route lands here.
@@ -149,6 +167,9 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    if let Some(route) = alloydb::admin::parse_path(path) {
+        return alloydb::admin::handle(&state, &method, route, &headers, &body).await;
+    }
     let route = match parse_admin_path(path) {
         Some(r)
             if (r.method == AdminMethod::ConnectSettings && method == Method::GET)
@@ -159,12 +180,7 @@ pub async fn handle(
         _ => return GoogleError::route_not_found(method.as_str(), path).into_response(),
     };
     let key = format!("{}:{}", route.project, route.instance);
-    state.calls.record_admin(route.method, &key);
-    let delay = state.faults.latency(route.method);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if let Some(fault) = state.faults.take(route.method) {
+    if let Some(fault) = prelude(&state, route.method, &key).await {
         return fault.into_response();
     }
 
@@ -183,6 +199,10 @@ pub async fn handle(
     let result = match route.method {
         AdminMethod::ConnectSettings => Ok(connect_settings_body(inst)),
         AdminMethod::GenerateEphemeralCert => generate_ephemeral_cert(&state, inst, &body),
+        // parse_admin_path yields only the two Cloud SQL methods.
+        AdminMethod::ConnectionInfo | AdminMethod::GenerateClientCertificate => {
+            Err(GoogleError::route_not_found(method.as_str(), uri.path()))
+        }
     };
     match result {
         Ok(v) => Json(v).into_response(),

@@ -6,13 +6,50 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-/// An Admin API method.
+/// An Admin API method (Cloud SQL or AlloyDB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminMethod {
-    /// `GET .../connectSettings`.
+    /// Cloud SQL `GET .../connectSettings`.
     ConnectSettings,
-    /// `POST ...:generateEphemeralCert`.
+    /// Cloud SQL `POST ...:generateEphemeralCert`.
     GenerateEphemeralCert,
+    /// AlloyDB `GET .../instances/I/connectionInfo`.
+    ConnectionInfo,
+    /// AlloyDB `POST .../clusters/C:generateClientCertificate`.
+    GenerateClientCertificate,
+}
+
+impl AdminMethod {
+    /// Every method, for parsing.
+    pub const ALL: [Self; 4] = [
+        Self::ConnectSettings,
+        Self::GenerateEphemeralCert,
+        Self::ConnectionInfo,
+        Self::GenerateClientCertificate,
+    ];
+
+    /// The name the counters and the fault endpoint use (the REST method's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ConnectSettings => "connectSettings",
+            Self::GenerateEphemeralCert => "generateEphemeralCert",
+            Self::ConnectionInfo => "connectionInfo",
+            Self::GenerateClientCertificate => "generateClientCertificate",
+        }
+    }
+
+    /// The method called `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The Google service the method belongs to.
+    pub fn service(self) -> &'static str {
+        match self {
+            Self::ConnectSettings | Self::GenerateEphemeralCert => "sqladmin.googleapis.com",
+            Self::ConnectionInfo | Self::GenerateClientCertificate => "alloydb.googleapis.com",
+        }
+    }
 }
 
 /// A way of getting an access token.
@@ -44,6 +81,10 @@ struct Counts {
     mdx: BTreeMap<String, u64>,
     mdx_client_protocol_types: BTreeMap<String, Vec<String>>,
     proxy_connections: BTreeMap<String, u64>,
+    connection_info: BTreeMap<String, u64>,
+    generate_client_certificate: BTreeMap<String, u64>,
+    alloydb_mdx: BTreeMap<String, u64>,
+    alloydb_mdx_auth_types: BTreeMap<String, Vec<String>>,
 }
 
 /// Counts every request received, failed ones included.
@@ -57,14 +98,18 @@ impl Calls {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one Admin API call for `instance_key` (`project:instance`).
-    pub fn record_admin(&self, method: AdminMethod, instance_key: &str) {
+    /// Counts one Admin API call for `key`: `project:instance` for Cloud SQL, the instance
+    /// URI for `connectionInfo`, the cluster (`projects/P/locations/R/clusters/C`) for
+    /// `generateClientCertificate`.
+    pub fn record_admin(&self, method: AdminMethod, key: &str) {
         let mut c = self.lock();
         let map = match method {
             AdminMethod::ConnectSettings => &mut c.connect_settings,
             AdminMethod::GenerateEphemeralCert => &mut c.generate_ephemeral_cert,
+            AdminMethod::ConnectionInfo => &mut c.connection_info,
+            AdminMethod::GenerateClientCertificate => &mut c.generate_client_certificate,
         };
-        *map.entry(instance_key.to_string()).or_default() += 1;
+        *map.entry(key.to_string()).or_default() += 1;
     }
 
     /// Counts one token request.
@@ -80,6 +125,20 @@ impl Calls {
         if let Some(t) = client_protocol_type {
             c.mdx_client_protocol_types
                 .entry(instance_key.to_string())
+                .or_default()
+                .push(t.to_string());
+        }
+    }
+
+    /// Counts one AlloyDB metadata exchange at the proxy of instance `uri`, and notes the
+    /// `auth_type` of a well-formed request (`None` for a bad or missing one), in
+    /// connection order.
+    pub fn record_alloydb_mdx(&self, uri: &str, auth_type: Option<&str>) {
+        let mut c = self.lock();
+        *c.alloydb_mdx.entry(uri.to_string()).or_default() += 1;
+        if let Some(t) = auth_type {
+            c.alloydb_mdx_auth_types
+                .entry(uri.to_string())
                 .or_default()
                 .push(t.to_string());
         }
@@ -109,6 +168,10 @@ impl Calls {
             "mdx": c.mdx,
             "mdxClientProtocolType": c.mdx_client_protocol_types,
             "proxyConnections": c.proxy_connections,
+            "connectionInfo": c.connection_info,
+            "generateClientCertificate": c.generate_client_certificate,
+            "alloydbMdx": c.alloydb_mdx,
+            "alloydbMdxAuthType": c.alloydb_mdx_auth_types,
         })
     }
 
@@ -134,19 +197,46 @@ mod tests {
         calls.record_mdx("p:i", None);
         calls.record_mdx("p:i", Some("UDS"));
         calls.record_proxy_connection("127.0.0.9");
+        let uri = "projects/p/locations/r/clusters/c/instances/i";
+        calls.record_admin(AdminMethod::ConnectionInfo, uri);
+        calls.record_admin(
+            AdminMethod::GenerateClientCertificate,
+            "projects/p/locations/r/clusters/c",
+        );
+        calls.record_alloydb_mdx(uri, Some("DB_NATIVE"));
+        calls.record_alloydb_mdx(uri, None);
+        calls.record_alloydb_mdx(uri, Some("AUTO_IAM"));
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{"p:i":2},"generateEphemeralCert":{"p:j":1},
                    "token":{"jwt-bearer":1,"refresh_token":0,"metadata":1},
                    "mdx":{"p:i":3},"mdxClientProtocolType":{"p:i":["TCP","UDS"]},
-                   "proxyConnections":{"127.0.0.9":1}})
+                   "proxyConnections":{"127.0.0.9":1},
+                   "connectionInfo":{uri:1},
+                   "generateClientCertificate":{"projects/p/locations/r/clusters/c":1},
+                   "alloydbMdx":{uri:3},
+                   "alloydbMdxAuthType":{uri:["DB_NATIVE","AUTO_IAM"]}})
         );
         calls.reset();
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{},"generateEphemeralCert":{},
                    "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
-                   "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{}})
+                   "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{},
+                   "connectionInfo":{},"generateClientCertificate":{},
+                   "alloydbMdx":{},"alloydbMdxAuthType":{}})
+        );
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for m in AdminMethod::ALL {
+            assert_eq!(AdminMethod::parse(m.name()), Some(m));
+        }
+        assert_eq!(AdminMethod::parse("getConnectionInfo"), None);
+        assert_eq!(
+            AdminMethod::ConnectionInfo.service(),
+            "alloydb.googleapis.com"
         );
     }
 }

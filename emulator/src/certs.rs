@@ -10,6 +10,7 @@ use rcgen::{
 };
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::{DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -23,7 +24,7 @@ pub const ORG_CAS: &str = "Google LLC";
 /// Subject CN of every ephemeral client certificate.
 pub const CLIENT_CERT_CN: &str = "Google Cloud SQL Client";
 /// How far every CA and server certificate is backdated, for clock skew.
-const BACKDATE: Duration = Duration::minutes(5);
+pub(crate) const BACKDATE: Duration = Duration::minutes(5);
 
 /// Lowercase hex of `bytes`.
 pub fn hex_lower(bytes: &[u8]) -> String {
@@ -133,7 +134,11 @@ impl std::fmt::Debug for CertAuthority {
 
 impl CertAuthority {
     /// A self-signed root.
-    fn self_signed(params: CertificateParams, key: KeyPair, serial: u64) -> Result<Self, String> {
+    pub(crate) fn self_signed(
+        params: CertificateParams,
+        key: KeyPair,
+        serial: u64,
+    ) -> Result<Self, String> {
         let cert = params.self_signed(&key).map_err(cert_err)?;
         Ok(Self {
             cert: CertInfo::new(&cert, &params, serial),
@@ -142,7 +147,7 @@ impl CertAuthority {
     }
 
     /// A CA signed by `parent`.
-    fn signed_by(
+    pub(crate) fn signed_by(
         params: CertificateParams,
         key: KeyPair,
         serial: u64,
@@ -156,7 +161,7 @@ impl CertAuthority {
     }
 
     /// Signs a leaf for `public_key`.
-    fn sign(
+    pub(crate) fn sign(
         &self,
         params: &CertificateParams,
         public_key: &impl rcgen::PublicKeyData,
@@ -223,7 +228,8 @@ fn base_params(
     (p, serial)
 }
 
-fn ca_params(
+/// Parameters of a CA certificate: KeyUsage keyCertSign + cRLSign, with an authority key id.
+pub(crate) fn ca_params(
     dn: DistinguishedName,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -236,13 +242,24 @@ fn ca_params(
     (p, serial)
 }
 
-fn leaf_params(
+/// A DNS subject alternative name.
+pub(crate) fn dns_san(name: &str) -> Result<SanType, String> {
+    let dns = name
+        .to_string()
+        .try_into()
+        .map_err(|e| format!("bad SAN {name:?}: {e}"))?;
+    Ok(SanType::DnsName(dns))
+}
+
+/// Parameters of an end-entity certificate: not a CA, KeyUsage digitalSignature +
+/// keyEncipherment, the one EKU `eku`, and `sans`.
+pub(crate) fn leaf_params(
     dn: DistinguishedName,
-    san: Option<&str>,
+    sans: Vec<SanType>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     eku: ExtendedKeyUsagePurpose,
-) -> Result<(CertificateParams, u64), String> {
+) -> (CertificateParams, u64) {
     let (mut p, serial) = base_params(dn, not_before, not_after);
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![
@@ -251,14 +268,8 @@ fn leaf_params(
     ];
     p.extended_key_usages = vec![eku];
     p.use_authority_key_identifier_extension = true;
-    if let Some(san) = san {
-        let dns = san
-            .to_string()
-            .try_into()
-            .map_err(|e| format!("bad SAN {san:?}: {e}"))?;
-        p.subject_alt_names = vec![SanType::DnsName(dns)];
-    }
-    Ok((p, serial))
+    p.subject_alt_names = sans;
+    (p, serial)
 }
 
 /// Which server certificate the proxy presents (set by the control endpoint).
@@ -266,9 +277,11 @@ fn leaf_params(
 pub enum ServerCertMode {
     /// The normal chain.
     Valid,
-    /// Right subject/SAN, but issued by a CA that is not in `serverCaCert`.
+    /// Right subject/SAN, but issued by a CA that is not in `serverCaCert` (AlloyDB:
+    /// not the cluster root in `caCert`).
     WrongCa,
-    /// Issued by the right CA, but for `<project>:other-instance` / `other.<dns>`.
+    /// Issued by the right CA, but for `<project>:other-instance` / `other.<dns>` (AlloyDB:
+    /// only for IP 10.255.255.1 and `other.alloydb-psc.goog`).
     WrongCn,
 }
 
@@ -386,28 +399,28 @@ impl InstanceCerts {
                 let cn = format!("{}:{}", spec.project, spec.name);
                 let (p, serial) = leaf_params(
                     name(ORG_LEGACY, Some(&cn), None),
-                    None,
+                    vec![],
                     not_before,
                     ten_years,
                     server_eku.clone(),
-                )?;
+                );
                 let leaf = root.sign(&p, leaf_pub, serial)?;
                 let (p, serial) = leaf_params(
                     name(ORG_LEGACY, Some(&cn), None),
-                    None,
+                    vec![],
                     not_before,
                     ten_years,
                     server_eku.clone(),
-                )?;
+                );
                 let bad_ca_leaf = unrelated.sign(&p, leaf_pub, serial)?;
                 let other_cn = format!("{}:other-instance", spec.project);
                 let (p, serial) = leaf_params(
                     name(ORG_LEGACY, Some(&other_cn), None),
-                    None,
+                    vec![],
                     not_before,
                     ten_years,
                     server_eku.clone(),
-                )?;
+                );
                 let bad_cn_leaf = root.sign(&p, leaf_pub, serial)?;
                 (
                     root.cert.pem.clone(),
@@ -446,19 +459,19 @@ impl InstanceCerts {
                 let one_year = now + Duration::days(365);
                 let (p, serial) = leaf_params(
                     name(ORG_CAS, None, None),
-                    Some(dns),
+                    vec![dns_san(dns)?],
                     not_before,
                     one_year,
                     server_eku.clone(),
-                )?;
+                );
                 let leaf = inter.sign(&p, leaf_pub, serial)?;
                 let (p, serial) = leaf_params(
                     name(ORG_CAS, None, None),
-                    Some(dns),
+                    vec![dns_san(dns)?],
                     not_before,
                     one_year,
                     server_eku.clone(),
-                )?;
+                );
                 let bad_ca_leaf = unrelated.sign(&p, leaf_pub, serial)?;
                 let other_cn = format!("{}:other-instance", spec.project);
                 let other_dns = match dns.split_once('.') {
@@ -467,11 +480,11 @@ impl InstanceCerts {
                 };
                 let (p, serial) = leaf_params(
                     name(ORG_CAS, Some(&other_cn), None),
-                    Some(&other_dns),
+                    vec![dns_san(&other_dns)?],
                     not_before,
                     one_year,
                     server_eku.clone(),
-                )?;
+                );
                 let bad_cn_leaf = inter.sign(&p, leaf_pub, serial)?;
                 (
                     format!("{}{}", inter.cert.pem, root.cert.pem),
@@ -530,23 +543,32 @@ fn dn_qualifier() -> String {
 /// falling back to a PKCS#1 RSAPublicKey.
 pub fn parse_public_key_pem(pem_text: &str) -> Result<SubjectPublicKeyInfo, String> {
     let block = pem::parse(pem_text.trim()).map_err(|e| format!("not a PEM block: {e}"))?;
-    let der = block.contents();
-    let spki_der = match RsaPublicKey::from_public_key_der(der) {
-        // Re-encoding normalises the AlgorithmIdentifier so rcgen recognises it.
-        Ok(key) => key
-            .to_public_key_der()
-            .map_err(|e| e.to_string())?
-            .into_vec(),
-        Err(_) => match RsaPublicKey::from_pkcs1_der(der) {
-            Ok(key) => key
-                .to_public_key_der()
-                .map_err(|e| e.to_string())?
-                .into_vec(),
-            // Possibly a non-RSA SPKI (e.g. EC); let rcgen decide.
-            Err(_) => der.to_vec(),
-        },
-    };
-    SubjectPublicKeyInfo::from_der(&spki_der).map_err(|e| format!("unsupported public key: {e}"))
+    match decode_rsa_public_key_der(block.contents()) {
+        Some(key) => rsa_spki(&key),
+        // Possibly a non-RSA SPKI (e.g. EC); let rcgen decide.
+        None => SubjectPublicKeyInfo::from_der(block.contents())
+            .map_err(|e| format!("unsupported public key: {e}")),
+    }
+}
+
+/// An RSA public key from SubjectPublicKeyInfo or PKCS#1 DER, whichever it is.
+pub fn decode_rsa_public_key_der(der: &[u8]) -> Option<RsaPublicKey> {
+    RsaPublicKey::from_public_key_der(der)
+        .or_else(|_| RsaPublicKey::from_pkcs1_der(der))
+        .ok()
+}
+
+/// An RSA public key as rcgen wants it. Re-encoding normalises the AlgorithmIdentifier so
+/// rcgen recognises it.
+pub fn rsa_spki(key: &RsaPublicKey) -> Result<SubjectPublicKeyInfo, String> {
+    let der = key.to_public_key_der().map_err(|e| e.to_string())?;
+    SubjectPublicKeyInfo::from_der(der.as_bytes())
+        .map_err(|e| format!("unsupported public key: {e}"))
+}
+
+/// The modulus size of `key` in bits.
+pub fn rsa_bits(key: &RsaPublicKey) -> usize {
+    key.n().bits()
 }
 
 /// Issues an ephemeral client certificate for `public_key`, signed by the instance's client
@@ -559,11 +581,11 @@ pub fn issue_ephemeral(
 ) -> Result<CertInfo, String> {
     let (p, serial) = leaf_params(
         name(ORG_LEGACY, Some(CLIENT_CERT_CN), None),
-        None,
+        vec![],
         now - Duration::minutes(1),
         not_after,
         ExtendedKeyUsagePurpose::ClientAuth,
-    )?;
+    );
     client_ca.sign(&p, public_key, serial)
 }
 

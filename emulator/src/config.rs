@@ -1,9 +1,13 @@
-//! Command line and JSON configuration: which instances to emulate and where.
+//! Command line and JSON configuration: which instances to emulate and where. A Cloud SQL
+//! instance is named `project:region:name`; an AlloyDB instance by its URI
+//! `projects/P/locations/R/clusters/C/instances/I` (see `alloydb::spec`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use crate::alloydb::spec::{AlloyDbSpec, URI_PREFIX};
 
 /// Default access-token lifetime, the same as Google's.
 pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
@@ -63,6 +67,59 @@ impl AddressChoice {
             Self::Fixed(ip) => Some(ip),
         }
     }
+
+    /// Parses `auto` or an IP address; `what` names the field in errors.
+    pub fn parse(instance: &str, what: &str, value: &str) -> Result<Self, String> {
+        match value {
+            "auto" => Ok(Self::Random),
+            ip => ip.parse::<IpAddr>().map(Self::Fixed).map_err(|e| {
+                format!("instance {instance}: bad {what} {ip:?} (expected auto or an IP): {e}")
+            }),
+        }
+    }
+}
+
+/// One emulated instance as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spec {
+    /// A Cloud SQL instance.
+    CloudSql(InstanceSpec),
+    /// An AlloyDB instance.
+    AlloyDb(AlloyDbSpec),
+}
+
+impl Spec {
+    /// Parses a command-line SPEC of either kind (AlloyDB URIs start with `projects/`).
+    pub fn parse_cli(spec: &str) -> Result<Self, String> {
+        file_instance_from_cli(spec)?.into_spec()
+    }
+
+    /// What must be unique among the instances: `project:name` (Cloud SQL, as the Admin
+    /// API addresses them) or the URI (AlloyDB).
+    pub fn key(&self) -> String {
+        match self {
+            Self::CloudSql(s) => s.api_key(),
+            Self::AlloyDb(s) => s.uri.to_string(),
+        }
+    }
+
+    /// The name users give: `project:region:name` or the URI.
+    pub fn display_name(&self) -> String {
+        match self {
+            Self::CloudSql(s) => s.connection_name(),
+            Self::AlloyDb(s) => s.uri.to_string(),
+        }
+    }
+}
+
+/// Checks that `backend` is `HOST:PORT`.
+pub(crate) fn check_backend(instance: &str, backend: &str) -> Result<(), String> {
+    match backend.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "instance {instance}: bad backend {backend:?} (expected HOST:PORT)"
+        )),
+    }
 }
 
 /// One emulated Cloud SQL instance as configured.
@@ -103,33 +160,38 @@ impl InstanceSpec {
         format!("{}:{}", self.project, self.name)
     }
 
-    /// Parses a command-line SPEC:
+    /// Parses a Cloud SQL command-line SPEC:
     /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,private-ip=auto|IP][,mdx=true|false][,psc=true|false]`.
     pub fn parse_cli(spec: &str) -> Result<Self, String> {
-        let mut parts = spec.split(',');
-        let name = parts.next().unwrap_or_default();
-        let mut fields = FileInstance {
-            name: name.to_string(),
-            ..FileInstance::default()
-        };
-        for part in parts {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("instance spec field {part:?} is not KEY=VALUE"))?;
-            let text = Some(value.to_string());
-            match key {
-                "backend" => fields.backend = text,
-                "version" | "database_version" => fields.database_version = text,
-                "ca" | "ca_mode" => fields.ca_mode = text,
-                "public-ip" | "public_ip" => fields.public_ip = text,
-                "private-ip" | "private_ip" => fields.private_ip = text,
-                "mdx" => fields.mdx = Some(parse_bool(key, value)?),
-                "psc" => fields.psc = Some(parse_bool(key, value)?),
-                other => return Err(format!("unknown instance spec field {other:?}")),
-            }
-        }
-        fields.into_spec()
+        file_instance_from_cli(spec)?.into_cloudsql()
     }
+}
+
+/// Splits a command-line SPEC (`NAME,KEY=VALUE,...`) into the fields of a config-file entry.
+fn file_instance_from_cli(spec: &str) -> Result<FileInstance, String> {
+    let mut parts = spec.split(',');
+    let name = parts.next().unwrap_or_default();
+    let mut fields = FileInstance {
+        name: name.to_string(),
+        ..FileInstance::default()
+    };
+    for part in parts {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("instance spec field {part:?} is not KEY=VALUE"))?;
+        let text = Some(value.to_string());
+        match key {
+            "backend" => fields.backend = text,
+            "version" | "database_version" => fields.database_version = text,
+            "ca" | "ca_mode" => fields.ca_mode = text,
+            "public-ip" | "public_ip" => fields.public_ip = text,
+            "private-ip" | "private_ip" => fields.private_ip = text,
+            "mdx" => fields.mdx = Some(parse_bool(key, value)?),
+            "psc" => fields.psc = Some(parse_bool(key, value)?),
+            other => return Err(format!("unknown instance spec field {other:?}")),
+        }
+    }
+    Ok(fields)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -165,7 +227,7 @@ pub fn split_connection_name(s: &str) -> Result<(String, String, String), String
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileInstance {
-    /// `project:region:name`.
+    /// `project:region:name`, or an AlloyDB instance URI.
     pub name: String,
     /// `HOST:PORT` of the backend database.
     pub backend: Option<String>,
@@ -185,16 +247,22 @@ pub struct FileInstance {
 }
 
 impl FileInstance {
-    /// Validates the fields and applies defaults.
-    pub fn into_spec(self) -> Result<InstanceSpec, String> {
+    /// Validates the fields and applies defaults, for either kind of instance.
+    pub fn into_spec(self) -> Result<Spec, String> {
+        if self.name.starts_with(URI_PREFIX) {
+            AlloyDbSpec::from_file(self).map(Spec::AlloyDb)
+        } else {
+            self.into_cloudsql().map(Spec::CloudSql)
+        }
+    }
+
+    /// Validates the fields of a Cloud SQL instance and applies defaults.
+    pub fn into_cloudsql(self) -> Result<InstanceSpec, String> {
         let (project, region, name) = split_connection_name(&self.name)?;
         let backend = self
             .backend
             .ok_or_else(|| format!("instance {}: backend=HOST:PORT is required", self.name))?;
-        match backend.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => return Err(format!("instance {}: bad backend {backend:?}", self.name)),
-        }
+        check_backend(&self.name, &backend)?;
         let ca_mode = match self.ca_mode {
             Some(m) => CaMode::parse(&m)?,
             None => CaMode::Cas,
@@ -206,13 +274,11 @@ impl FileInstance {
             ),
             None => None,
         };
-        let private_ip = match self.private_ip.as_deref() {
-            None => None,
-            Some("auto") => Some(AddressChoice::Random),
-            Some(ip) => Some(AddressChoice::Fixed(ip.parse::<IpAddr>().map_err(|e| {
-                format!("instance {}: bad private ip {ip:?}: {e}", self.name)
-            })?)),
-        };
+        let private_ip = self
+            .private_ip
+            .as_deref()
+            .map(|ip| AddressChoice::parse(&self.name, "private ip", ip))
+            .transpose()?;
         Ok(InstanceSpec {
             project,
             region,
@@ -242,8 +308,8 @@ pub struct FileConfig {
 /// Everything the emulator needs to start.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Instances to emulate.
-    pub instances: Vec<InstanceSpec>,
+    /// Instances to emulate, in the order given.
+    pub instances: Vec<Spec>,
     /// Where credential files go; `None` = a fresh temporary directory.
     pub state_dir: Option<PathBuf>,
     /// Where to also write the ready line.
@@ -266,8 +332,14 @@ impl Default for Options {
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SPEC]... \
 [--state-dir DIR] [--ready-file FILE] [--token-lifetime-secs N]
-  SPEC: project:region:name,backend=HOST:PORT[,version=POSTGRES_15][,ca=legacy|cas][,public-ip=IP]\
-[,mdx=true|false]";
+  SPEC (Cloud SQL, proxy on port 3307):
+    project:region:name,backend=HOST:PORT[,version=POSTGRES_15][,ca=legacy|cas][,public-ip=IP]\
+[,private-ip=auto|IP][,mdx=true|false][,psc=true|false]
+  SPEC (AlloyDB, proxy on port 5433, backend a PostgreSQL):
+    projects/P/locations/R/clusters/C/instances/I,backend=HOST:PORT[,private-ip=auto|IP]\
+[,public-ip=auto|IP][,psc=true|false]
+    (a private IP is always there, auto by default; public IP and PSC only when asked for)
+  Every auto address is a random 127.x.y.z.";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -307,7 +379,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                     opts.instances.push(inst.into_spec()?);
                 }
             }
-            "--instance" => opts.instances.push(InstanceSpec::parse_cli(&value()?)?),
+            "--instance" => opts.instances.push(Spec::parse_cli(&value()?)?),
             "--state-dir" => opts.state_dir = Some(PathBuf::from(value()?)),
             "--ready-file" => opts.ready_file = Some(PathBuf::from(value()?)),
             "--token-lifetime-secs" => {
@@ -323,8 +395,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     }
     let mut seen = std::collections::HashSet::new();
     for inst in &opts.instances {
-        if !seen.insert(inst.api_key()) {
-            return Err(format!("instance {} given twice", inst.connection_name()));
+        if !seen.insert(inst.key()) {
+            return Err(format!("instance {} given twice", inst.display_name()));
         }
     }
     Ok(Command::Run(opts))
@@ -441,9 +513,13 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!(o.instances.len(), 2);
-        assert_eq!(o.instances[0].ca_mode, CaMode::Legacy);
-        assert!(o.instances[0].mdx);
-        assert!(!o.instances[1].mdx);
+        let cloudsql = |s: &Spec| match s {
+            Spec::CloudSql(c) => c.clone(),
+            Spec::AlloyDb(a) => panic!("not Cloud SQL: {a:?}"),
+        };
+        assert_eq!(cloudsql(&o.instances[0]).ca_mode, CaMode::Legacy);
+        assert!(cloudsql(&o.instances[0]).mdx);
+        assert!(!cloudsql(&o.instances[1]).mdx);
         assert_eq!(o.token_lifetime_secs, 120);
         assert_eq!(o.state_dir, Some(PathBuf::from("/tmp/x")));
         assert!(parse_args(["--bogus".to_string()]).is_err());

@@ -1,5 +1,10 @@
 //! Test control endpoints under `/emulator/v1`: call counters, injected Admin
-//! API failures, the server certificate each proxy presents, and proxy faults.
+//! API failures, the server certificate each proxy presents, proxy faults, and how an
+//! AlloyDB proxy answers the metadata exchange.
+//!
+//! `{name}` is a Cloud SQL connection name (`project:region:name`) or an AlloyDB instance
+//! URI, percent-encoded into one path segment (`projects%2Fp%2Flocations%2F…`); axum decodes
+//! it.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,10 +15,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::alloydb::mdx::MdxMode;
 use crate::calls::AdminMethod;
 use crate::certs::ServerCertMode;
 use crate::proxy::ProxyFault;
-use crate::state::SharedState;
+use crate::state::{NamedInstance, SharedState};
 
 /// Routes, to be nested under `/emulator/v1`.
 pub fn router() -> Router<SharedState> {
@@ -22,6 +28,7 @@ pub fn router() -> Router<SharedState> {
         .route("/calls/reset", post(reset))
         .route("/instances/{name}/server-cert", post(server_cert))
         .route("/instances/{name}/proxy", post(proxy_fault))
+        .route("/instances/{name}/mdx", post(mdx_mode))
         .route("/faults", post(add_fault))
         .route("/faults/reset", post(reset_faults))
 }
@@ -63,7 +70,7 @@ async fn server_cert(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(inst) = state.instance_by_connection_name(&name) else {
+    let Some(inst) = state.instance_by_name(&name) else {
         return unknown_instance(&name);
     };
     let mode = serde_json::from_slice::<ServerCertRequest>(&body)
@@ -75,13 +82,14 @@ async fn server_cert(
             "expected {\"mode\":\"valid\"|\"wrong-ca\"|\"wrong-cn\"}".into(),
         );
     };
-    inst.set_server_cert_mode(mode);
+    inst.controls().set_server_cert_mode(mode);
     done()
 }
 
 #[derive(Debug, Deserialize)]
 struct FaultRequest {
-    /// `connectSettings`, `generateEphemeralCert`, or absent for any.
+    /// `connectSettings`, `generateEphemeralCert`, `connectionInfo`,
+    /// `generateClientCertificate`, or absent for any.
     method: Option<String>,
     /// With `count`: fail that many calls with this status.
     status: Option<u16>,
@@ -97,14 +105,15 @@ async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<FaultRequest>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\",\"status\":503,\"count\":N}".into(),
+            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\"|\"connectionInfo\"|\"generateClientCertificate\",\"status\":503,\"count\":N}".into(),
         );
     };
     let method = match req.method.as_deref() {
         None => None,
-        Some("connectSettings") => Some(AdminMethod::ConnectSettings),
-        Some("generateEphemeralCert") => Some(AdminMethod::GenerateEphemeralCert),
-        Some(other) => return error(StatusCode::BAD_REQUEST, format!("unknown method {other:?}")),
+        Some(name) => match AdminMethod::parse(name) {
+            Some(m) => Some(m),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown method {name:?}")),
+        },
     };
     if let Some(ms) = req.latency_ms {
         state
@@ -135,14 +144,14 @@ struct ProxyFaultRequest {
     bytes: Option<u64>,
 }
 
-/// `POST /instances/{project:region:name}/proxy {"mode":"drop-after-bytes","bytes":N}`:
+/// `POST /instances/{name}/proxy {"mode":"drop-after-bytes","bytes":N}`:
 /// how that instance's proxy treats new connections, until set back to `normal`.
 async fn proxy_fault(
     State(state): State<SharedState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(inst) = state.instance_by_connection_name(&name) else {
+    let Some(inst) = state.instance_by_name(&name) else {
         return unknown_instance(&name);
     };
     let Ok(req) = serde_json::from_slice::<ProxyFaultRequest>(&body) else {
@@ -153,7 +162,48 @@ async fn proxy_fault(
     };
     match ProxyFault::parse(&req.mode, req.bytes) {
         Ok(fault) => {
-            inst.set_proxy_fault(fault);
+            inst.controls().set_proxy_fault(fault);
+            done()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MdxModeRequest {
+    mode: String,
+    message: Option<String>,
+}
+
+/// `POST /instances/{alloydb uri}/mdx {"mode":"error","message":"…"}`: how that AlloyDB
+/// instance's proxy answers metadata exchanges, until set back to `normal`.
+async fn mdx_mode(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let inst = match state.instance_by_name(&name) {
+        Some(NamedInstance::AlloyDb(i)) => i,
+        Some(NamedInstance::CloudSql(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{name:?} is a Cloud SQL instance; metadata exchange modes apply to \
+                     AlloyDB instances"
+                ),
+            )
+        }
+        None => return unknown_instance(&name),
+    };
+    let Ok(req) = serde_json::from_slice::<MdxModeRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"mode\":\"normal\"|\"error\"|\"truncated\"|\"oversized\"|\"not-mdx\"|\"silent\",\"message\":\"…\"}".into(),
+        );
+    };
+    match MdxMode::parse(&req.mode, req.message) {
+        Ok(mode) => {
+            inst.set_mdx_mode(mode);
             done()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),

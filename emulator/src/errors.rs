@@ -1,25 +1,42 @@
-//! Google API error bodies: `{"error":{"code","message","errors":[...],"status"}}`.
+//! Google API error bodies: `{"error":{"code","message","errors":[...],"status"}}` as the
+//! Cloud SQL Admin API (an older "Apiary" API) sends them, and
+//! `{"error":{"code","message","status","details":[...]}}` as newer APIs (AlloyDB) do.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+/// Which of Google's two error body shapes to render, with what only that shape has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorFormat {
+    /// With the `errors` list (Cloud SQL Admin API).
+    Legacy {
+        /// Short message in `errors[0].message` when it differs from `message`.
+        detail: Option<String>,
+        /// `errors[0].location` / `locationType`, for auth errors.
+        location: Option<(&'static str, &'static str)>,
+    },
+    /// `code`, `message`, `status` and, if any, `details` (AlloyDB Admin API).
+    Modern {
+        /// `error.details`, e.g. a `google.rpc.ErrorInfo`.
+        details: Vec<Value>,
+    },
+}
+
 /// A Google JSON API error, rendered the way googleapis.com renders it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoogleError {
     /// HTTP status code.
     pub code: u16,
-    /// Human-readable message (`error.message` and `errors[0].message`).
+    /// Human-readable message (`error.message`, and `errors[0].message` by default).
     pub message: String,
-    /// Short message in `errors[0].message` when it differs from `message`.
-    pub detail: Option<String>,
-    /// `errors[0].reason`, e.g. `notAuthorized`.
+    /// `errors[0].reason`, e.g. `notAuthorized` (legacy shape).
     pub reason: &'static str,
     /// `error.status`, e.g. `PERMISSION_DENIED`.
     pub status: &'static str,
-    /// `errors[0].location` / `locationType`, for auth errors.
-    pub location: Option<(&'static str, &'static str)>,
+    /// The body shape.
+    pub format: ErrorFormat,
 }
 
 impl GoogleError {
@@ -33,11 +50,34 @@ impl GoogleError {
         Self {
             code,
             message: message.into(),
-            detail: None,
             reason,
             status,
-            location: None,
+            format: ErrorFormat::Legacy {
+                detail: None,
+                location: None,
+            },
         }
+    }
+
+    /// The same error in the modern shape (without the legacy extras).
+    pub fn modern(self) -> Self {
+        let details = match self.format {
+            ErrorFormat::Modern { details } => details,
+            ErrorFormat::Legacy { .. } => Vec::new(),
+        };
+        Self {
+            format: ErrorFormat::Modern { details },
+            ..self
+        }
+    }
+
+    /// Adds an entry to `error.details` (switching to the modern shape).
+    pub fn with_detail(self, detail: Value) -> Self {
+        let mut e = self.modern();
+        if let ErrorFormat::Modern { details } = &mut e.format {
+            details.push(detail);
+        }
+        e
     }
 
     /// 401: the bearer token is missing, unknown or expired.
@@ -49,17 +89,22 @@ impl GoogleError {
 login cookie or other valid authentication credential. See \
 https://developers.google.com/identity/sign-in/web/devconsole-project."
                     .into(),
-            detail: Some("Invalid Credentials".into()),
             reason: "authError",
             status: "UNAUTHENTICATED",
-            location: Some(("Authorization", "header")),
+            format: ErrorFormat::Legacy {
+                detail: Some("Invalid Credentials".into()),
+                location: Some(("Authorization", "header")),
+            },
         }
     }
 
     /// 403: the token lacks an Admin API scope.
     pub fn insufficient_scopes() -> Self {
         Self {
-            detail: Some("Insufficient Permission".into()),
+            format: ErrorFormat::Legacy {
+                detail: Some("Insufficient Permission".into()),
+                location: None,
+            },
             ..Self::new(
                 403,
                 "Request had insufficient authentication scopes.",
@@ -111,12 +156,26 @@ https://developers.google.com/identity/sign-in/web/devconsole-project."
 
     /// The JSON body.
     pub fn body(&self) -> Value {
+        let (detail, location) = match &self.format {
+            ErrorFormat::Modern { details } => {
+                let mut error = json!({
+                    "code": self.code,
+                    "message": self.message,
+                    "status": self.status,
+                });
+                if !details.is_empty() {
+                    error["details"] = json!(details);
+                }
+                return json!({ "error": error });
+            }
+            ErrorFormat::Legacy { detail, location } => (detail, location),
+        };
         let mut item = json!({
-            "message": self.detail.as_deref().unwrap_or(&self.message),
+            "message": detail.as_deref().unwrap_or(&self.message),
             "domain": "global",
             "reason": self.reason,
         });
-        if let Some((location, location_type)) = self.location {
+        if let Some((location, location_type)) = location {
             item["location"] = json!(location);
             item["locationType"] = json!(location_type);
         }
@@ -165,6 +224,18 @@ mod tests {
         assert_eq!(body["error"]["code"], 403);
         assert_eq!(body["error"]["errors"][0]["reason"], "notAuthorized");
         assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    }
+
+    #[test]
+    fn modern_error_shape() {
+        let e = GoogleError::new(404, "Resource 'x' was not found", "notFound", "NOT_FOUND");
+        assert_eq!(
+            e.clone().modern().body(),
+            json!({"error":{"code":404,"message":"Resource 'x' was not found","status":"NOT_FOUND"}})
+        );
+        let body = e.modern().with_detail(json!({"reason": "R"})).body();
+        assert_eq!(body["error"]["details"], json!([{"reason": "R"}]));
+        assert!(body["error"].get("errors").is_none());
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Faults {
     /// Queues `count` failures with `status` for `method` (`None`: any).
     /// Only statuses Google's Admin API really answers with are accepted.
     pub fn push(&self, method: Option<AdminMethod>, status: u16, count: u32) -> Result<(), String> {
-        if error_for(status).is_none() {
+        if error_for(status, "").is_none() {
             return Err(format!(
                 "status {status} is not one of 429, 500, 502, 503, 504"
             ));
@@ -82,7 +82,7 @@ impl Faults {
         if faults[i].remaining == 0 {
             faults.remove(i);
         }
-        error_for(status)
+        error_for(status, method.service())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fault>> {
@@ -90,13 +90,16 @@ impl Faults {
     }
 }
 
-/// Google's bodies for the failure statuses of the Admin API.
-fn error_for(status: u16) -> Option<GoogleError> {
+/// Google's bodies for the failure statuses of an Admin API (`service`, e.g.
+/// `sqladmin.googleapis.com`).
+fn error_for(status: u16, service: &str) -> Option<GoogleError> {
     Some(match status {
         429 => GoogleError::new(
             429,
-            "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' \
-             of service 'sqladmin.googleapis.com' for consumer 'project_number:000000000000'.",
+            format!(
+                "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per \
+                 user' of service '{service}' for consumer 'project_number:000000000000'."
+            ),
             "rateLimitExceeded",
             "RESOURCE_EXHAUSTED",
         ),
@@ -143,6 +146,16 @@ mod tests {
         assert_eq!((e.code, e.status), (503, "UNAVAILABLE"));
         assert_eq!(f.take(AdminMethod::ConnectSettings).unwrap().code, 503);
         assert_eq!(f.take(AdminMethod::ConnectSettings), None);
+
+        f.push(Some(AdminMethod::GenerateClientCertificate), 429, 1)
+            .unwrap();
+        assert_eq!(f.take(AdminMethod::GenerateEphemeralCert), None);
+        let e = f.take(AdminMethod::GenerateClientCertificate).unwrap();
+        assert!(
+            e.message.contains("'alloydb.googleapis.com'"),
+            "{}",
+            e.message
+        );
 
         f.push(None, 500, 5).unwrap();
         f.clear();

@@ -137,11 +137,14 @@ pub enum Login {
 }
 
 /// Reads the client's opening packets, answering SSLRequest and GSSENCRequest with `N`
-/// (the connection is already TLS), and decides the StartupMessage against `binding`.
-pub async fn postgres_login<S: AsyncRead + AsyncWrite + Unpin>(
-    inbound: &mut Inbound<S>,
-    binding: &IamBinding,
-) -> io::Result<Login> {
+/// (the connection is already TLS), and decides the StartupMessage's user with `check`
+/// (Cloud SQL: [`check_postgres_login`]; AlloyDB has its own wording). A refusal is
+/// answered with a FATAL 28000 carrying [`Refusal::message`].
+pub async fn postgres_login<S, F>(inbound: &mut Inbound<S>, check: F) -> io::Result<Login>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Option<&str>) -> Result<(), Refusal>,
+{
     let (mut ssl_done, mut gss_done) = (false, false);
     loop {
         let packet = match peek_first_packet(inbound).await? {
@@ -170,12 +173,10 @@ pub async fn postgres_login<S: AsyncRead + AsyncWrite + Unpin>(
                 continue;
             }
             Ok((FirstPacket::CancelRequest, _)) => return Ok(Login::Cancel),
-            Ok((FirstPacket::Startup(msg), _)) => {
-                match check_postgres_login(binding, msg.user(), SystemTime::now()) {
-                    Ok(()) => return Ok(Login::Admitted(msg.user().unwrap_or_default().into())),
-                    Err(r) => r,
-                }
-            }
+            Ok((FirstPacket::Startup(msg), _)) => match check(msg.user()) {
+                Ok(()) => return Ok(Login::Admitted(msg.user().unwrap_or_default().into())),
+                Err(r) => r,
+            },
             Err(e) => {
                 let message = e.to_string();
                 if let Some(response) = e.response() {
@@ -313,7 +314,8 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         client.write_all(sent).await.unwrap();
         let mut inbound = Inbound::new(server);
-        let result = postgres_login(&mut inbound, b).await.unwrap();
+        let check = |user: Option<&str>| check_postgres_login(b, user, SystemTime::now());
+        let result = postgres_login(&mut inbound, check).await.unwrap();
         let (_, rest) = inbound.into_parts();
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();

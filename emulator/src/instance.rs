@@ -2,14 +2,12 @@
 //! the server certificate its proxy currently presents.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
 
 use rand::distributions::{Alphanumeric, DistString};
-use rustls::ServerConfig;
 
-use crate::certs::{hex_lower, InstanceCerts, ServerCertMode};
+use crate::certs::{hex_lower, InstanceCerts};
 use crate::config::InstanceSpec;
-use crate::proxy::{build_server_config, ProxyFault};
+use crate::proxy::ProxyControls;
 
 /// A running instance.
 pub struct Instance {
@@ -25,11 +23,8 @@ pub struct Instance {
     pub dns_name: Option<String>,
     /// Its certificates.
     pub certs: InstanceCerts,
-    valid: Arc<ServerConfig>,
-    wrong_ca: Arc<ServerConfig>,
-    wrong_cn: Arc<ServerConfig>,
-    mode: RwLock<ServerCertMode>,
-    fault: RwLock<ProxyFault>,
+    /// The server certificate its proxy presents, and the proxy's faults.
+    pub controls: ProxyControls,
 }
 
 impl std::fmt::Debug for Instance {
@@ -54,14 +49,15 @@ impl Instance {
         dns_name: Option<String>,
         certs: InstanceCerts,
     ) -> Result<Self, String> {
-        let client_ca = &certs.client_ca.cert.der;
-        let key = &certs.server_key_pkcs8;
+        let controls = ProxyControls::new(
+            &certs.valid,
+            &certs.wrong_ca,
+            &certs.wrong_cn,
+            &certs.server_key_pkcs8,
+            &certs.client_ca.cert.der,
+        )?;
         Ok(Self {
-            valid: build_server_config(&certs.valid, key, client_ca)?,
-            wrong_ca: build_server_config(&certs.wrong_ca, key, client_ca)?,
-            wrong_cn: build_server_config(&certs.wrong_cn, key, client_ca)?,
-            mode: RwLock::new(ServerCertMode::Valid),
-            fault: RwLock::new(ProxyFault::Normal),
+            controls,
             spec,
             public_ip,
             private_ip,
@@ -70,40 +66,16 @@ impl Instance {
             certs,
         })
     }
-
-    /// Chooses which server certificate new connections get.
-    pub fn set_server_cert_mode(&self, mode: ServerCertMode) {
-        *self.mode.write().unwrap_or_else(|e| e.into_inner()) = mode;
-    }
-
-    /// Sets how the proxy treats new connections.
-    pub fn set_proxy_fault(&self, fault: ProxyFault) {
-        *self.fault.write().unwrap_or_else(|e| e.into_inner()) = fault;
-    }
-
-    /// How the proxy treats the next connection.
-    pub fn proxy_fault(&self) -> ProxyFault {
-        *self.fault.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The TLS configuration for the next connection.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        let mode = *self.mode.read().unwrap_or_else(|e| e.into_inner());
-        match mode {
-            ServerCertMode::Valid => self.valid.clone(),
-            ServerCertMode::WrongCa => self.wrong_ca.clone(),
-            ServerCertMode::WrongCn => self.wrong_cn.clone(),
-        }
-    }
 }
 
 /// A Private Service Connect endpoint: an address and the DNS name that
 /// should resolve to it (clients resolve it themselves).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PscEndpoint {
-    /// Where the proxy listens for it (port 3307).
+    /// Where the proxy listens for it (port 3307, or 5433 for AlloyDB).
     pub ip: IpAddr,
-    /// `<12 hex>.<13 alnum>.<region>.sql-psc.goog.`, with the trailing dot.
+    /// `<12 hex>.<13 alnum>.<region>.sql-psc.goog.` (AlloyDB: `….alloydb-psc.goog.`),
+    /// with the trailing dot.
     pub dns_name: String,
 }
 
@@ -117,7 +89,8 @@ pub fn generate_psc_dns_name(region: &str) -> String {
     generate_name(region, "sql-psc.goog.")
 }
 
-fn generate_name(region: &str, domain: &str) -> String {
+/// `<12 hex>.<13 lowercase alnum>.<region>.<domain>`.
+pub(crate) fn generate_name(region: &str, domain: &str) -> String {
     let a: [u8; 6] = rand::random();
     let b = Alphanumeric
         .sample_string(&mut rand::thread_rng(), 13)

@@ -1,11 +1,13 @@
-//! A local emulator of Google's side of Cloud SQL connections: the SQL Admin API
-//! (v1beta4 and v1), an OAuth2 token endpoint, a GCE metadata server and one server-side
-//! TLS proxy per instance, so connectors can be tested on one machine without a cloud
-//! account. The proxies also answer the metadata exchange and perform automatic IAM
-//! database authentication for Postgres and MySQL. See the project's
-//! shared/spec/cloudsql-protocol.md §3, §6, §7 and §8.3.
+//! A local emulator of Google's side of Cloud SQL and AlloyDB connections: the SQL Admin
+//! API (v1beta4 and v1), the AlloyDB Admin API's connector calls (v1alpha, v1beta, v1), an
+//! OAuth2 token endpoint, a GCE metadata server and server-side TLS proxies per instance,
+//! so connectors can be tested on one machine without a cloud account. The proxies also
+//! answer the metadata exchanges and perform automatic IAM database authentication for
+//! Postgres (Cloud SQL and AlloyDB) and MySQL. See the project's
+//! shared/spec/cloudsql-protocol.md §3, §6, §7 and §8.3, and shared/spec/alloydb-protocol.md.
 
 pub mod admin;
+pub mod alloydb;
 pub mod calls;
 pub mod certs;
 pub mod config;

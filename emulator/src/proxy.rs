@@ -1,21 +1,27 @@
 //! The server-side proxy of each instance: TLS 1.3 on `<public_ip>:3307` with a required,
 //! verified client certificate; then, where configured, the metadata exchange (`mdx`) and
 //! the IAM login check (`iam` for Postgres, `mysql` for MySQL); then plain bytes to and
-//! from the instance's backend. A test can make the proxy misbehave ([`ProxyFault`]).
+//! from the instance's backend. A test can make the proxy misbehave ([`ProxyFault`]) or
+//! present a wrong server certificate ([`ProxyControls`]).
+//!
+//! The accept loop, the TLS handshake, the faults and the relay are shared with the
+//! AlloyDB proxies (`alloydb::proxy`), which implement [`Endpoint`] for what follows
+//! the handshake.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::certs::ServerChain;
+use crate::certs::{ServerCertMode, ServerChain};
 use crate::inbound::Inbound;
 use crate::instance::Instance;
 use crate::state::{AppState, SharedState};
@@ -24,7 +30,7 @@ use crate::{iam, mdx, mysql};
 /// Google's server-side proxy port; clients always dial `<ip>:3307`.
 pub const SERVER_PROXY_PORT: u16 = 3307;
 /// Give up on a TLS handshake or backend dial after this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The crypto provider everything in the emulator uses (ring).
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -56,20 +62,20 @@ pub fn build_server_config(
     Ok(Arc::new(config))
 }
 
-/// Binds `<ip>:3307`. Without a fixed IP, picks a random `127.a.b.c` (a in 2..=254) and
-/// tries others while the port is taken.
-pub async fn bind(fixed: Option<IpAddr>) -> Result<TcpListener, String> {
+/// Binds `<ip>:<port>` (3307 for Cloud SQL, 5433 for AlloyDB). Without a fixed IP, picks a
+/// random `127.a.b.c` (a in 2..=254) and tries others while the port is taken.
+pub async fn bind(fixed: Option<IpAddr>, port: u16) -> Result<TcpListener, String> {
     if let Some(ip) = fixed {
-        return TcpListener::bind(SocketAddr::new(ip, SERVER_PROXY_PORT))
+        return TcpListener::bind(SocketAddr::new(ip, port))
             .await
-            .map_err(|e| format!("cannot listen on {ip}:{SERVER_PROXY_PORT}: {e}"));
+            .map_err(|e| format!("cannot listen on {ip}:{port}: {e}"));
     }
     let mut last_err = String::new();
     for _ in 0..64 {
         let ip = random_loopback();
-        match TcpListener::bind(SocketAddr::new(ip, SERVER_PROXY_PORT)).await {
+        match TcpListener::bind(SocketAddr::new(ip, port)).await {
             Ok(l) => return Ok(l),
-            Err(e) => last_err = format!("{ip}:{SERVER_PROXY_PORT}: {e}"),
+            Err(e) => last_err = format!("{ip}:{port}: {e}"),
         }
     }
     Err(format!(
@@ -117,9 +123,99 @@ impl ProxyFault {
     }
 }
 
+/// What a test can change about an instance's proxy: the server certificate it presents
+/// (three TLS configurations prepared up front, so switching is instant) and how it treats
+/// new connections.
+pub struct ProxyControls {
+    valid: Arc<ServerConfig>,
+    wrong_ca: Arc<ServerConfig>,
+    wrong_cn: Arc<ServerConfig>,
+    mode: RwLock<ServerCertMode>,
+    fault: RwLock<ProxyFault>,
+}
+
+impl std::fmt::Debug for ProxyControls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyControls")
+            .field("mode", &self.server_cert_mode())
+            .field("fault", &self.proxy_fault())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyControls {
+    /// Controls presenting `valid` (or, when told, `wrong_ca` / `wrong_cn`) with the key
+    /// `key_pkcs8`, and requiring client certificates that chain to `client_ca`.
+    pub fn new(
+        valid: &ServerChain,
+        wrong_ca: &ServerChain,
+        wrong_cn: &ServerChain,
+        key_pkcs8: &[u8],
+        client_ca: &CertificateDer<'static>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            valid: build_server_config(valid, key_pkcs8, client_ca)?,
+            wrong_ca: build_server_config(wrong_ca, key_pkcs8, client_ca)?,
+            wrong_cn: build_server_config(wrong_cn, key_pkcs8, client_ca)?,
+            mode: RwLock::new(ServerCertMode::Valid),
+            fault: RwLock::new(ProxyFault::Normal),
+        })
+    }
+
+    /// Chooses which server certificate new connections get.
+    pub fn set_server_cert_mode(&self, mode: ServerCertMode) {
+        *self.mode.write().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// The server certificate new connections get.
+    pub fn server_cert_mode(&self) -> ServerCertMode {
+        *self.mode.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets how the proxy treats new connections.
+    pub fn set_proxy_fault(&self, fault: ProxyFault) {
+        *self.fault.write().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// How the proxy treats the next connection.
+    pub fn proxy_fault(&self) -> ProxyFault {
+        *self.fault.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The TLS configuration for the next connection.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        match self.server_cert_mode() {
+            ServerCertMode::Valid => self.valid.clone(),
+            ServerCertMode::WrongCa => self.wrong_ca.clone(),
+            ServerCertMode::WrongCn => self.wrong_cn.clone(),
+        }
+    }
+}
+
+/// The client side of a proxied connection, after the TLS handshake.
+pub type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// An instance behind proxy listeners: its name, its [`ProxyControls`], and what happens on
+/// a connection once the TLS handshake is done (Cloud SQL: MDX if enabled, IAM login;
+/// AlloyDB: the mandatory MDX, IAM login).
+pub trait Endpoint: Send + Sync + 'static {
+    /// The instance's name, for the log.
+    fn name(&self) -> String;
+    /// Its certificates and faults.
+    fn controls(&self) -> &ProxyControls;
+    /// Serves one connection after its TLS handshake, up to its end.
+    fn serve_tls(
+        self: Arc<Self>,
+        tls: ClientTls,
+        peer: SocketAddr,
+        fault: ProxyFault,
+        state: SharedState,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// Accepts connections forever, each in its own task.
-pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: SharedState) {
-    let name = instance.spec.connection_name();
+pub async fn serve<E: Endpoint>(listener: TcpListener, endpoint: Arc<E>, state: SharedState) {
+    let name = endpoint.name();
     let local = listener
         .local_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.ip().to_string());
@@ -127,17 +223,17 @@ pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: Shared
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 state.calls.record_proxy_connection(&local);
-                let fault = instance.proxy_fault();
+                let fault = endpoint.controls().proxy_fault();
                 if fault == ProxyFault::Refuse {
                     eprintln!("proxy {name}: fault: refusing the connection from {peer}");
                     drop(tcp);
                     continue;
                 }
-                let instance = instance.clone();
+                let endpoint = endpoint.clone();
                 let state = state.clone();
+                let name = name.clone();
                 tokio::spawn(async move {
-                    let name = instance.spec.connection_name();
-                    if let Err(e) = handle(tcp, peer, fault, &instance, &state).await {
+                    if let Err(e) = handle(tcp, peer, fault, endpoint, state).await {
                         eprintln!("proxy {name}: connection from {peer}: {e}");
                     }
                 });
@@ -151,7 +247,51 @@ pub async fn serve(listener: TcpListener, instance: Arc<Instance>, state: Shared
     }
 }
 
-type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+/// The TLS handshake and the handshake fault, then the endpoint's own work.
+async fn handle<E: Endpoint>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    fault: ProxyFault,
+    endpoint: Arc<E>,
+    state: SharedState,
+) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(endpoint.controls().server_config());
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    if fault == ProxyFault::DropAfterHandshake {
+        eprintln!(
+            "proxy {}: fault: dropping the connection from {peer} after the TLS handshake",
+            endpoint.name()
+        );
+        // No close_notify: the connection just dies.
+        drop(tls);
+        return Ok(());
+    }
+    endpoint.serve_tls(tls, peer, fault, state).await
+}
+
+impl Endpoint for Instance {
+    fn name(&self) -> String {
+        self.spec.connection_name()
+    }
+
+    fn controls(&self) -> &ProxyControls {
+        &self.controls
+    }
+
+    async fn serve_tls(
+        self: Arc<Self>,
+        tls: ClientTls,
+        peer: SocketAddr,
+        fault: ProxyFault,
+        state: SharedState,
+    ) -> Result<(), String> {
+        serve_cloudsql(tls, peer, fault, &self, &state).await
+    }
+}
 
 /// What the checks before the relay decided.
 enum Admission {
@@ -162,28 +302,14 @@ enum Admission {
     Relay(Option<(TcpStream, u64)>),
 }
 
-async fn handle(
-    tcp: TcpStream,
+/// A Cloud SQL connection after its TLS handshake.
+async fn serve_cloudsql(
+    tls: ClientTls,
     peer: SocketAddr,
     fault: ProxyFault,
     instance: &Instance,
     state: &AppState,
 ) -> Result<(), String> {
-    let _ = tcp.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(instance.server_config());
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    if fault == ProxyFault::DropAfterHandshake {
-        eprintln!(
-            "proxy {}: fault: dropping the connection from {peer} after the TLS handshake",
-            instance.spec.connection_name()
-        );
-        // No close_notify: the connection just dies.
-        drop(tls);
-        return Ok(());
-    }
     let serial = tls
         .get_ref()
         .1
@@ -208,8 +334,7 @@ async fn handle(
             relay(inbound, upstream, &instance.spec.backend, cut_after).await
         }
         Ok(Ok(Admission::Refused)) => {
-            // The refusal is already written; close_notify lets the client read all of it.
-            let _ = inbound.stream_mut().shutdown().await;
+            close_after_refusal(inbound).await;
             Ok(())
         }
         Ok(Err(e)) if is_plain_close(&e) => Ok(()),
@@ -275,7 +400,8 @@ async fn before_relay(
             }
         };
     }
-    match iam::postgres_login(inbound, &binding).await? {
+    let check = |user: Option<&str>| iam::check_postgres_login(&binding, user, SystemTime::now());
+    match iam::postgres_login(inbound, check).await? {
         iam::Login::Admitted(user) => {
             eprintln!("proxy {name}: IAM login as {user:?}");
             Ok(Admission::Relay(None))
@@ -288,7 +414,24 @@ async fn before_relay(
     }
 }
 
-async fn connect_backend(backend: &str) -> Result<TcpStream, String> {
+/// Closes a connection whose refusal is already written: close_notify and FIN, then
+/// whatever the client still sends is read and dropped for a moment, so that closing with
+/// unread bytes does not reset the connection before the client read the refusal.
+pub(crate) async fn close_after_refusal<S: AsyncRead + AsyncWrite + Unpin>(
+    mut inbound: Inbound<S>,
+) {
+    let stream = inbound.stream_mut();
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while let Ok(1..) = stream.read(&mut sink).await {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long [`close_after_refusal`] waits for the client to close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Connects to `backend` (`HOST:PORT`) within the handshake timeout.
+pub(crate) async fn connect_backend(backend: &str) -> Result<TcpStream, String> {
     let upstream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(backend))
         .await
         .map_err(|_| format!("connecting to backend {backend} timed out"))?
@@ -300,7 +443,7 @@ async fn connect_backend(backend: &str) -> Result<TcpStream, String> {
 /// Connects to the backend unless already connected, hands it the client's bytes read so
 /// far, then copies both ways (cutting both sides after `cut_after` backend bytes, counting
 /// those already relayed, if set).
-async fn relay(
+pub(crate) async fn relay(
     inbound: Inbound<ClientTls>,
     upstream: Option<(TcpStream, u64)>,
     backend: &str,
@@ -367,7 +510,8 @@ async fn relay_until(
     tls.get_mut().0.shutdown().await
 }
 
-fn is_plain_close(e: &std::io::Error) -> bool {
+/// True for the ways a peer ends a connection without saying goodbye.
+pub(crate) fn is_plain_close(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::UnexpectedEof

@@ -16,10 +16,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use std::collections::HashMap;
+
+use rsa::RsaPrivateKey;
+
+use crate::alloydb::certs::ClusterCa;
+use crate::alloydb::instance::AlloyDbInstance;
+use crate::alloydb::proxy::ALLOYDB_PROXY_PORT;
+use crate::alloydb::spec::AlloyDbSpec;
 use crate::certs::{generate_rsa_keys, CertAuthority, InstanceCerts, InstanceKeys};
-use crate::config::{CaMode, Options};
+use crate::config::{CaMode, InstanceSpec, Options, Spec};
 use crate::credentials::{Credentials, SERVICE_ACCOUNT_EMAIL};
 use crate::instance::{generate_dns_name, generate_psc_dns_name, Instance, PscEndpoint};
+use crate::proxy::SERVER_PROXY_PORT;
 use crate::state::{AppState, SharedState};
 use crate::tokens::TokenStore;
 use crate::{admin, control, metadata, oauth, proxy};
@@ -27,27 +36,68 @@ use crate::{admin, control, metadata, oauth, proxy};
 /// One instance in the ready line.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadyInstance {
-    /// `project:region:name`.
+    /// `cloudsql` or `alloydb`.
+    pub kind: &'static str,
+    /// `project:region:name` (Cloud SQL) or the instance URI (AlloyDB).
     pub name: String,
-    /// Where its proxy listens (port 3307).
-    pub public_ip: String,
-    /// Its private IP, if it has one.
+    /// The port its proxy listens on at each address: 3307 (Cloud SQL) or 5433 (AlloyDB).
+    pub port: u16,
+    /// Its public IP: always there for Cloud SQL, only if enabled for AlloyDB.
+    pub public_ip: Option<String>,
+    /// Its private IP, if it has one (AlloyDB instances always do).
     pub private_ip: Option<String>,
     /// Where its PSC endpoint listens, if enabled.
     pub psc_ip: Option<String>,
     /// Its PSC DNS name (trailing dot): clients must resolve it to `psc_ip`.
     pub psc_dns_name: Option<String>,
-    /// Its DNS name (CAS only, with the trailing dot), else `null`.
+    /// Its DNS name (Cloud SQL CAS only, with the trailing dot), else `null`.
     pub dns_name: Option<String>,
-    /// `legacy` or `cas`.
-    pub ca_mode: String,
+    /// `legacy` or `cas` for Cloud SQL; `null` for AlloyDB.
+    pub ca_mode: Option<String>,
+    /// AlloyDB's `instanceUid` (absent for Cloud SQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_uid: Option<String>,
+}
+
+impl ReadyInstance {
+    fn cloudsql(i: &Instance) -> Self {
+        Self {
+            kind: "cloudsql",
+            name: i.spec.connection_name(),
+            port: SERVER_PROXY_PORT,
+            public_ip: Some(i.public_ip.to_string()),
+            private_ip: i.private_ip.map(|ip| ip.to_string()),
+            psc_ip: i.psc.as_ref().map(|p| p.ip.to_string()),
+            psc_dns_name: i.psc.as_ref().map(|p| p.dns_name.clone()),
+            dns_name: i.dns_name.clone(),
+            ca_mode: Some(i.spec.ca_mode.as_str().to_string()),
+            instance_uid: None,
+        }
+    }
+
+    fn alloydb(i: &AlloyDbInstance) -> Self {
+        Self {
+            kind: "alloydb",
+            name: i.uri().to_string(),
+            port: ALLOYDB_PROXY_PORT,
+            public_ip: i.public_ip.map(|ip| ip.to_string()),
+            private_ip: Some(i.private_ip.to_string()),
+            psc_ip: i.psc.as_ref().map(|p| p.ip.to_string()),
+            psc_dns_name: i.psc.as_ref().map(|p| p.dns_name.clone()),
+            dns_name: None,
+            ca_mode: None,
+            instance_uid: Some(i.uid.clone()),
+        }
+    }
 }
 
 /// The JSON line printed once everything listens.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ready {
-    /// `http://127.0.0.1:P` (Admin API base URL).
+    /// `http://127.0.0.1:P` (Cloud SQL Admin API base URL).
     pub admin_endpoint: String,
+    /// The AlloyDB Admin API base URL: the same server as `admin_endpoint`.
+    pub alloydb_admin_endpoint: String,
     /// `http://127.0.0.1:P/token`.
     pub token_endpoint: String,
     /// `127.0.0.1:M` (for `GCE_METADATA_HOST`).
@@ -120,14 +170,84 @@ async fn bind_local() -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))
 }
 
+/// How many RSA keys `specs` need: per Cloud SQL instance as its CA mode says; per AlloyDB
+/// instance one (its server leaf) plus two per cluster (root and intermediate).
+fn keys_needed(specs: &[Spec]) -> usize {
+    let mut clusters = std::collections::HashSet::new();
+    specs
+        .iter()
+        .map(|s| match s {
+            Spec::CloudSql(c) => InstanceKeys::count(c.ca_mode),
+            Spec::AlloyDb(a) => 1 + 2 * usize::from(clusters.insert(a.uri.cluster_parent())),
+        })
+        .sum()
+}
+
+/// Binds a Cloud SQL instance's proxy listeners (port 3307) and builds its certificates.
+async fn launch_cloudsql(
+    spec: &InstanceSpec,
+    keys: &mut Vec<RsaPrivateKey>,
+    unrelated: &CertAuthority,
+) -> Result<(Instance, Vec<TcpListener>), String> {
+    let dns_name = (spec.ca_mode == CaMode::Cas).then(|| generate_dns_name(&spec.region));
+    let ikeys = InstanceKeys::take(spec.ca_mode, keys)?;
+    let certs = InstanceCerts::build(spec, dns_name.as_deref(), ikeys, unrelated)?;
+    let listener = proxy::bind(spec.public_ip, SERVER_PROXY_PORT).await?;
+    let ip = listener.local_addr().map_err(|e| e.to_string())?.ip();
+    let private = match spec.private_ip {
+        Some(choice) => Some(proxy::bind(choice.fixed(), SERVER_PROXY_PORT).await?),
+        None => None,
+    };
+    let private_ip = private
+        .as_ref()
+        .map(|l| l.local_addr().map(|a| a.ip()))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let psc_listener = match spec.psc {
+        true => Some(proxy::bind(None, SERVER_PROXY_PORT).await?),
+        false => None,
+    };
+    let psc = psc_listener
+        .as_ref()
+        .map(|l| l.local_addr().map(|a| a.ip()))
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .map(|ip| PscEndpoint {
+            ip,
+            dns_name: generate_psc_dns_name(&spec.region),
+        });
+    let inst = Instance::new(spec.clone(), ip, private_ip, psc, dns_name, certs)?;
+    let listeners = [Some(listener), private, psc_listener]
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok((inst, listeners))
+}
+
+/// Builds (or reuses) the CA of an AlloyDB instance's cluster, then launches the instance.
+async fn launch_alloydb(
+    spec: &AlloyDbSpec,
+    keys: &mut Vec<RsaPrivateKey>,
+    clusters: &mut HashMap<String, Arc<ClusterCa>>,
+    unrelated: &CertAuthority,
+) -> Result<(AlloyDbInstance, Vec<TcpListener>), String> {
+    let mut next = || keys.pop().ok_or_else(|| "not enough RSA keys".to_string());
+    let parent = spec.uri.cluster_parent();
+    let ca = match clusters.get(&parent) {
+        Some(ca) => ca.clone(),
+        None => {
+            let ca = Arc::new(ClusterCa::build(&next()?, &next()?)?);
+            clusters.insert(parent, ca.clone());
+            ca
+        }
+    };
+    AlloyDbInstance::launch(spec.clone(), ca, &next()?, unrelated).await
+}
+
 /// Starts the emulator described by `opts`.
 pub async fn start(opts: Options) -> Result<Running, String> {
     // Keys first: service account, unrelated CA, then each instance's.
-    let needed = 2 + opts
-        .instances
-        .iter()
-        .map(|i| InstanceKeys::count(i.ca_mode))
-        .sum::<usize>();
+    let needed = 2 + keys_needed(&opts.instances);
     let mut keys = tokio::task::spawn_blocking(move || generate_rsa_keys(needed))
         .await
         .map_err(|e| format!("key generation task failed: {e}"))??;
@@ -143,49 +263,31 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let admin_endpoint = format!("http://{admin_addr}");
     let token_uri = format!("{admin_endpoint}/token");
 
+    // In the order given, so the ready line lists them that way.
+    let mut ready_instances = Vec::new();
     let mut instances = Vec::new();
-    let mut proxy_listeners = Vec::new();
+    let mut alloydb_instances = Vec::new();
+    let mut cloudsql_listeners = Vec::new();
+    let mut alloydb_listeners = Vec::new();
+    let mut clusters = HashMap::new();
     for spec in &opts.instances {
-        let dns_name = (spec.ca_mode == CaMode::Cas).then(|| generate_dns_name(&spec.region));
-        let ikeys = InstanceKeys::take(spec.ca_mode, &mut keys)?;
-        let certs = InstanceCerts::build(spec, dns_name.as_deref(), ikeys, &unrelated)?;
-        let listener = proxy::bind(spec.public_ip).await?;
-        let ip = listener.local_addr().map_err(|e| e.to_string())?.ip();
-        let private = match spec.private_ip {
-            Some(choice) => Some(proxy::bind(choice.fixed()).await?),
-            None => None,
-        };
-        let private_ip = private
-            .as_ref()
-            .map(|l| l.local_addr().map(|a| a.ip()))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let psc_listener = match spec.psc {
-            true => Some(proxy::bind(None).await?),
-            false => None,
-        };
-        let psc = psc_listener
-            .as_ref()
-            .map(|l| l.local_addr().map(|a| a.ip()))
-            .transpose()
-            .map_err(|e| e.to_string())?
-            .map(|ip| PscEndpoint {
-                ip,
-                dns_name: generate_psc_dns_name(&spec.region),
-            });
-        let inst = Arc::new(Instance::new(
-            spec.clone(),
-            ip,
-            private_ip,
-            psc,
-            dns_name,
-            certs,
-        )?);
-        proxy_listeners.push((listener, inst.clone()));
-        for l in [private, psc_listener].into_iter().flatten() {
-            proxy_listeners.push((l, inst.clone()));
+        match spec {
+            Spec::CloudSql(spec) => {
+                let (inst, listeners) = launch_cloudsql(spec, &mut keys, &unrelated).await?;
+                let inst = Arc::new(inst);
+                ready_instances.push(ReadyInstance::cloudsql(&inst));
+                cloudsql_listeners.extend(listeners.into_iter().map(|l| (l, inst.clone())));
+                instances.push(inst);
+            }
+            Spec::AlloyDb(spec) => {
+                let (inst, listeners) =
+                    launch_alloydb(spec, &mut keys, &mut clusters, &unrelated).await?;
+                let inst = Arc::new(inst);
+                ready_instances.push(ReadyInstance::alloydb(&inst));
+                alloydb_listeners.extend(listeners.into_iter().map(|l| (l, inst.clone())));
+                alloydb_instances.push(inst);
+            }
         }
-        instances.push(inst);
     }
 
     let (state_dir, temp_state_dir) = match &opts.state_dir {
@@ -201,28 +303,24 @@ pub async fn start(opts: Options) -> Result<Running, String> {
 
     let ready = Ready {
         admin_endpoint: admin_endpoint.clone(),
+        alloydb_admin_endpoint: admin_endpoint.clone(),
         token_endpoint: token_uri.clone(),
         metadata_host: metadata_addr.to_string(),
         control_endpoint: format!("{admin_endpoint}/emulator/v1"),
         service_account_file: sa_file.display().to_string(),
         authorized_user_file: user_file.display().to_string(),
         service_account_email: SERVICE_ACCOUNT_EMAIL.to_string(),
-        instances: instances
-            .iter()
-            .map(|i| ReadyInstance {
-                name: i.spec.connection_name(),
-                public_ip: i.public_ip.to_string(),
-                private_ip: i.private_ip.map(|ip| ip.to_string()),
-                psc_ip: i.psc.as_ref().map(|p| p.ip.to_string()),
-                psc_dns_name: i.psc.as_ref().map(|p| p.dns_name.clone()),
-                dns_name: i.dns_name.clone(),
-                ca_mode: i.spec.ca_mode.as_str().to_string(),
-            })
-            .collect(),
+        instances: ready_instances,
     };
 
     let tokens = TokenStore::new(Duration::from_secs(opts.token_lifetime_secs));
-    let state: SharedState = Arc::new(AppState::new(instances, tokens, credentials, token_uri));
+    let state: SharedState = Arc::new(AppState::new(
+        instances,
+        alloydb_instances,
+        tokens,
+        credentials,
+        token_uri,
+    ));
 
     let admin_app = Router::new()
         .route("/token", post(oauth::token))
@@ -237,9 +335,14 @@ pub async fn start(opts: Options) -> Result<Running, String> {
         spawn_http(admin_listener, admin_app, stop_rx.clone()),
         spawn_http(metadata_listener, metadata_app, stop_rx),
     ];
-    let proxy_tasks = proxy_listeners
+    let proxy_tasks = cloudsql_listeners
         .into_iter()
         .map(|(l, inst)| tokio::spawn(proxy::serve(l, inst, state.clone())))
+        .chain(
+            alloydb_listeners
+                .into_iter()
+                .map(|(l, inst)| tokio::spawn(proxy::serve(l, inst, state.clone()))),
+        )
         .collect();
 
     Ok(Running {

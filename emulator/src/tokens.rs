@@ -12,6 +12,8 @@ pub const SCOPE_CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-pl
 pub const SCOPE_SQLSERVICE_ADMIN: &str = "https://www.googleapis.com/auth/sqlservice.admin";
 /// Scope for IAM database login (`generateEphemeralCert` `access_token`).
 pub const SCOPE_SQLSERVICE_LOGIN: &str = "https://www.googleapis.com/auth/sqlservice.login";
+/// Scope for AlloyDB IAM database login (the metadata exchange's `oauth2_token`).
+pub const SCOPE_ALLOYDB_LOGIN: &str = "https://www.googleapis.com/auth/alloydb.login";
 /// Scope for the caller's email.
 pub const SCOPE_USERINFO_EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
 
@@ -75,11 +77,14 @@ impl TokenStore {
 
     /// The info of `token` if the emulator issued it and it has not expired.
     pub fn lookup_valid(&self, token: &str) -> Option<TokenInfo> {
+        self.lookup(token).filter(|t| t.expiry > SystemTime::now())
+    }
+
+    /// The info of `token` if the emulator issued it, expired or not (expired tokens are
+    /// forgotten an hour after their expiry), so callers can say which it is.
+    pub fn lookup(&self, token: &str) -> Option<TokenInfo> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        tokens
-            .get(token)
-            .filter(|t| t.expiry > SystemTime::now())
-            .cloned()
+        tokens.get(token).cloned()
     }
 
     /// Seconds the client is told in `expires_in`: one less than the lifetime, as Google does.
@@ -111,5 +116,7 @@ mod tests {
         let (tok, _) = store.issue("a@b", vec![]);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(store.lookup_valid(&tok), None);
+        assert!(store.lookup(&tok).is_some_and(|t| t.principal == "a@b"));
+        assert_eq!(store.lookup("ya29.other"), None);
     }
 }

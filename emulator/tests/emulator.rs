@@ -100,6 +100,14 @@ async fn emulator_end_to_end() {
     assert!(legacy["dns_name"].is_null());
     assert_eq!(cas["name"], "example.com:my-project:europe-west1:cas-db");
     assert_eq!(cas["ca_mode"], "cas");
+    assert_eq!(ready["alloydb_admin_endpoint"], ready["admin_endpoint"]);
+    for i in insts {
+        assert_eq!(
+            (i["kind"].as_str(), i["port"].as_u64()),
+            (Some("cloudsql"), Some(3307))
+        );
+        assert!(i.get("instance_uid").is_none(), "{i}");
+    }
     let cas_dns = cas["dns_name"].as_str().unwrap().to_string();
     assert!(cas_dns.ends_with(".europe-west1.sql.goog."), "{cas_dns}");
     for i in insts {
@@ -461,7 +469,9 @@ async fn emulator_end_to_end() {
                                 "my-project:nope": 1, "other:legacy-db": 1},
             "generateEphemeralCert": {"my-project:legacy-db": 1, "example.com:my-project:cas-db": 4},
             "token": {"jwt-bearer": 2, "refresh_token": 2, "metadata": 1},
-            "mdx": {}, "mdxClientProtocolType": {}, "proxyConnections": {}
+            "mdx": {}, "mdxClientProtocolType": {}, "proxyConnections": {},
+            "connectionInfo": {}, "generateClientCertificate": {},
+            "alloydbMdx": {}, "alloydbMdxAuthType": {}
         })
     );
     let r = http("POST", &format!("{control}/calls/reset"), &[], b"").await;
@@ -471,7 +481,9 @@ async fn emulator_end_to_end() {
         r.json(),
         json!({"connectSettings":{},"generateEphemeralCert":{},
                "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
-               "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{}})
+               "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{},
+               "connectionInfo":{},"generateClientCertificate":{},
+               "alloydbMdx":{},"alloydbMdxAuthType":{}})
     );
 
     // --- TLS proxies: legacy (CN check) and CAS (SAN check, intermediate in the roots).

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use gcp_emulator::jwt::sign_for_tests;
 use postgres_protocol::message::backend::Message;
-use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
-use support::{dial, form, http, now, start_emulator, startup_message, FORM};
+use support::{dial, form, http, sa_token, start_emulator, startup_message, FORM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -170,29 +169,7 @@ impl Google {
 async fn login_tokens(ready: &Value) -> (String, String) {
     let token_uri = ready["token_endpoint"].as_str().unwrap();
     // The service account's token does both jobs; the user's is login-only.
-    let sa: Value = serde_json::from_str(
-        &std::fs::read_to_string(ready["service_account_file"].as_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    let sa_key = RsaPrivateKey::from_pkcs8_pem(sa["private_key"].as_str().unwrap()).unwrap();
-    let jwt = sign_for_tests(
-        &sa_key,
-        sa["private_key_id"].as_str(),
-        &json!({"iss": sa["client_email"], "aud": token_uri, "iat": now(), "exp": now() + 3600,
-                "scope": format!("{ADMIN_SCOPE} {LOGIN_SCOPE}")}),
-    );
-    let r = http(
-        "POST",
-        token_uri,
-        &[FORM],
-        &form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", &jwt),
-        ]),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let sa_token = r.json()["access_token"].as_str().unwrap().to_string();
+    let sa_token = sa_token(ready, &[ADMIN_SCOPE, LOGIN_SCOPE]).await;
     let user: Value = serde_json::from_str(
         &std::fs::read_to_string(ready["authorized_user_file"].as_str().unwrap()).unwrap(),
     )

@@ -77,6 +77,7 @@ impl Default for Config {
             ip_type: None,
             enable_iam_auth: false,
             admin_endpoint: None,
+            alloydb_admin_endpoint: None,
             token_endpoint: None,
             metadata_host: None,
             quota_project: None,

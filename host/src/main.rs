@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gcp_db_host::connector::{self, Config, ConnectOptions, ConnectTimings, Credentials};
+use gcp_db_host::connector::{self, Config, ConnectOptions, ConnectTimings, Credentials, IpType};
 use gcp_db_host::query::{connect_and_query, Login};
 use gcp_db_host::{CommandOptions, Host};
 
@@ -16,11 +16,13 @@ usage:
       Run a wasi:cli command with inherited stdio and exit with its status.
       Network: TCP and HTTP to loopback only. --env K without =V passes the
       host's value of K. --dir preopens HOST read-only as GUEST.
-  gcp-db-host query [--component FILE] [--admin-endpoint URL] [--credentials-file PATH]
+  gcp-db-host query [--component FILE] [--admin-endpoint URL] [--alloydb-admin-endpoint URL]
+                    [--credentials-file PATH] [--ip-type public|private|psc] [--iam]
                     [--user U] [--password P] [--database D] [--connects N] INSTANCE SQL
-      Connect through the connector component (WIT exports, called by the
-      host) N times with one connector, print each connect's timings, then
-      the rows of SQL (Postgres). Component: --component, $GCP_DB_CONNECTOR_WASM
+      Connect to a Cloud SQL or AlloyDB instance through the connector
+      component (WIT exports, called by the host) N times with one connector,
+      print each connect's timings, then the rows of SQL (Postgres). --iam:
+      automatic IAM database authentication (no password). Component: --component, $GCP_DB_CONNECTOR_WASM
       or the build output.
   gcp-db-host imports <file.wasm>
       Print the component's imports, one per line.
@@ -118,6 +120,7 @@ async fn query(args: &[String]) -> Result<ExitCode, String> {
         database: "postgres".into(),
     };
     let mut connects = 1u32;
+    let mut options = ConnectOptions::default();
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -125,6 +128,16 @@ async fn query(args: &[String]) -> Result<ExitCode, String> {
         match arg.as_str() {
             "--component" => component = Some(PathBuf::from(value()?)),
             "--admin-endpoint" => config.admin_endpoint = Some(value()?),
+            "--alloydb-admin-endpoint" => config.alloydb_admin_endpoint = Some(value()?),
+            "--ip-type" => {
+                options.ip_type = Some(match value()?.as_str() {
+                    "public" => IpType::Public,
+                    "private" => IpType::Private,
+                    "psc" => IpType::Psc,
+                    other => return Err(format!("--ip-type {other:?}: public, private or psc")),
+                })
+            }
+            "--iam" => options.enable_iam_auth = Some(true),
             "--credentials-file" => {
                 let path = value()?;
                 let json = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
@@ -156,16 +169,10 @@ async fn query(args: &[String]) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("{e:#}"))?;
     for n in 1..=connects.max(1) {
-        let (rows, timings) = connect_and_query(
-            &mut inst,
-            connector,
-            &instance,
-            ConnectOptions::default(),
-            &login,
-            &sql,
-        )
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+        let (rows, timings) =
+            connect_and_query(&mut inst, connector, &instance, options, &login, &sql)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
         print_timings(n, &timings);
         if n == connects.max(1) {
             println!("{}", rows.columns.join("\t"));

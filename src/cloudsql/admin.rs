@@ -3,59 +3,30 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{Request, Response};
-use crate::{ApiError, Error, InstanceName};
+use crate::google_api::ApiClient;
+use crate::http::Request;
+use crate::{Error, InstanceName};
 
 /// Google's Admin API endpoint.
 pub const DEFAULT_ADMIN_ENDPOINT: &str = "https://sqladmin.googleapis.com";
 
-/// What every Admin API request carries besides its token.
+/// The SQL Admin API.
 #[derive(Debug, Clone)]
-pub(crate) struct AdminClient {
-    base: String,
-    user_agent: String,
-    quota_project: Option<String>,
-}
+pub(crate) struct AdminClient(pub ApiClient);
 
 impl AdminClient {
-    pub(crate) fn new(base: &str, user_agent: String, quota_project: Option<String>) -> Self {
-        Self {
-            // Google's clients build `{endpoint}/sql/v1beta4/...`.
-            base: base.trim_end_matches('/').to_string(),
-            user_agent,
-            quota_project,
-        }
-    }
-
-    /// The user agent, also sent in the metadata exchange.
-    pub(crate) fn user_agent(&self) -> &str {
-        &self.user_agent
-    }
-
-    fn instance_url(&self, name: &InstanceName) -> String {
+    fn instance_path(name: &InstanceName) -> String {
         format!(
-            "{}/sql/v1beta4/projects/{}/instances/{}",
-            self.base,
+            "sql/v1beta4/projects/{}/instances/{}",
             name.project(),
             name.instance()
         )
     }
 
-    fn with_headers(&self, mut req: Request, api_token: &str) -> Request {
-        req = req
-            .header("authorization", format!("Bearer {api_token}"))
-            .header("user-agent", self.user_agent.clone())
-            .header("x-goog-api-client", self.user_agent.clone());
-        if let Some(p) = &self.quota_project {
-            req = req.header("x-goog-user-project", p.clone());
-        }
-        req
-    }
-
     /// `GET …/instances/{i}/connectSettings`.
     pub(crate) fn connect_settings(&self, name: &InstanceName, api_token: &str) -> Request {
-        let url = format!("{}/connectSettings", self.instance_url(name));
-        self.with_headers(Request::get(url), api_token)
+        let path = format!("{}/connectSettings", Self::instance_path(name));
+        self.0.get(&path, api_token)
     }
 
     /// `POST …/instances/{i}:generateEphemeralCert` for `public_key_pem`; with a
@@ -73,13 +44,12 @@ impl AdminClient {
             #[serde(skip_serializing_if = "Option::is_none")]
             access_token: Option<&'a str>,
         }
-        let body = serde_json::to_vec(&Body {
+        let body = Body {
             public_key: public_key_pem,
             access_token: login_token,
-        })
-        .map_err(|e| Error::InvalidConfig(format!("cannot encode the request: {e}")))?;
-        let url = format!("{}:generateEphemeralCert", self.instance_url(name));
-        Ok(self.with_headers(Request::post(url, "application/json", body), api_token))
+        };
+        let path = format!("{}:generateEphemeralCert", Self::instance_path(name));
+        self.0.post_json(&path, &body, api_token)
     }
 }
 
@@ -132,13 +102,13 @@ struct EphemeralCertResponse {
     ephemeral_cert: Option<SslCert>,
 }
 
-/// Parses a `connectSettings` answer (after [`check_status`]).
+/// Parses a `connectSettings` answer (after `check_status`).
 pub(crate) fn parse_connect_settings(body: &[u8]) -> Result<ConnectSettings, Error> {
     serde_json::from_slice(body)
         .map_err(|e| Error::InstanceMetadata(format!("connectSettings is not valid JSON: {e}")))
 }
 
-/// The PEM of a `generateEphemeralCert` answer (after [`check_status`]).
+/// The PEM of a `generateEphemeralCert` answer (after `check_status`).
 pub(crate) fn parse_ephemeral_cert(body: &[u8]) -> Result<String, Error> {
     let r: EphemeralCertResponse = serde_json::from_slice(body).map_err(|e| {
         Error::InstanceMetadata(format!("generateEphemeralCert is not valid JSON: {e}"))
@@ -153,51 +123,6 @@ pub(crate) fn parse_ephemeral_cert(body: &[u8]) -> Result<String, Error> {
         })
 }
 
-/// Google's JSON error body.
-#[derive(Deserialize)]
-struct GoogleErrorBody {
-    error: GoogleError,
-}
-
-#[derive(Deserialize)]
-struct GoogleError {
-    message: Option<String>,
-    status: Option<String>,
-}
-
-/// Passes a success through; turns an error status into [`Error::AdminApi`]
-/// with Google's `error.message` and `error.status`.
-pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Error> {
-    if resp.is_success() {
-        return Ok(resp);
-    }
-    let (code, message) = match serde_json::from_slice::<GoogleErrorBody>(&resp.body) {
-        Ok(b) => (
-            b.error.status.unwrap_or_default(),
-            b.error.message.unwrap_or_default(),
-        ),
-        Err(_) => (String::new(), body_excerpt(&resp.body)),
-    };
-    Err(Error::AdminApi(ApiError {
-        call,
-        status: resp.status,
-        code,
-        message,
-    }))
-}
-
-/// The start of a non-JSON error body, as text, for the error message.
-fn body_excerpt(body: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    let text: String = text.chars().filter(|c| !c.is_control()).collect();
-    if body.len() > MAX {
-        format!("{text}…")
-    } else {
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +132,11 @@ mod tests {
     }
 
     fn client() -> AdminClient {
-        AdminClient::new("http://127.0.0.1:9/", "ua/1".into(), Some("quota-p".into()))
+        AdminClient(ApiClient::new(
+            "http://127.0.0.1:9/",
+            "ua/1".into(),
+            Some("quota-p".into()),
+        ))
     }
 
     #[test]
@@ -286,34 +215,5 @@ mod tests {
                 Err(Error::InstanceMetadata(_))
             ));
         }
-    }
-
-    #[test]
-    fn passes_googles_error_message_through() {
-        let resp = Response {
-            status: 404,
-            body: br#"{"error":{"code":404,"message":"The Cloud SQL instance does not exist.","errors":[{"reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}}"#.to_vec(),
-        };
-        match check_status("connectSettings for p:r:i".into(), resp) {
-            Err(Error::AdminApi(e)) => {
-                assert_eq!(e.status, 404);
-                assert_eq!(e.code, "NOT_FOUND");
-                assert_eq!(e.message, "The Cloud SQL instance does not exist.");
-            }
-            other => panic!("{other:?}"),
-        }
-        let resp = Response {
-            status: 502,
-            body: b"Bad Gateway\n".to_vec(),
-        };
-        match check_status("c".into(), resp) {
-            Err(Error::AdminApi(e)) => assert_eq!(e.message, "Bad Gateway"),
-            other => panic!("{other:?}"),
-        }
-        let ok = Response {
-            status: 200,
-            body: vec![],
-        };
-        assert!(check_status("c".into(), ok).is_ok());
     }
 }

@@ -1,45 +1,70 @@
 //! The Cloud SQL metadata exchange (MDX), sent right after the TLS handshake
 //! when `connectSettings` lists `CLIENT_PROTOCOL_TYPE` in
-//! `mdxProtocolSupport` (Go connector `metadataexchange.go`).
+//! `mdxProtocolSupport` (Go connector `metadataexchange.go`). `crate::mdx`
+//! runs it.
 //!
 //! Both directions are framed as ASCII `CSQLMDEX`, a big-endian u32 length and
-//! a protobuf message:
+//! a protobuf message (`cloud.sql.connector.v1`):
 //!
 //! ```text
 //! MetadataExchangeRequest  { string user_agent = 1; ClientProtocolType client_protocol_type = 2; }
 //! MetadataExchangeResponse { ResponseStatusCode response_status_code = 1; string error_message = 2; }
 //! ```
-//!
-//! The two messages have three scalar fields between them, so they are
-//! encoded here by hand (a protobuf crate would add a code generator for
-//! that); the tests pin the bytes.
 
-use std::io::{self, Read, Write};
+use prost::Message;
 
+use crate::mdx;
 use crate::Error;
 
 /// Every MDX frame starts with this.
-pub(crate) const SIGNATURE: &[u8; 8] = b"CSQLMDEX";
-/// Google bounds an MDX message at 16 KiB.
-pub(crate) const MAX_MESSAGE: u32 = 16 * 1024;
+const SIGNATURE: &[u8; 8] = b"CSQLMDEX";
+/// Signature and length.
+pub(crate) const HEADER_LEN: usize = 12;
 
-/// How the database driver reaches the connector. The driver sees plain bytes
-/// through an in-process, already encrypted channel: Google's `TLS` case,
-/// which lets MySQL use `caching_sha2_password` without its own TLS.
-const CLIENT_PROTOCOL_TLS: u64 = 2;
-const STATUS_OK: u64 = 1;
-const STATUS_ERROR: u64 = 2;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+enum ClientProtocolType {
+    Unspecified = 0,
+    Tcp = 1,
+    /// The driver reaches the connector through an in-process, already
+    /// encrypted channel: Google's `TLS` case, which lets MySQL use
+    /// `caching_sha2_password` without its own TLS.
+    Tls = 2,
+    Uds = 3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+enum ResponseStatusCode {
+    Unspecified = 0,
+    Ok = 1,
+    Error = 2,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetadataExchangeRequest {
+    #[prost(string, tag = "1")]
+    user_agent: String,
+    #[prost(enumeration = "ClientProtocolType", tag = "2")]
+    client_protocol_type: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetadataExchangeResponse {
+    #[prost(enumeration = "ResponseStatusCode", tag = "1")]
+    response_status_code: i32,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
 
 /// The framed request.
 pub(crate) fn request(user_agent: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(user_agent.len() + 8);
-    body.push(0x0a); // field 1, length-delimited
-    put_varint(&mut body, user_agent.len() as u64);
-    body.extend_from_slice(user_agent.as_bytes());
-    body.push(0x10); // field 2, varint
-    put_varint(&mut body, CLIENT_PROTOCOL_TLS);
-
-    let mut frame = Vec::with_capacity(12 + body.len());
+    let body = MetadataExchangeRequest {
+        user_agent: user_agent.to_string(),
+        client_protocol_type: ClientProtocolType::Tls as i32,
+    }
+    .encode_to_vec();
+    let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
     frame.extend_from_slice(SIGNATURE);
     // A user agent is far below 4 GiB; the connector builds it.
     frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -48,129 +73,26 @@ pub(crate) fn request(user_agent: &str) -> Vec<u8> {
 }
 
 /// Checks a response header (signature and length); returns the body length.
-pub(crate) fn response_length(header: &[u8; 12]) -> Result<usize, Error> {
-    if &header[..8] != SIGNATURE {
+pub(crate) fn response_length(header: &[u8]) -> Result<usize, Error> {
+    let (Some(signature), Some(&[a, b, c, d])) = (header.get(..8), header.get(8..HEADER_LEN))
+    else {
+        return Err(Error::MetadataExchange(
+            "short metadata exchange response header".into(),
+        ));
+    };
+    if signature != SIGNATURE {
         return Err(Error::MetadataExchange(
             "the server did not answer the metadata exchange (no CSQLMDEX signature)".into(),
         ));
     }
-    let len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-    if len > MAX_MESSAGE {
-        return Err(Error::MetadataExchange(format!(
-            "the server's metadata exchange response claims {len} bytes, more than {MAX_MESSAGE}"
-        )));
-    }
-    Ok(len as usize)
+    mdx::bounded_length([a, b, c, d])
 }
 
 /// Decodes a response body: `Ok` if the server accepted, else the server's
 /// message as [`Error::MetadataExchange`].
 pub(crate) fn check_response(body: &[u8]) -> Result<(), Error> {
-    let malformed = |what: &str| {
-        Error::MetadataExchange(format!("malformed metadata exchange response: {what}"))
-    };
-    let mut status = 0;
-    let mut message = String::new();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let key = take_varint(&mut rest).ok_or_else(|| malformed("bad field key"))?;
-        match (key >> 3, key & 7) {
-            (1, 0) => status = take_varint(&mut rest).ok_or_else(|| malformed("bad status"))?,
-            (2, 2) => {
-                let bytes = take_bytes(&mut rest).ok_or_else(|| malformed("bad message"))?;
-                message = String::from_utf8_lossy(bytes).into_owned();
-            }
-            // Unknown fields are skipped, as protobuf requires.
-            (_, 0) => {
-                take_varint(&mut rest).ok_or_else(|| malformed("bad varint field"))?;
-            }
-            (_, 1) => rest = rest.get(8..).ok_or_else(|| malformed("short fixed64"))?,
-            (_, 2) => {
-                take_bytes(&mut rest).ok_or_else(|| malformed("bad length-delimited field"))?;
-            }
-            (_, 5) => rest = rest.get(4..).ok_or_else(|| malformed("short fixed32"))?,
-            (_, t) => return Err(malformed(&format!("wire type {t}"))),
-        }
-    }
-    match status {
-        STATUS_OK => Ok(()),
-        STATUS_ERROR => Err(Error::MetadataExchange(format!(
-            "the server refused the connection: {message}"
-        ))),
-        other => Err(malformed(&format!("status {other}"))),
-    }
-}
-
-/// Runs the exchange on an established TLS stream (blocking; the caller has
-/// set a read timeout).
-pub(crate) fn exchange<S: Read + Write>(stream: &mut S, user_agent: &str) -> Result<(), Error> {
-    stream
-        .write_all(&request(user_agent))
-        .and_then(|()| stream.flush())
-        .map_err(io_error)?;
-    let mut header = [0u8; 12];
-    stream.read_exact(&mut header).map_err(io_error)?;
-    let mut body = vec![0u8; response_length(&header)?];
-    stream.read_exact(&mut body).map_err(io_error)?;
-    check_response(&body)
-}
-
-/// [`exchange`] for tokio streams.
-#[cfg(feature = "tokio")]
-pub(crate) async fn exchange_async<S>(stream: &mut S, user_agent: &str) -> Result<(), Error>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(&request(user_agent))
-        .await
-        .map_err(io_error)?;
-    stream.flush().await.map_err(io_error)?;
-    let mut header = [0u8; 12];
-    stream.read_exact(&mut header).await.map_err(io_error)?;
-    let mut body = vec![0u8; response_length(&header)?];
-    stream.read_exact(&mut body).await.map_err(io_error)?;
-    check_response(&body)
-}
-
-fn io_error(e: io::Error) -> Error {
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            Error::Timeout("the metadata exchange response did not arrive in time".into())
-        }
-        io::ErrorKind::UnexpectedEof => Error::MetadataExchange(
-            "the server closed the connection during the metadata exchange".into(),
-        ),
-        _ => Error::MetadataExchange(format!("the metadata exchange failed: {e}")),
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for (i, b) in input.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            *input = &input[i + 1..];
-            return Some(v);
-        }
-    }
-    None
-}
-
-fn take_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = usize::try_from(take_varint(input)?).ok()?;
-    let bytes = input.get(..len)?;
-    *input = &input[len..];
-    Some(bytes)
+    let r = MetadataExchangeResponse::decode(body).map_err(mdx::malformed)?;
+    mdx::outcome(r.response_status_code, &r.error_message)
 }
 
 #[cfg(test)]
@@ -195,8 +117,7 @@ mod tests {
     fn googles_ok_response_is_accepted() {
         // The Go connector's mock answers exactly `CSQLMDEX 00 00 00 02 08 01`.
         let frame = b"CSQLMDEX\x00\x00\x00\x02\x08\x01";
-        let len = response_length(frame[..12].try_into().unwrap()).unwrap();
-        assert_eq!(len, 2);
+        assert_eq!(response_length(&frame[..12]).unwrap(), 2);
         check_response(&frame[12..]).unwrap();
     }
 
@@ -220,48 +141,9 @@ mod tests {
     }
 
     #[test]
-    fn exchange_over_a_stream_reads_exactly_the_response() {
-        // A fake server: Google's OK response followed by database bytes,
-        // which the exchange must leave unread.
-        struct Fake {
-            input: io::Cursor<Vec<u8>>,
-            written: Vec<u8>,
-        }
-        impl Read for Fake {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                self.input.read(buf)
-            }
-        }
-        impl Write for Fake {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.written.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut fake = Fake {
-            input: io::Cursor::new(b"CSQLMDEX\x00\x00\x00\x02\x08\x01RHELLO".to_vec()),
-            written: Vec::new(),
-        };
-        exchange(&mut fake, "ua/1").unwrap();
-        assert_eq!(fake.written, request("ua/1"));
-        let mut rest = Vec::new();
-        fake.input.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"RHELLO");
-
-        let mut truncated = Fake {
-            input: io::Cursor::new(b"CSQLMDEX\x00\x00\x00\x05\x08".to_vec()),
-            written: Vec::new(),
-        };
-        let e = exchange(&mut truncated, "ua").unwrap_err().to_string();
-        assert!(e.contains("closed the connection"), "{e}");
-    }
-
-    #[test]
     fn bad_frames_are_typed_errors_never_panics() {
         assert!(response_length(b"PGSQLXXX\x00\x00\x00\x02").is_err());
+        assert!(response_length(b"CSQLMDEX").is_err());
         let e = response_length(b"CSQLMDEX\x00\x01\x00\x01")
             .unwrap_err()
             .to_string();

@@ -1,73 +1,21 @@
-//! One certificate refresh: tokens, the two Admin API calls in flight together,
-//! the key generated while they travel, and every field of the answers checked
-//! before it is trusted.
+//! One Cloud SQL refresh: tokens, `connectSettings` and
+//! `generateEphemeralCert` in flight together with the key generated while
+//! the first travels (`crate::refresh`), and every field of the answers
+//! checked before it is trusted.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use rustls_pki_types::CertificateDer;
-
 use super::admin::{self, AdminClient, ConnectSettings};
-use crate::certs::{self, CertInfo};
-use crate::credentials::{Scope, TokenSource};
-use crate::key::{ClientKey, KeySlot};
-use crate::{http, retry, ConnectTimings, Error, InstanceName, IpType};
+use crate::certs;
+use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, MdxKind, ServerIdentity};
+use crate::credentials::Scope;
+use crate::dial::CLOUD_SQL_PORT;
+use crate::key::ClientKey;
+use crate::refresh::{Call, Refresher};
+use crate::{ConnectTimings, Error, InstanceName};
 
-/// Everything a dial needs, valid until `expiry`.
-#[derive(Debug)]
-pub(crate) struct ConnectionInfo {
-    pub addresses: Addresses,
-    /// Trust anchors: every certificate of `serverCaCert`.
-    pub server_ca: Vec<CertificateDer<'static>>,
-    /// The DNS name the server certificate's SAN should carry, if the
-    /// instance has one (trailing dot removed).
-    pub server_name: Option<String>,
-    pub client_cert: CertificateDer<'static>,
-    /// The certificate's NotAfter, capped by the IAM login token's expiry.
-    pub expiry: SystemTime,
-    /// connectSettings lists the metadata exchange: run it after the handshake.
-    pub mdx: bool,
-}
-
-/// The instance's addresses by IP type.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Addresses {
-    pub public: Option<IpAddr>,
-    pub private: Option<IpAddr>,
-    pub psc: Option<String>,
-}
-
-/// Where to dial: an IP, or the PSC DNS name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    Ip(IpAddr),
-    Dns(String),
-}
-
-impl ConnectionInfo {
-    /// The address of `ip_type`, or a typed error naming what is missing.
-    pub(crate) fn target(&self, ip_type: IpType, name: &InstanceName) -> Result<Target, Error> {
-        let target = match ip_type {
-            IpType::Public => self.addresses.public.map(Target::Ip),
-            IpType::Private => self.addresses.private.map(Target::Ip),
-            IpType::Psc => self.addresses.psc.clone().map(Target::Dns),
-        };
-        target.ok_or_else(|| Error::IpTypeNotAvailable {
-            instance: name.to_string(),
-            ip_type,
-        })
-    }
-}
-
-/// What a refresh uses, borrowed from the connector.
-pub(crate) struct Refresher<'a> {
-    pub admin: &'a AdminClient,
-    pub tokens: &'a TokenSource,
-    pub key: &'a KeySlot,
-}
-
-impl Refresher<'_> {
+impl Refresher<'_, AdminClient> {
     /// Fetches a fresh certificate and the instance's connect settings.
     pub(crate) fn refresh(
         &self,
@@ -85,36 +33,24 @@ impl Refresher<'_> {
         };
         timings.token = started.elapsed();
 
-        // connectSettings needs no key: send it first, so the key is generated
-        // while it travels.
-        let admin_started = Instant::now();
-        let settings_req = self.admin.connect_settings(name, api.secret.expose());
-        let settings_pending = http::start(&settings_req, deadline)?;
-
-        let key_started = Instant::now();
-        let (key, generated) = self.key.get()?;
-        let key_time = key_started.elapsed();
-        if generated {
-            timings.key_generation = key_time;
-        }
-
-        let cert_req = self.admin.generate_ephemeral_cert(
-            name,
-            api.secret.expose(),
-            &key.public_pem,
-            login.as_ref().map(|t| t.secret.expose()),
-        )?;
-        let cert_pending = http::start(&cert_req, deadline)?;
-
-        // On a metadata failure the certificate request is dropped (cancelled).
-        let settings = retry::finish_with_retry(settings_pending, &settings_req, deadline)
-            .and_then(|r| admin::check_status(format!("connectSettings for {name}"), r))
-            .and_then(|r| admin::parse_connect_settings(&r.body))?;
-        let cert_pem = retry::finish_with_retry(cert_pending, &cert_req, deadline)
-            .and_then(|r| admin::check_status(format!("generateEphemeralCert for {name}"), r))
-            .and_then(|r| admin::parse_ephemeral_cert(&r.body))?;
-        // The Admin API's own share: what was not hidden behind key generation.
-        timings.admin_api = admin_started.elapsed().saturating_sub(key_time);
+        let settings = Call {
+            req: self.admin.connect_settings(name, api.secret.expose()),
+            name: format!("connectSettings for {name}"),
+        };
+        let cert = |key: &ClientKey| {
+            Ok(Call {
+                req: self.admin.generate_ephemeral_cert(
+                    name,
+                    api.secret.expose(),
+                    &key.public_pem,
+                    login.as_ref().map(|t| t.secret.expose()),
+                )?,
+                name: format!("generateEphemeralCert for {name}"),
+            })
+        };
+        let (settings, cert, key) = self.two_calls(settings, cert, deadline, timings)?;
+        let settings = admin::parse_connect_settings(&settings.body)?;
+        let cert_pem = admin::parse_ephemeral_cert(&cert.body)?;
 
         let info = connection_info(
             name,
@@ -210,36 +146,32 @@ pub(crate) fn connection_info(
     let client_cert = certs::parse_pem_list(cert_pem)
         .and_then(|c| c.into_iter().next())
         .ok_or_else(|| meta("the ephemeral certificate is not a PEM certificate"))?;
-    let parsed = CertInfo::parse(&client_cert)
-        .map_err(|e| meta(&format!("the ephemeral certificate is {e}")))?;
-    if parsed.public_key_der().as_deref() != Some(key.spki_der.as_slice()) {
-        return Err(meta(
-            "the ephemeral certificate is for another public key than the one sent",
-        ));
-    }
-    let not_after = parsed.not_after();
-    if not_after <= now {
-        return Err(meta("the ephemeral certificate is already expired"));
-    }
+    let not_after = certs::check_client_cert(&client_cert, key, now)
+        .map_err(|e| meta(&format!("the ephemeral certificate {e}")))?;
     // An unknown token expiry (a caller's static token) does not cap it.
     let expiry = login_expiry.map_or(not_after, |t| t.min(not_after));
 
+    let mdx = if s
+        .mdx_protocol_support
+        .iter()
+        .any(|p| p == "CLIENT_PROTOCOL_TYPE")
+    {
+        MdxKind::CloudSql
+    } else {
+        MdxKind::None
+    };
     Ok(ConnectionInfo {
         addresses,
-        server_ca,
-        server_name,
-        client_cert,
+        trust_anchors: server_ca,
+        identity: ServerIdentity::CloudSql {
+            dns_name: server_name,
+            common_name: name.legacy_common_name(),
+        },
+        client_chain: vec![client_cert],
         expiry,
-        mdx: s
-            .mdx_protocol_support
-            .iter()
-            .any(|p| p == "CLIENT_PROTOCOL_TYPE"),
+        mdx,
+        port: CLOUD_SQL_PORT,
     })
-}
-
-/// Google's DNS names end with a dot; names are compared without it.
-fn strip_dot(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -247,7 +179,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::connection_info::Target;
     use crate::test_certs::{client_key as key, Ca};
+    use crate::IpType;
 
     fn name() -> InstanceName {
         InstanceName::parse("proj:us-central1:db").unwrap()
@@ -298,11 +232,16 @@ mod tests {
             Some("xyz.psc.us-central1.sql-psc.goog")
         );
         assert_eq!(
-            info.server_name.as_deref(),
-            Some("abc.def.us-central1.sql.goog")
+            info.identity,
+            ServerIdentity::CloudSql {
+                dns_name: Some("abc.def.us-central1.sql.goog".into()),
+                common_name: "proj:db".into()
+            }
         );
-        assert_eq!(info.server_ca.len(), 1);
-        assert!(!info.mdx);
+        assert_eq!(info.trust_anchors.len(), 1);
+        assert_eq!(info.client_chain.len(), 1);
+        assert_eq!(info.mdx, MdxKind::None);
+        assert_eq!(info.port, 3307);
         let left = info.expiry.duration_since(SystemTime::now()).unwrap();
         assert!(
             left > Duration::from_secs(58 * 60) && left <= Duration::from_secs(3600),

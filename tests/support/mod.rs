@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use gcp_db_host::connector::{Config, Credentials};
-use gcp_db_host::Host;
+use gcp_db_host::connector::{Config, ConnectOptions, Credentials, Error, IpType, ResourceAny};
+use gcp_db_host::query::{Login, QueryError};
+use gcp_db_host::{ConnectorInstance, Host};
 use serde_json::Value;
 
 /// A value the environment must provide, with the way to provide it.
@@ -76,6 +77,41 @@ pub fn mysql() -> String {
 pub fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| Host::new().expect("wasmtime host"))
+}
+
+/// A connector made from `config` in a fresh component instance.
+pub async fn connector(config: Config) -> (ConnectorInstance, ResourceAny) {
+    let mut inst = host()
+        .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let connector = inst.new_connector(config).await.unwrap();
+    (inst, connector)
+}
+
+/// The test PostgreSQL's trust-auth superuser.
+pub fn superuser() -> Login {
+    Login {
+        user: "postgres".into(),
+        password: None,
+        database: "postgres".into(),
+    }
+}
+
+/// Connect options choosing `ip_type`.
+pub fn via(ip_type: IpType) -> ConnectOptions {
+    ConnectOptions {
+        ip_type: Some(ip_type),
+        ..ConnectOptions::default()
+    }
+}
+
+/// The connector's error of a query that must fail at connect.
+pub fn connect_error<T: std::fmt::Debug>(r: Result<T, QueryError>) -> Error {
+    match r {
+        Err(QueryError::Connect(e)) => e,
+        other => panic!("expected a connect error, got {other:?}"),
+    }
 }
 
 /// A running emulator, killed on drop.
@@ -150,13 +186,48 @@ impl Emulator {
         v["private_key"].as_str().unwrap().to_string()
     }
 
-    /// A connector config using the service-account key and this emulator.
+    /// A connector config using the service-account key and this emulator
+    /// (both Admin APIs).
     pub fn config(&self) -> Config {
         Config {
             credentials: Some(Credentials::Json(self.service_account_json())),
             admin_endpoint: Some(self.admin_endpoint()),
+            alloydb_admin_endpoint: Some(
+                self.ready["alloydb_admin_endpoint"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
             ..Config::default()
         }
+    }
+
+    /// The ready line's entry for `name`.
+    pub fn instance(&self, name: &str) -> &Value {
+        self.ready["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no instance {name} in {}", self.ready))
+    }
+
+    /// A token for `scope` (e.g. `cloud-platform`) from the emulator's
+    /// metadata server, as a caller holding its own token would have.
+    pub fn metadata_token(&self, scope: &str) -> String {
+        let url = format!(
+            "http://{}/computeMetadata/v1/instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/{scope}",
+            self.metadata_host()
+        );
+        let body = ureq::get(&url)
+            .header("Metadata-Flavor", "Google")
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["access_token"].as_str().unwrap().to_string()
     }
 
     fn control(&self, path: &str) -> String {
@@ -215,9 +286,27 @@ impl Emulator {
     /// Makes the proxy of `instance` present a `valid`, `wrong-ca` or
     /// `wrong-cn` certificate.
     pub fn set_server_cert(&self, instance: &str, mode: &str) {
-        ureq::post(&self.control(&format!("/instances/{instance}/server-cert")))
+        self.instance_control(instance, "server-cert", serde_json::json!({"mode": mode}));
+    }
+
+    /// Makes the AlloyDB proxy of `instance` answer the metadata exchange
+    /// `normal`ly, with an `error` (`message`), `truncated`, `oversized`,
+    /// `not-mdx` or `silent`.
+    pub fn set_mdx(&self, instance: &str, mode: &str, message: Option<&str>) {
+        self.instance_control(
+            instance,
+            "mdx",
+            serde_json::json!({"mode": mode, "message": message}),
+        );
+    }
+
+    /// POSTs `body` to the control endpoint `what` of `instance` (an AlloyDB
+    /// URI travels as one path segment).
+    fn instance_control(&self, instance: &str, what: &str, body: Value) {
+        let segment = instance.replace('/', "%2F");
+        ureq::post(&self.control(&format!("/instances/{segment}/{what}")))
             .content_type("application/json")
-            .send(format!(r#"{{"mode":"{mode}"}}"#))
+            .send(body.to_string())
             .unwrap();
     }
 }

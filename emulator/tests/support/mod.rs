@@ -293,3 +293,340 @@ pub fn startup_message(user: &str) -> Vec<u8> {
     .unwrap();
     buf.to_vec()
 }
+
+/// The test PostgreSQL (`GCPDB_TEST_PG`, `127.0.0.1:PORT`) that scripts/test starts: roles
+/// `postgres` (trust), `app`/`app-password` (SCRAM) and the emulator's IAM principals
+/// `connector-sa@emulator-project.iam` and `dev-user@example.com` (trust).
+pub fn test_postgres() -> String {
+    std::env::var("GCPDB_TEST_PG").unwrap_or_else(|_| {
+        panic!(
+            "GCPDB_TEST_PG is not set: run scripts/test, or start a PostgreSQL as it does \
+             (source scripts/common.sh; start_postgres DIR; export GCPDB_TEST_PG=127.0.0.1:$PGPORT)"
+        )
+    })
+}
+
+/// An emulator started inside the test process (its listeners run on the test's runtime).
+pub struct InProcess {
+    pub running: gcp_emulator::Running,
+    pub ready: Value,
+    _dir: TempDir,
+}
+
+impl InProcess {
+    pub fn control(&self) -> String {
+        self.ready["control_endpoint"].as_str().unwrap().to_string()
+    }
+
+    /// `GET /emulator/v1/calls`.
+    pub async fn calls(&self) -> Value {
+        http("GET", &format!("{}/calls", self.control()), &[], b"")
+            .await
+            .json()
+    }
+
+    /// `POST /emulator/v1/instances/{name}/{knob}` with `body`; `name` is percent-encoded
+    /// into one path segment.
+    pub async fn knob(&self, name: &str, knob: &str, body: Value) -> Resp {
+        let name = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        http(
+            "POST",
+            &format!("{}/instances/{name}/{knob}", self.control()),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+}
+
+/// Starts the emulator in-process with these instance specs (as given to `--instance`).
+pub async fn start_in_process(specs: &[String], token_lifetime_secs: u64) -> InProcess {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "gcp-emulator-inproc-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )));
+    let mut args: Vec<String> = specs
+        .iter()
+        .flat_map(|s| ["--instance".to_string(), s.clone()])
+        .collect();
+    args.extend([
+        "--state-dir".to_string(),
+        dir.0.display().to_string(),
+        "--token-lifetime-secs".to_string(),
+        token_lifetime_secs.to_string(),
+    ]);
+    let gcp_emulator::config::Command::Run(opts) = gcp_emulator::config::parse_args(args).unwrap()
+    else {
+        panic!("not a run command");
+    };
+    let running = gcp_emulator::start(opts).await.unwrap();
+    let ready = serde_json::to_value(&running.ready).unwrap();
+    InProcess {
+        running,
+        ready,
+        _dir: dir,
+    }
+}
+
+/// An access token of the emulator's service account with `scopes`, through the
+/// service-account JWT flow at the token endpoint.
+pub async fn sa_token(ready: &Value, scopes: &[&str]) -> String {
+    use rsa::pkcs8::DecodePrivateKey;
+    let token_uri = ready["token_endpoint"].as_str().unwrap();
+    let sa: Value = serde_json::from_str(
+        &std::fs::read_to_string(ready["service_account_file"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let key = RsaPrivateKey::from_pkcs8_pem(sa["private_key"].as_str().unwrap()).unwrap();
+    let jwt = gcp_emulator::jwt::sign_for_tests(
+        &key,
+        sa["private_key_id"].as_str(),
+        &serde_json::json!({"iss": sa["client_email"], "aud": token_uri, "iat": now(),
+                            "exp": now() + 3600, "scope": scopes.join(" ")}),
+    );
+    let r = http(
+        "POST",
+        token_uri,
+        &[FORM],
+        &form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &jwt),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+/// Dials `addr` as the AlloyDB connectors do (spec §6): TLS 1.3, only `ca_pem` trusted,
+/// standard webpki verification of the server for `name`, and `chain` (PEMs, leaf first)
+/// with `key` as the client identity.
+pub async fn dial_verified(
+    addr: std::net::SocketAddr,
+    name: ServerName<'static>,
+    ca_pem: &str,
+    chain: &[String],
+    key: &RsaPrivateKey,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for block in ::pem::parse_many(ca_pem).unwrap() {
+        roots
+            .add(CertificateDer::from(block.contents().to_vec()))
+            .unwrap();
+    }
+    let certs: Vec<CertificateDer<'static>> = chain
+        .iter()
+        .map(|p| CertificateDer::from(::pem::parse(p).unwrap().into_contents()))
+        .collect();
+    let key_der = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certs,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+        )
+        .unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// An AlloyDB `MetadataExchangeRequest{user_agent=1, auth_type=2, oauth2_token=3}` with its
+/// big-endian length, encoded by hand here so the tests do not trust the emulator's encoder.
+pub fn alloydb_mdx_request(user_agent: &str, auth_type: u8, token: &str) -> Vec<u8> {
+    let mut payload = Vec::new();
+    if !user_agent.is_empty() {
+        payload.push(0x0a);
+        put_varint(&mut payload, user_agent.len());
+        payload.extend_from_slice(user_agent.as_bytes());
+    }
+    if auth_type != 0 {
+        payload.extend_from_slice(&[0x10, auth_type]);
+    }
+    if !token.is_empty() {
+        payload.push(0x1a);
+        put_varint(&mut payload, token.len());
+        payload.extend_from_slice(token.as_bytes());
+    }
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads one AlloyDB `MetadataExchangeResponse` (length-prefixed; at most 16 KiB, as the
+/// connectors allow) and returns (response_code, error), decoded by hand.
+pub async fn read_alloydb_mdx_response<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> std::io::Result<(u64, String)> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 16 * 1024 {
+        return Err(std::io::Error::other(format!("response of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    let (mut code, mut error, mut i) = (0u64, String::new(), 0usize);
+    let varint = |i: &mut usize| {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let b = body[*i];
+            *i += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return v;
+            }
+        }
+    };
+    while i < body.len() {
+        match varint(&mut i) {
+            0x08 => code = varint(&mut i),
+            0x12 => {
+                let n = varint(&mut i) as usize;
+                error = String::from_utf8(body[i..i + n].to_vec()).unwrap();
+                i += n;
+            }
+            other => panic!("unexpected field key {other:#x} in {body:?}"),
+        }
+    }
+    Ok((code, error))
+}
+
+/// The (type, value) fields of an ErrorResponse body.
+pub fn pg_error_fields(
+    body: &postgres_protocol::message::backend::ErrorResponseBody,
+) -> Vec<(char, String)> {
+    use fallible_iterator::FallibleIterator;
+    body.fields()
+        .map(|f| {
+            Ok((
+                f.type_() as char,
+                String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            ))
+        })
+        .collect()
+        .unwrap()
+}
+
+/// A Postgres session over any stream, from an independent codec (`postgres-protocol`).
+pub struct Pg<S> {
+    pub stream: S,
+    buf: bytes::BytesMut,
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Pg<S> {
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    /// The next backend message (panics on EOF).
+    pub async fn next(&mut self) -> postgres_protocol::message::backend::Message {
+        loop {
+            if let Some(m) =
+                postgres_protocol::message::backend::Message::parse(&mut self.buf).unwrap()
+            {
+                return m;
+            }
+            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+        }
+    }
+
+    async fn send(&mut self, buf: bytes::BytesMut) {
+        self.stream.write_all(&buf).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Logs in as `user` to database `postgres`, answering a SCRAM-SHA-256 challenge with
+    /// `password`, up to ReadyForQuery. `Err` holds the fields of an ErrorResponse.
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<(), Vec<(char, String)>> {
+        use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+        use postgres_protocol::message::backend::Message;
+        use postgres_protocol::message::frontend;
+        let mut out = bytes::BytesMut::new();
+        frontend::startup_message([("user", user), ("database", "postgres")], &mut out).unwrap();
+        self.send(out).await;
+        let mut scram = None;
+        loop {
+            match self.next().await {
+                Message::AuthenticationSasl(_) => {
+                    let password = password.expect("the server asked for a password");
+                    let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                    let mut out = bytes::BytesMut::new();
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out).unwrap();
+                    self.send(out).await;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let s = scram.as_mut().unwrap();
+                    s.update(body.data()).unwrap();
+                    let mut out = bytes::BytesMut::new();
+                    frontend::sasl_response(s.message(), &mut out).unwrap();
+                    self.send(out).await;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    scram.take().unwrap().finish(body.data()).unwrap();
+                }
+                Message::AuthenticationOk
+                | Message::ParameterStatus(_)
+                | Message::BackendKeyData(_)
+                | Message::NoticeResponse(_) => {}
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(body) => return Err(pg_error_fields(&body)),
+                _ => panic!("unexpected message during login"),
+            }
+        }
+    }
+
+    /// Runs `sql` with the simple query protocol; returns the first column of each row.
+    pub async fn query(&mut self, sql: &str) -> Vec<String> {
+        use fallible_iterator::FallibleIterator;
+        use postgres_protocol::message::backend::Message;
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+        self.send(out).await;
+        let mut rows = Vec::new();
+        loop {
+            match self.next().await {
+                Message::RowDescription(_) | Message::CommandComplete(_) => {}
+                Message::DataRow(body) => {
+                    let first = body.ranges().next().unwrap().unwrap().unwrap();
+                    rows.push(String::from_utf8(body.buffer()[first].to_vec()).unwrap());
+                }
+                Message::ReadyForQuery(_) => return rows,
+                Message::ErrorResponse(body) => {
+                    panic!("query failed: {:?}", pg_error_fields(&body))
+                }
+                _ => panic!("unexpected message after a query"),
+            }
+        }
+    }
+
+    /// Sends Terminate.
+    pub async fn terminate(mut self) {
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::terminate(&mut out);
+        self.send(out).await;
+    }
+}

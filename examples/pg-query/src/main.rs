@@ -36,7 +36,8 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: pg-query [--admin-endpoint URL] [--token-endpoint URL] [--metadata-host HOST] \
+    "usage: pg-query [--admin-endpoint URL] [--alloydb-admin-endpoint URL] [--token-endpoint URL] \
+     [--metadata-host HOST] \
      [--credentials-file PATH | --access-token TOKEN] [--ip-type public|private|psc] \
      [--user U] [--password P] [--database D] [--connects N] INSTANCE SQL"
         .into()
@@ -49,6 +50,7 @@ fn env(name: &str) -> Option<String> {
 fn parse_args() -> Result<Args, String> {
     let mut config = Config {
         admin_endpoint: env("GCP_DB_ADMIN_ENDPOINT"),
+        alloydb_admin_endpoint: env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT"),
         token_endpoint: env("GCP_DB_TOKEN_ENDPOINT"),
         credentials: env("GCP_DB_ACCESS_TOKEN").map(|t| Credentials::AccessToken {
             api_token: t,
@@ -71,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match arg.as_str() {
             "--admin-endpoint" => config.admin_endpoint = Some(value(&arg)?),
+            "--alloydb-admin-endpoint" => config.alloydb_admin_endpoint = Some(value(&arg)?),
             "--token-endpoint" => config.token_endpoint = Some(value(&arg)?),
             "--metadata-host" => config.metadata_host = Some(value(&arg)?),
             "--credentials-file" => {

@@ -1,0 +1,625 @@
+//! The AlloyDB Admin API calls the connectors make (spec §3), under `/v1alpha/`, `/v1beta/`
+//! and `/v1/`, as REST/JSON with camelCase fields: `GET …/instances/I/connectionInfo` and
+//! `POST …/clusters/C:generateClientCertificate`. Served by the same HTTP server as the
+//! Cloud SQL Admin API; errors use the newer Google shape (`code`, `message`, `status`,
+//! `details`).
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::certs::{decode_public_key, issue_client_cert};
+use super::instance::AlloyDbInstance;
+use super::spec::{cluster_parent, valid_id, valid_project};
+use crate::admin::{bearer, prelude};
+use crate::calls::AdminMethod;
+use crate::errors::GoogleError;
+use crate::state::AppState;
+use crate::tokens::SCOPE_CLOUD_PLATFORM;
+
+/// `certDuration` when the request has none (the connectors ask for this anyway).
+pub const DEFAULT_CERT_DURATION: Duration = Duration::from_secs(3600);
+/// The shortest client certificate issued. Google documents 1 h to 24 h and treats the
+/// value as a hint; the emulator honours shorter ones down to this, so tests can reach a
+/// connector's "refresh now" path (under 4 minutes left) without waiting an hour.
+pub const MIN_CERT_DURATION: Duration = Duration::from_secs(60);
+/// The longest client certificate issued.
+pub const MAX_CERT_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// An AlloyDB Admin API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    /// `v1alpha` (the Go connector's).
+    V1Alpha,
+    /// `v1beta` (the Python connector's).
+    V1Beta,
+    /// `v1`, whose ConnectionInfo has no `pscDnsName`.
+    V1,
+}
+
+impl ApiVersion {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "v1alpha" => Some(Self::V1Alpha),
+            "v1beta" => Some(Self::V1Beta),
+            "v1" => Some(Self::V1),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::V1Alpha => "v1alpha",
+            Self::V1Beta => "v1beta",
+            Self::V1 => "v1",
+        }
+    }
+}
+
+/// A parsed AlloyDB Admin API path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The API version in the path.
+    pub version: ApiVersion,
+    /// [`AdminMethod::ConnectionInfo`] or [`AdminMethod::GenerateClientCertificate`].
+    pub method: AdminMethod,
+    /// Percent-decoded project (may be domain-scoped).
+    pub project: String,
+    /// Region.
+    pub region: String,
+    /// Cluster id.
+    pub cluster: String,
+    /// Instance id (`connectionInfo` only).
+    pub instance: Option<String>,
+}
+
+impl Route {
+    /// `projects/P/locations/R/clusters/C`.
+    pub fn cluster_parent(&self) -> String {
+        cluster_parent(&self.project, &self.region, &self.cluster)
+    }
+
+    /// The resource the call is about: the instance URI or the cluster.
+    pub fn resource(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{}/instances/{i}", self.cluster_parent()),
+            None => self.cluster_parent(),
+        }
+    }
+
+    /// The gRPC method name Google reports in error details.
+    fn rpc_method(&self) -> String {
+        let rpc = match self.method {
+            AdminMethod::ConnectionInfo => "GetConnectionInfo",
+            _ => "GenerateClientCertificate",
+        };
+        format!(
+            "google.cloud.alloydb.{}.AlloyDBAdmin.{rpc}",
+            self.version.as_str()
+        )
+    }
+
+    /// The IAM permission the call needs.
+    fn permission(&self) -> &'static str {
+        match self.method {
+            AdminMethod::ConnectionInfo => "alloydb.instances.connect",
+            _ => "alloydb.clusters.generateClientCertificate",
+        }
+    }
+}
+
+/// Parses `/{v}/projects/P/locations/R/clusters/C/instances/I/connectionInfo` and
+/// `/{v}/projects/P/locations/R/clusters/C:generateClientCertificate`, `{v}` one of
+/// `v1alpha`, `v1beta`, `v1`. The query string must already be gone; empty segments (from
+/// a trailing `/` on the configured endpoint) are ignored; segments are percent-decoded.
+pub fn parse_path(path: &str) -> Option<Route> {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let (version, rest) = segs.split_first()?;
+    let version = ApiVersion::parse(version)?;
+    let (p, r, c, i, method) = match rest {
+        ["projects", p, "locations", r, "clusters", c, "instances", i, "connectionInfo"] => {
+            (*p, *r, *c, Some(*i), AdminMethod::ConnectionInfo)
+        }
+        ["projects", p, "locations", r, "clusters", c] => {
+            let c = c.strip_suffix(":generateClientCertificate")?;
+            (*p, *r, c, None, AdminMethod::GenerateClientCertificate)
+        }
+        _ => return None,
+    };
+    if !valid_project(p) || !valid_id(r) || !valid_id(c) || !i.is_none_or(valid_id) {
+        return None;
+    }
+    Some(Route {
+        version,
+        method,
+        project: p.to_string(),
+        region: r.to_string(),
+        cluster: c.to_string(),
+        instance: i.map(str::to_string),
+    })
+}
+
+/// A `google.rpc.ErrorInfo` detail for `route`.
+fn error_info(reason: &str, route: &Route) -> Value {
+    json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {
+            "service": AdminMethod::ConnectionInfo.service(),
+            "method": route.rpc_method(),
+        },
+    })
+}
+
+/// 401: no bearer token, or one the emulator did not issue or that has expired.
+fn unauthenticated(route: &Route, missing: bool) -> GoogleError {
+    let (message, reason) = if missing {
+        (
+            "Request is missing required authentication credential. Expected OAuth 2 access \
+             token, login cookie or other valid authentication credential. See \
+             https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "CREDENTIALS_MISSING",
+        )
+    } else {
+        (
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, \
+             login cookie or other valid authentication credential. See \
+             https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+        )
+    };
+    GoogleError::new(401, message, "authError", "UNAUTHENTICATED")
+        .modern()
+        .with_detail(error_info(reason, route))
+}
+
+/// 403: the token lacks the cloud-platform scope.
+fn insufficient_scopes(route: &Route) -> GoogleError {
+    GoogleError::insufficient_scopes()
+        .modern()
+        .with_detail(error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT", route))
+}
+
+/// 403: a project the emulator does not know (Google cannot tell "no access" from "no such
+/// project" either).
+fn permission_denied(route: &Route) -> GoogleError {
+    let resource = route.resource();
+    GoogleError::new(
+        403,
+        format!(
+            "Permission '{}' denied on resource '//alloydb.googleapis.com/{resource}' (or it \
+             may not exist).",
+            route.permission()
+        ),
+        "forbidden",
+        "PERMISSION_DENIED",
+    )
+    .modern()
+    .with_detail(json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "IAM_PERMISSION_DENIED",
+        "domain": "alloydb.googleapis.com",
+        "metadata": {"permission": route.permission(), "resource": resource},
+    }))
+}
+
+/// 404 naming `resource`.
+fn not_found(resource: &str) -> GoogleError {
+    GoogleError::new(
+        404,
+        format!("Resource '{resource}' was not found"),
+        "notFound",
+        "NOT_FOUND",
+    )
+    .modern()
+    .with_detail(json!({
+        "@type": "type.googleapis.com/google.rpc.ResourceInfo",
+        "resourceName": resource,
+    }))
+}
+
+fn invalid_argument(message: impl Into<String>) -> GoogleError {
+    GoogleError::invalid_argument(message).modern()
+}
+
+/// Serves one AlloyDB Admin API call on `route`.
+pub async fn handle(
+    state: &AppState,
+    method: &Method,
+    route: Route,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let want = match route.method {
+        AdminMethod::ConnectionInfo => Method::GET,
+        _ => Method::POST,
+    };
+    if method != want {
+        let path = format!("/{}/{}", route.version.as_str(), route.resource());
+        return GoogleError::route_not_found(method.as_str(), &path)
+            .modern()
+            .into_response();
+    }
+    let key = route.resource();
+    if let Some(fault) = prelude(state, route.method, &key).await {
+        return fault.modern().into_response();
+    }
+    match answer(state, &route, headers, body) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn answer(
+    state: &AppState,
+    route: &Route,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, GoogleError> {
+    let token = bearer(headers).ok_or_else(|| unauthenticated(route, true))?;
+    let token = state
+        .tokens
+        .lookup_valid(token)
+        .ok_or_else(|| unauthenticated(route, false))?;
+    if !token.has_scope(SCOPE_CLOUD_PLATFORM) {
+        return Err(insufficient_scopes(route));
+    }
+    if !state.projects.contains(&route.project) {
+        return Err(permission_denied(route));
+    }
+    let parent = route.cluster_parent();
+    let Some(cluster) = state.alloydb_cluster(&parent) else {
+        return Err(not_found(&parent));
+    };
+    match route.method {
+        AdminMethod::ConnectionInfo => {
+            let uri = route.resource();
+            let inst = state.alloydb.get(&uri).ok_or_else(|| not_found(&uri))?;
+            Ok(connection_info_body(inst, route.version))
+        }
+        _ => {
+            let req = CertRequest::parse(body)?;
+            if let Some(p) = req.parent.as_deref().filter(|p| !p.is_empty()) {
+                if p != parent {
+                    return Err(invalid_argument(format!(
+                        "parent {p:?} in the request body does not match the cluster in the \
+                         URL, {parent:?}"
+                    )));
+                }
+            }
+            let public_key =
+                match (req.public_key.as_deref(), req.pem_csr.as_deref()) {
+                    (Some(k), _) if !k.trim().is_empty() => k,
+                    (_, Some(csr)) if !csr.trim().is_empty() => return Err(invalid_argument(
+                        "pemCsr is deprecated and not supported by this emulator; send publicKey",
+                    )),
+                    _ => return Err(invalid_argument("publicKey is required")),
+                };
+            let key = decode_public_key(public_key).map_err(invalid_argument)?;
+            let duration = match req.cert_duration.as_deref() {
+                None => DEFAULT_CERT_DURATION,
+                Some(d) => parse_duration(d)
+                    .map_err(|e| invalid_argument(format!("invalid certDuration {d:?}: {e}")))?,
+            };
+            let now = OffsetDateTime::now_utc();
+            let not_after = now + clamp_cert_duration(duration);
+            let ca = cluster.as_ref();
+            let cert =
+                issue_client_cert(ca, &key, now, not_after).map_err(GoogleError::internal)?;
+            let root = &ca.root.cert.pem;
+            Ok(json!({
+                "pemCertificateChain": [cert.pem, ca.intermediate.cert.pem, root],
+                "caCert": root,
+            }))
+        }
+    }
+}
+
+/// The `ConnectionInfo` of `inst`: camelCase, absent fields omitted (proto3 JSON), no
+/// `pscDnsName` in `v1`, whose message lacks it.
+pub fn connection_info_body(inst: &AlloyDbInstance, version: ApiVersion) -> Value {
+    let mut body = json!({
+        "name": format!("{}/connectionInfo", inst.uri()),
+        "ipAddress": inst.private_ip.to_string(),
+        "instanceUid": inst.uid,
+    });
+    if let Some(ip) = inst.public_ip {
+        body["publicIpAddress"] = json!(ip.to_string());
+    }
+    if let (Some(psc), false) = (&inst.psc, version == ApiVersion::V1) {
+        body["pscDnsName"] = json!(psc.dns_name);
+    }
+    body
+}
+
+/// `GenerateClientCertificateRequest`. Proto3 JSON parsers accept both the camelCase and
+/// the original field names.
+#[derive(Debug, Default, Deserialize)]
+struct CertRequest {
+    parent: Option<String>,
+    #[serde(rename = "publicKey", alias = "public_key")]
+    public_key: Option<String>,
+    #[serde(rename = "certDuration", alias = "cert_duration")]
+    cert_duration: Option<String>,
+    #[serde(rename = "pemCsr", alias = "pem_csr")]
+    pem_csr: Option<String>,
+    #[serde(rename = "requestId", alias = "request_id")]
+    #[allow(dead_code)] // Accepted, as Google does; retries need no deduplication here.
+    request_id: Option<String>,
+    #[serde(rename = "useMetadataExchange", alias = "use_metadata_exchange")]
+    #[allow(dead_code)] // The proxy always runs the exchange.
+    use_metadata_exchange: Option<bool>,
+}
+
+const REQUEST_FIELDS: &[&str] = &[
+    "parent",
+    "publicKey",
+    "public_key",
+    "certDuration",
+    "cert_duration",
+    "pemCsr",
+    "pem_csr",
+    "requestId",
+    "request_id",
+    "useMetadataExchange",
+    "use_metadata_exchange",
+];
+
+impl CertRequest {
+    /// Parses the body as Google does: JSON, an object, no unknown fields. An empty body is
+    /// an empty request.
+    fn parse(body: &[u8]) -> Result<Self, GoogleError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let bad = |e: String| invalid_argument(format!("Invalid JSON payload received. {e}"));
+        let value: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+        let Value::Object(map) = &value else {
+            return Err(bad("Expected a JSON object.".into()));
+        };
+        if let Some(unknown) = map.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "Unknown name \"{unknown}\": Cannot find field."
+            )));
+        }
+        // `null` means absent in proto3 JSON.
+        let map: Map<String, Value> = map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::from_value(Value::Object(map)).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// Parses a proto3 JSON `google.protobuf.Duration`: decimal seconds with at most nine
+/// fractional digits and an `s` suffix (`"3600s"`, `"1.5s"`). Negative durations are
+/// refused: a certificate cannot end before it starts.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    /// The proto's own limit, about 10 000 years.
+    const MAX_SECONDS: u64 = 315_576_000_000;
+    let body = s
+        .strip_suffix('s')
+        .ok_or("a Duration is seconds with an \"s\" suffix, e.g. \"3600s\"")?;
+    if body.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let (whole, frac) = match body.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (body, None),
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || frac.is_some_and(|f| !digits(f) || f.len() > 9) {
+        return Err("not a decimal number of seconds with at most 9 fractional digits".into());
+    }
+    let secs: u64 = whole
+        .parse()
+        .ok()
+        .filter(|n| *n <= MAX_SECONDS)
+        .ok_or("out of range")?;
+    let nanos = match frac {
+        Some(f) => format!("{f:0<9}")
+            .parse::<u32>()
+            .map_err(|e| e.to_string())?,
+        None => 0,
+    };
+    Ok(Duration::new(secs, nanos))
+}
+
+/// `d` within [[`MIN_CERT_DURATION`], [`MAX_CERT_DURATION`]].
+pub fn clamp_cert_duration(d: Duration) -> Duration {
+    d.clamp(MIN_CERT_DURATION, MAX_CERT_DURATION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(v: ApiVersion, m: AdminMethod, p: &str, c: &str, i: Option<&str>) -> Option<Route> {
+        Some(Route {
+            version: v,
+            method: m,
+            project: p.into(),
+            region: "us-central1".into(),
+            cluster: c.into(),
+            instance: i.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn parses_paths() {
+        use AdminMethod::{ConnectionInfo as Info, GenerateClientCertificate as Gen};
+        use ApiVersion::*;
+        assert_eq!(
+            parse_path(
+                "/v1alpha/projects/p/locations/us-central1/clusters/c/instances/i/connectionInfo"
+            ),
+            route(V1Alpha, Info, "p", "c", Some("i"))
+        );
+        assert_eq!(
+            parse_path(
+                "/v1beta/projects/p/locations/us-central1/clusters/c:generateClientCertificate"
+            ),
+            route(V1Beta, Gen, "p", "c", None)
+        );
+        // Domain-scoped projects, raw or percent-encoded; double slashes; v1.
+        assert_eq!(
+            parse_path("//v1/projects/example.com%3Aproj/locations/us-central1/clusters/c%3AgenerateClientCertificate"),
+            route(V1, Gen, "example.com:proj", "c", None)
+        );
+        assert_eq!(
+            parse_path("/v1/projects/example.com:proj/locations/us-central1/clusters/c/instances/i/connectionInfo"),
+            route(V1, Info, "example.com:proj", "c", Some("i"))
+        );
+        let r = route(V1, Info, "p", "c", Some("i")).unwrap();
+        assert_eq!(
+            r.cluster_parent(),
+            "projects/p/locations/us-central1/clusters/c"
+        );
+        assert_eq!(
+            r.resource(),
+            "projects/p/locations/us-central1/clusters/c/instances/i"
+        );
+        for bad in [
+            "/v2/projects/p/locations/r/clusters/c/instances/i/connectionInfo",
+            "/v1beta/projects/p/locations/r/clusters/c/instances/i",
+            "/v1beta/projects/p/locations/r/clusters/c/instances/i/other",
+            "/v1beta/projects/p/locations/r/clusters/c:other",
+            "/v1beta/projects/p/locations/r/clusters/c",
+            "/v1beta/projects/p/locations/r/clusters/c%2Fx:generateClientCertificate",
+            "/v1beta/projects/a:b:c/locations/r/clusters/c:generateClientCertificate",
+            "/v1beta/projects/p/locations/r/clusters/:generateClientCertificate",
+            "/v1beta/projects/p%ff/locations/r/clusters/c:generateClientCertificate",
+            "/v1/projects/p/instances/i/connectSettings",
+            "/sql/v1beta4/projects/p/instances/i/connectSettings",
+        ] {
+            assert_eq!(parse_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("3600s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0.000000001s"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "3600",
+            "-1s",
+            "1.s",
+            ".5s",
+            "1.0000000001s",
+            "abc",
+            "s",
+            "1e3s",
+            " 1s",
+            "315576000001s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            clamp_cert_duration(Duration::from_secs(1)),
+            MIN_CERT_DURATION
+        );
+        assert_eq!(
+            clamp_cert_duration(Duration::from_secs(90)),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            clamp_cert_duration(Duration::from_secs(100_000)),
+            MAX_CERT_DURATION
+        );
+    }
+
+    #[test]
+    fn parses_requests_like_proto_json() {
+        let r = CertRequest::parse(
+            br#"{"parent":"projects/p/locations/r/clusters/c","certDuration":"3600s",
+                "publicKey":"k","useMetadataExchange":true,"requestId":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.public_key.as_deref(), Some("k"));
+        assert_eq!(r.cert_duration.as_deref(), Some("3600s"));
+        let r = CertRequest::parse(br#"{"public_key":"k","cert_duration":null}"#).unwrap();
+        assert_eq!(r.public_key.as_deref(), Some("k"));
+        assert_eq!(r.cert_duration, None);
+        assert!(CertRequest::parse(b"").unwrap().public_key.is_none());
+        for bad in [
+            &br#"{"publicKey":"k","colour":1}"#[..],
+            b"[]",
+            b"{",
+            br#"{"certDuration":3600}"#,
+        ] {
+            let e = CertRequest::parse(bad).unwrap_err();
+            assert_eq!((e.code, e.status), (400, "INVALID_ARGUMENT"));
+            assert!(
+                e.message.starts_with("Invalid JSON payload received."),
+                "{}",
+                e.message
+            );
+        }
+        let e = CertRequest::parse(br#"{"colour":1}"#).unwrap_err();
+        assert!(
+            e.message.contains("Unknown name \"colour\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn error_shapes() {
+        let r = route(
+            ApiVersion::V1Beta,
+            AdminMethod::ConnectionInfo,
+            "p",
+            "c",
+            Some("i"),
+        )
+        .unwrap();
+        let body = not_found(&r.resource()).body();
+        assert_eq!(body["error"]["code"], 404);
+        assert_eq!(body["error"]["status"], "NOT_FOUND");
+        assert_eq!(
+            body["error"]["message"],
+            "Resource 'projects/p/locations/us-central1/clusters/c/instances/i' was not found"
+        );
+        assert!(body["error"].get("errors").is_none());
+        let body = insufficient_scopes(&r).body();
+        assert_eq!(body["error"]["code"], 403);
+        assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(
+            body["error"]["details"][0]["reason"],
+            "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
+        );
+        assert_eq!(
+            body["error"]["details"][0]["metadata"]["method"],
+            "google.cloud.alloydb.v1beta.AlloyDBAdmin.GetConnectionInfo"
+        );
+        let body = unauthenticated(&r, true).body();
+        assert_eq!(
+            (
+                body["error"]["code"].as_u64(),
+                body["error"]["status"].as_str()
+            ),
+            (Some(401), Some("UNAUTHENTICATED"))
+        );
+        let body = permission_denied(&r).body();
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Permission 'alloydb.instances.connect' denied on resource"));
+    }
+}

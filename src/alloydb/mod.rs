@@ -1,0 +1,7 @@
+//! AlloyDB: instance URIs, the two Admin API calls, the refresh that turns
+//! their answers into what a dial needs, and the metadata exchange.
+
+pub(crate) mod admin;
+pub(crate) mod instance_uri;
+pub(crate) mod mdx;
+pub(crate) mod refresh;

@@ -1,0 +1,168 @@
+//! What every Google API call shares: the base URL, the headers (token, user
+//! agent, quota project), and the reading of Google's error answers.
+
+use serde::Deserialize;
+
+use std::time::Instant;
+
+use crate::http::{Pending, Request, Response};
+use crate::{retry, ApiError, Error};
+
+/// A Google API at `base` (no trailing slash), called with these headers.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiClient {
+    base: String,
+    user_agent: String,
+    quota_project: Option<String>,
+}
+
+impl ApiClient {
+    pub(crate) fn new(base: &str, user_agent: String, quota_project: Option<String>) -> Self {
+        Self {
+            // Google's clients build `{endpoint}/{version}/...`.
+            base: base.trim_end_matches('/').to_string(),
+            user_agent,
+            quota_project,
+        }
+    }
+
+    /// `{base}/{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    /// `req` with the token, the user agent and the quota project.
+    pub(crate) fn authorize(&self, mut req: Request, api_token: &str) -> Request {
+        req = req
+            .header("authorization", format!("Bearer {api_token}"))
+            .header("user-agent", self.user_agent.clone())
+            .header("x-goog-api-client", self.user_agent.clone());
+        if let Some(p) = &self.quota_project {
+            req = req.header("x-goog-user-project", p.clone());
+        }
+        req
+    }
+
+    /// A JSON POST of `body` to `path`.
+    pub(crate) fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        api_token: &str,
+    ) -> Result<Request, Error> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Error::InvalidConfig(format!("cannot encode the request: {e}")))?;
+        Ok(self.authorize(
+            Request::post(self.url(path), "application/json", body),
+            api_token,
+        ))
+    }
+
+    /// A GET of `path`.
+    pub(crate) fn get(&self, path: &str, api_token: &str) -> Request {
+        self.authorize(Request::get(self.url(path)), api_token)
+    }
+}
+
+/// Google's JSON error body.
+#[derive(Deserialize)]
+struct GoogleErrorBody {
+    error: GoogleError,
+}
+
+#[derive(Deserialize)]
+struct GoogleError {
+    message: Option<String>,
+    status: Option<String>,
+}
+
+/// Waits for the call `req` already in flight (retrying 5xx answers, see
+/// `retry`) and returns its successful response; an error status becomes
+/// [`Error::AdminApi`] for `call`.
+pub(crate) fn finish(
+    pending: Pending,
+    req: &Request,
+    deadline: Instant,
+    call: impl FnOnce() -> String,
+) -> Result<Response, Error> {
+    retry::finish_with_retry(pending, req, deadline).and_then(|r| check_status(call(), r))
+}
+
+/// Passes a success through; turns an error status into [`Error::AdminApi`]
+/// with Google's `error.message` and `error.status`.
+pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Error> {
+    if resp.is_success() {
+        return Ok(resp);
+    }
+    let (code, message) = match serde_json::from_slice::<GoogleErrorBody>(&resp.body) {
+        Ok(b) => (
+            b.error.status.unwrap_or_default(),
+            b.error.message.unwrap_or_default(),
+        ),
+        Err(_) => (String::new(), body_excerpt(&resp.body)),
+    };
+    Err(Error::AdminApi(ApiError {
+        call,
+        status: resp.status,
+        code,
+        message,
+    }))
+}
+
+/// The start of a non-JSON error body, as text, for the error message.
+fn body_excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    if body.len() > MAX {
+        format!("{text}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_googles_headers() {
+        let api = ApiClient::new("http://127.0.0.1:9/", "ua/1".into(), Some("quota-p".into()));
+        let r = api.get("v1/x", "tok");
+        assert_eq!(r.url, "http://127.0.0.1:9/v1/x");
+        assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
+        assert!(r
+            .headers
+            .contains(&("x-goog-user-project", "quota-p".into())));
+        assert!(r.headers.contains(&("user-agent", "ua/1".into())));
+    }
+
+    #[test]
+    fn passes_googles_error_message_through() {
+        let resp = Response {
+            status: 404,
+            body: br#"{"error":{"code":404,"message":"The Cloud SQL instance does not exist.","errors":[{"reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}}"#.to_vec(),
+        };
+        match check_status("connectSettings for p:r:i".into(), resp) {
+            Err(Error::AdminApi(e)) => {
+                assert_eq!(e.status, 404);
+                assert_eq!(e.code, "NOT_FOUND");
+                assert_eq!(e.message, "The Cloud SQL instance does not exist.");
+            }
+            other => panic!("{other:?}"),
+        }
+        let resp = Response {
+            status: 502,
+            body: b"Bad Gateway\n".to_vec(),
+        };
+        match check_status("c".into(), resp) {
+            Err(Error::AdminApi(e)) => assert_eq!(e.message, "Bad Gateway"),
+            other => panic!("{other:?}"),
+        }
+        let ok = Response {
+            status: 200,
+            body: vec![],
+        };
+        assert!(check_status("c".into(), ok).is_ok());
+    }
+}
