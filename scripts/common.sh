@@ -9,6 +9,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gcp-db-connector/target}
 WASM_DIR=$CARGO_TARGET_DIR/wasm32-wasip2/wasm
 export GCP_DB_CONNECTOR_WASM=$WASM_DIR/gcp_db_connector_component.wasm
+# The world connector-component-kv: the same component importing wasi:keyvalue.
+export GCP_DB_CONNECTOR_KV_WASM=$WASM_DIR/gcp_db_connector_component_kv.wasm
+export GCPDB_MESSAGES_HTTP=$WASM_DIR/messages_http.wasm
+export GCPDB_MESSAGES_COMPOSED=$WASM_DIR/messages_composed.wasm
 export GCPDB_PG_QUERY=$WASM_DIR/pg-query.wasm
 export GCPDB_MYSQL_QUERY=$WASM_DIR/mysql-query.wasm
 export GCPDB_EMULATOR=$CARGO_TARGET_DIR/release/gcp-emulator
@@ -39,8 +43,16 @@ setup() {
 
 build() {
   log "building the component and the example guests (wasm32-wasip2)"
+  # Three builds, because one build unifies features: the component with
+  # wasi:keyvalue (kept under its own name), the examples (messages-http turns
+  # wasi-keyvalue on in the library), and last the plain component alone.
   (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
-    -p gcp-db-connector-component -p pg-query -p mysql-query)
+    -p gcp-db-connector-component --features keyvalue)
+  cp "$GCP_DB_CONNECTOR_WASM" "$GCP_DB_CONNECTOR_KV_WASM"
+  (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
+    -p pg-query -p mysql-query -p messages-http -p messages-composed)
+  (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
+    -p gcp-db-connector-component)
   log "building the emulator and the wasmtime host"
   (cd "$ROOT" && cargo build --locked --release -p gcp-emulator -p gcp-db-host)
 }

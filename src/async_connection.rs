@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::dial::remaining;
+use crate::dial::{remaining, Plan};
 use crate::mdx::{self, Exchange};
 use crate::socket::AsyncSocket;
 use crate::{tls, ConnectOptions, ConnectTimings, Connector, Error};
@@ -42,7 +42,16 @@ impl Connector {
         instance: &str,
         options: &ConnectOptions,
     ) -> Result<AsyncConnection, Error> {
-        let mut plan = self.plan(instance, options)?;
+        let plan = self.plan(instance, options)?;
+        let from_store = plan.timings.from_store;
+        match self.dial_async(plan).await {
+            // As in `connect`: a stale shared entry gets one retry, refreshed.
+            Err(_) if from_store => self.dial_async(self.plan(instance, options)?).await,
+            result => result,
+        }
+    }
+
+    async fn dial_async(&self, mut plan: Plan) -> Result<AsyncConnection, Error> {
         let deadline = Instant::now() + self.config().dial_timeout;
         let addr = Self::socket_addr(&plan.target, plan.port)?;
 

@@ -27,6 +27,8 @@ pub struct ConnectTimings {
     pub total: Duration,
     /// The certificate came from the cache: no Admin API call was made.
     pub cached: bool,
+    /// It came from the host store (another instance's refresh).
+    pub from_store: bool,
 }
 
 /// A blocking, encrypted connection to the instance. Bytes written are the

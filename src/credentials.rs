@@ -63,7 +63,6 @@ impl fmt::Debug for Credentials {
 pub(crate) struct Secret(String);
 
 impl Secret {
-    #[cfg(test)]
     pub(crate) fn new(secret: String) -> Self {
         Self(secret)
     }

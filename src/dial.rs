@@ -22,6 +22,7 @@ use crate::key::{ClientKey, KeySlot};
 use crate::mdx::{self, Exchange};
 use crate::refresh::Refresher;
 use crate::socket::Socket;
+use crate::store::{Found, SharedCache};
 use crate::{
     alloydb, cloudsql, tls, Config, ConnectOptions, ConnectTimings, Connection, Error, Instance,
     IpType,
@@ -39,6 +40,8 @@ const USER_AGENT: &str = concat!("gcp-db-connector/", env!("CARGO_PKG_VERSION"))
 pub(crate) struct Prepared {
     pub info: ConnectionInfo,
     pub tls: Arc<ClientConfig>,
+    /// Loaded from the host store rather than refreshed.
+    pub from_store: bool,
 }
 
 impl Expiring for Prepared {
@@ -57,6 +60,7 @@ pub struct Connector {
     tokens: TokenSource,
     key: KeySlot,
     cache: Cache<Prepared>,
+    shared: Option<SharedCache>,
     config: Config,
 }
 
@@ -123,6 +127,10 @@ impl Connector {
                 None => KeySlot::default(),
             },
             cache: Cache::new(),
+            shared: config
+                .store
+                .clone()
+                .map(|s| SharedCache::new(s, config.store_private_key)),
             config,
         })
     }
@@ -131,14 +139,25 @@ impl Connector {
     /// AlloyDB instance `projects/P/locations/R/clusters/C/instances/I` and
     /// returns the encrypted connection, ready for the database protocol.
     pub fn connect(&self, instance: &str, options: &ConnectOptions) -> Result<Connection, Error> {
-        let mut plan = self.plan(instance, options)?;
+        let plan = self.plan(instance, options)?;
+        let from_store = plan.timings.from_store;
+        match self.dial(plan) {
+            // Another instance's entry may be out of date (the instance moved,
+            // its CA rotated): it is forgotten now, so one more try refreshes.
+            Err(_) if from_store => self.dial(self.plan(instance, options)?),
+            result => result,
+        }
+    }
+
+    /// TCP, TLS and the exchange for `plan`; a failure marks its entry stale.
+    fn dial(&self, mut plan: Plan) -> Result<Connection, Error> {
         let dial_deadline = Instant::now() + self.config.dial_timeout;
 
         let tcp_started = Instant::now();
         let mut tcp = self
             .dial_tcp(&plan.target, plan.port, dial_deadline)
             .map(Socket)
-            .inspect_err(|_| self.cache.invalidate(&plan.key))?;
+            .inspect_err(|_| self.invalidate(&plan.key))?;
         plan.timings.tcp = tcp_started.elapsed();
 
         let tls_started = Instant::now();
@@ -150,7 +169,7 @@ impl Connector {
             dial_deadline,
             exchange.as_ref(),
         )
-        .inspect_err(|_| self.cache.invalidate(&plan.key))?;
+        .inspect_err(|_| self.invalidate(&plan.key))?;
         plan.timings.tls = tls_started.elapsed();
         plan.timings.total = plan.started.elapsed();
         Ok(Connection::new(conn, tcp, plan.timings))
@@ -188,11 +207,24 @@ impl Connector {
 
         let mut timings = ConnectTimings::default();
         let (prepared, cached) = self.cache.get_or_refresh(&key, deadline, || {
-            let (info, client_key) = self.refresh(&key, deadline, &mut timings)?;
-            let tls = tls::client_config(&info, &client_key, &key.name)?;
-            Ok(Prepared { info, tls })
+            let mut refresh = || self.refresh(&key, deadline, &mut timings);
+            let found = match &self.shared {
+                Some(shared) => shared.get_or_refresh(&key, &self.key, deadline, refresh)?,
+                None => refresh().map(|(info, key)| Found {
+                    info,
+                    key,
+                    from_store: false,
+                })?,
+            };
+            let tls = tls::client_config(&found.info, &found.key, &key.name)?;
+            Ok(Prepared {
+                info: found.info,
+                tls,
+                from_store: found.from_store,
+            })
         })?;
-        timings.cached = cached;
+        timings.from_store = !cached && prepared.from_store;
+        timings.cached = cached || prepared.from_store;
         let target = prepared.info.target(ip_type, &key.name)?;
         Ok(Plan {
             target,
@@ -267,9 +299,13 @@ impl Connector {
         &self.config
     }
 
-    #[cfg(feature = "tokio")]
+    /// After a failed dial, handshake or exchange: the next connect
+    /// refreshes, here and in every instance sharing the store.
     pub(crate) fn invalidate(&self, key: &CacheKey) {
         self.cache.invalidate(key);
+        if let Some(shared) = &self.shared {
+            shared.forget(key);
+        }
     }
 }
 

@@ -49,6 +49,18 @@ impl ClientKey {
         Self::from_private(&key)
     }
 
+    /// A key kept in a host store (PKCS#8 DER), as [`Self::pkcs8_der`] wrote it.
+    pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
+        let key = RsaPrivateKey::from_pkcs8_der(der)
+            .map_err(|_| Error::InvalidConfig("the stored key is not an RSA PKCS#8 key".into()))?;
+        Self::from_private(&key)
+    }
+
+    /// The private key, PKCS#8 DER (for a host store).
+    pub(crate) fn pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8_der
+    }
+
     fn from_private(key: &RsaPrivateKey) -> Result<Self, Error> {
         let public = key.to_public_key();
         Ok(Self {
@@ -91,6 +103,19 @@ impl KeySlot {
     /// A slot holding the caller's key; nothing is generated.
     pub(crate) fn with_key(key: ClientKey) -> Self {
         Self(Mutex::new(Some(Arc::new(key))))
+    }
+
+    /// The key, if there is one yet.
+    pub(crate) fn current(&self) -> Option<Arc<ClientKey>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adopts `key` (one a host store kept) unless the slot has one already.
+    pub(crate) fn offer(&self, key: Arc<ClientKey>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(key);
     }
 
     /// The key, and whether this call generated it.

@@ -34,11 +34,12 @@
 //! (`gcp:db-connector/connector`) is this library behind the thin export glue
 //! of the `gcp-db-connector-component` crate.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod alloydb;
@@ -61,6 +62,7 @@ mod mdx;
 mod refresh;
 mod retry;
 mod socket;
+mod store;
 #[cfg(test)]
 mod test_certs;
 mod tls;
@@ -78,6 +80,9 @@ pub use credentials::{Credentials, DEFAULT_METADATA_HOST, DEFAULT_TOKEN_ENDPOINT
 pub use dial::{Connector, ALLOYDB_PORT, CLOUD_SQL_PORT};
 pub use error::{ApiError, Error, VerificationCheck};
 pub use instance_name::{Instance, InstanceName};
+pub use store::{Store, LEASE_WAIT};
+#[cfg(all(target_os = "wasi", feature = "wasi-keyvalue"))]
+pub use wasi::keyvalue::open_wasi_keyvalue;
 
 /// Which address of the instance to dial. Unless told, Cloud SQL dials
 /// public (Google's default there) and AlloyDB private (AlloyDB's).
@@ -144,6 +149,16 @@ pub struct Config {
     /// as Go's `WithRSAKey`: for hosts that keep one in a secret and want no
     /// key generation. `None`: a fresh RSA-2048 key made on first connect.
     pub rsa_private_key: Option<String>,
+    /// A host store that outlives the component instance (see [`Store`]):
+    /// connection info is shared through it with later instances, so a
+    /// fresh instance per request needs no key generation and no Admin API
+    /// call. `None`: the cache lives as long as the connector.
+    pub store: Option<Arc<dyn Store>>,
+    /// Keep the RSA private key in the store with the certificate (default).
+    /// Off: the key stays in the instance, and a stored certificate serves
+    /// only connectors with the same key (`rsa_private_key`); others generate
+    /// a key and refresh.
+    pub store_private_key: bool,
     /// Bound on one certificate refresh (tokens and Admin API calls).
     pub refresh_timeout: Duration,
     /// Bound on the TCP connect and TLS handshake.
@@ -163,6 +178,8 @@ impl Default for Config {
             quota_project: None,
             user_agent: None,
             rsa_private_key: None,
+            store: None,
+            store_private_key: true,
             // Google's connectors bound a refresh by 60 s.
             refresh_timeout: Duration::from_secs(60),
             dial_timeout: Duration::from_secs(30),
@@ -186,6 +203,8 @@ impl fmt::Debug for Config {
                 "rsa_private_key",
                 &self.rsa_private_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("store", &self.store.as_ref().map(|_| "<host store>"))
+            .field("store_private_key", &self.store_private_key)
             .field("refresh_timeout", &self.refresh_timeout)
             .field("dial_timeout", &self.dial_timeout)
             .finish()

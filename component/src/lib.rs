@@ -4,6 +4,11 @@
 //!
 //! A separate crate, so that Rust guests using the library neither export the
 //! interface themselves nor overwrite this artifact when they build.
+//!
+//! With the `keyvalue` feature it is the world `connector-component-kv`: the
+//! library's `wasi-keyvalue` feature adds the `wasi:keyvalue` imports, and
+//! connection info is shared across instances through the bucket named by
+//! `store-bucket`.
 
 // Only a wasm32-wasip2 build is a component; natively this crate is empty.
 #![cfg(target_os = "wasi")]
@@ -66,7 +71,7 @@ impl ConnectorResource {
 
 impl wit::GuestConnector for ConnectorResource {
     fn new(config: wit::Config) -> Self {
-        Self(Connector::new(from_wit_config(config)))
+        Self(from_wit_config(config).and_then(Connector::new))
     }
 
     fn connect(
@@ -159,10 +164,23 @@ fn from_wit_ip_type(t: wit::IpType) -> IpType {
     }
 }
 
-fn from_wit_config(c: wit::Config) -> Config {
+fn from_wit_config(c: wit::Config) -> Result<Config, Error> {
     let defaults = Config::default();
     let ms = |v: Option<u32>, d: Duration| v.map_or(d, |v| Duration::from_millis(v.into()));
-    Config {
+    let store = match c.store_bucket {
+        None => None,
+        #[cfg(feature = "keyvalue")]
+        Some(bucket) => Some(gcp_db_connector::open_wasi_keyvalue(&bucket)?),
+        #[cfg(not(feature = "keyvalue"))]
+        Some(_) => {
+            return Err(Error::InvalidConfig(
+                "store-bucket needs the wasi:keyvalue build of the component \
+                 (gcp_db_connector_component_kv.wasm, world connector-component-kv)"
+                    .into(),
+            ))
+        }
+    };
+    Ok(Config {
         credentials: c.credentials.map(|c| match c {
             wit::Credentials::AccessToken(t) => Credentials::AccessToken {
                 api_token: t.api_token,
@@ -180,9 +198,11 @@ fn from_wit_config(c: wit::Config) -> Config {
         quota_project: c.quota_project,
         user_agent: c.user_agent,
         rsa_private_key: c.rsa_private_key,
+        store,
+        store_private_key: c.store_private_key.unwrap_or(defaults.store_private_key),
         refresh_timeout: ms(c.refresh_timeout_ms, defaults.refresh_timeout),
         dial_timeout: ms(c.dial_timeout_ms, defaults.dial_timeout),
-    }
+    })
 }
 
 fn to_wit_timings(t: ConnectTimings) -> wit::ConnectTimings {
@@ -195,6 +215,7 @@ fn to_wit_timings(t: ConnectTimings) -> wit::ConnectTimings {
         tls_us: us(t.tls),
         total_us: us(t.total),
         cached: t.cached,
+        from_store: t.from_store,
     }
 }
 

@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmtime::Store;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::I32Exit;
 
-use crate::{wasi_builder, Host, State};
+use crate::{wasi_builder, Host};
 
 /// Captured stdout or stderr larger than this traps the guest; far above what
 /// a test or benchmark prints, and it bounds a runaway guest's memory use.
@@ -27,6 +26,10 @@ pub struct CommandOptions {
     /// stdout and stderr are captured into [`CommandOutput`] and stdin is
     /// empty.
     pub inherit_stdio: bool,
+    /// Link the host's shared [`KeyValueStore`](crate::KeyValueStore)
+    /// (`wasi:keyvalue/store` and `atomics`). A command importing
+    /// `wasi:keyvalue` runs only with this on.
+    pub keyvalue: bool,
 }
 
 /// What a command produced.
@@ -48,14 +51,15 @@ impl Host {
     /// A guest failure (`run` returning `err`, `exit(n)` with `n != 0`, which
     /// includes a Rust `main` returning `Err`) gives `success == false`. Traps
     /// (a panic with `panic = "abort"`, `unreachable`) and host problems
-    /// (missing file, unsatisfied imports) are `Err`.
+    /// (missing file, unsatisfied imports, a `wasi:keyvalue` import without
+    /// [`CommandOptions::keyvalue`]) are `Err`.
     pub async fn run_command(
         &self,
         wasm: &Path,
         opts: &CommandOptions,
     ) -> wasmtime::Result<CommandOutput> {
         let component = self.component(wasm)?;
-        let pre = CommandPre::new(self.linker.instantiate_pre(&component)?)?;
+        let pre = CommandPre::new(self.instance_pre(&component, opts.keyvalue)?)?;
 
         let argv0 = wasm
             .file_name()
@@ -73,7 +77,7 @@ impl Host {
             Some((stdout, stderr))
         };
 
-        let mut store = Store::new(&self.engine, State::new(builder.build()));
+        let mut store = self.new_store(builder.build(), opts.keyvalue);
         let command = pre.instantiate_async(&mut store).await?;
         let result = command.wasi_cli_run().call_run(&mut store).await;
         // Release the store (and its clones of the pipes) before reading them.

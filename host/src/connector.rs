@@ -1,6 +1,9 @@
 //! Calling the connector component's `gcp:db-connector/connector` exports
 //! directly, the way a serverless host would: one fresh store and instance per
-//! [`Host::instantiate_connector`].
+//! [`Host::instantiate_connector`]. The `connector-component-kv` build keeps
+//! its certificate cache in `wasi:keyvalue`; instantiate it with
+//! [`Host::instantiate_connector_with`] and [`ConnectorOptions::keyvalue`] so
+//! successive instances share the host's store.
 //!
 //! ```no_run
 //! # async fn demo() -> wasmtime::Result<()> {
@@ -83,6 +86,8 @@ impl Default for Config {
             quota_project: None,
             user_agent: None,
             rsa_private_key: None,
+            store_bucket: None,
+            store_private_key: None,
             refresh_timeout_ms: None,
             dial_timeout_ms: None,
         }
@@ -103,13 +108,29 @@ impl Default for ConnectOptions {
 /// the build output [`find_component`] looks for.
 pub const COMPONENT_ENV: &str = "GCP_DB_CONNECTOR_WASM";
 
+/// Environment variable naming the `connector-component-kv` build, overriding
+/// the build output [`find_component_kv`] looks for.
+pub const COMPONENT_KV_ENV: &str = "GCP_DB_CONNECTOR_KV_WASM";
+
 /// Where the connector component is: `$GCP_DB_CONNECTOR_WASM` if set (even if
 /// missing, so a typo is not silently replaced), else the first existing
 /// build in `$CARGO_TARGET_DIR` (or the workspace's `target/`) under
-/// `wasm32-wasip2/wasm/` (the project's wasm profile) or `wasm32-wasip2/release/`, as `gcp_db_connector_component.wasm` (the
-/// `component/` crate) or `gcp_db_connector.wasm`.
+/// `wasm32-wasip2/wasm/` (the project's wasm profile) or
+/// `wasm32-wasip2/release/`, as `gcp_db_connector_component.wasm` (the
+/// `component/` crate).
 pub fn find_component() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(COMPONENT_ENV).filter(|v| !v.is_empty()) {
+    find_build(COMPONENT_ENV, "gcp_db_connector_component.wasm")
+}
+
+/// [`find_component`] for the build with the `wasi:keyvalue` cache (world
+/// `connector-component-kv`): `$GCP_DB_CONNECTOR_KV_WASM`, else
+/// `gcp_db_connector_component_kv.wasm` in the same places.
+pub fn find_component_kv() -> Option<PathBuf> {
+    find_build(COMPONENT_KV_ENV, "gcp_db_connector_component_kv.wasm")
+}
+
+fn find_build(env: &str, file_name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         return path.exists().then_some(path);
     }
@@ -119,13 +140,22 @@ pub fn find_component() -> Option<PathBuf> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     ["wasm", "release"]
         .iter()
-        .map(|profile| {
-            target
-                .join("wasm32-wasip2")
-                .join(profile)
-                .join("gcp_db_connector_component.wasm")
-        })
+        .map(|profile| target.join("wasm32-wasip2").join(profile).join(file_name))
         .find(|path| path.exists())
+}
+
+/// How to instantiate the connector component.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorOptions {
+    /// Environment variables, the only ones the guest sees.
+    pub env: Vec<(String, String)>,
+    /// Directories preopened read-only: `(host path, guest path)`, e.g. for
+    /// a credentials file.
+    pub dirs: Vec<(PathBuf, String)>,
+    /// Link the host's shared [`KeyValueStore`](crate::KeyValueStore): needed
+    /// by the `connector-component-kv` build, which refuses to instantiate
+    /// without it; the plain build ignores it.
+    pub keyvalue: bool,
 }
 
 /// One instance of the connector component in its own store.
@@ -144,17 +174,38 @@ impl Host {
     /// exactly the environment variables `env` and the read-only preopened
     /// directories `dirs` (`(host path, guest path)`), e.g. for a credentials
     /// file. The guest's stdout and stderr are the host's.
+    ///
+    /// Without the shared key-value store; see
+    /// [`Host::instantiate_connector_with`].
     pub async fn instantiate_connector(
         &self,
         wasm: &Path,
         env: Vec<(String, String)>,
         dirs: Vec<(PathBuf, String)>,
     ) -> wasmtime::Result<ConnectorInstance> {
+        let opts = ConnectorOptions {
+            env,
+            dirs,
+            keyvalue: false,
+        };
+        self.instantiate_connector_with(wasm, &opts).await
+    }
+
+    /// Instantiates the connector component at `wasm` in a fresh store as
+    /// `opts` says: with [`ConnectorOptions::keyvalue`], the instance shares
+    /// the host's [`KeyValueStore`](crate::KeyValueStore) with every other
+    /// instance that enables it, as per-request instances on a serverless
+    /// host do.
+    pub async fn instantiate_connector_with(
+        &self,
+        wasm: &Path,
+        opts: &ConnectorOptions,
+    ) -> wasmtime::Result<ConnectorInstance> {
         let component = self.component(wasm)?;
-        let pre = ConnectorComponentPre::new(self.linker.instantiate_pre(&component)?)?;
-        let mut builder = wasi_builder(&env, &dirs)?;
+        let pre = ConnectorComponentPre::new(self.instance_pre(&component, opts.keyvalue)?)?;
+        let mut builder = wasi_builder(&opts.env, &opts.dirs)?;
         builder.inherit_stdout().inherit_stderr();
-        let mut store = Store::new(&self.engine, State::new(builder.build()));
+        let mut store = self.new_store(builder.build(), opts.keyvalue);
         let bindings = pre.instantiate_async(&mut store).await?;
         Ok(ConnectorInstance { store, bindings })
     }

@@ -7,10 +7,17 @@
 //! - `wasi:cli/run` commands with [`Host::run_command`], capturing their
 //!   output (see [`command`]);
 //! - the connector component with [`Host::instantiate_connector`], calling its
-//!   `gcp:db-connector/connector` exports directly (see [`connector`]).
+//!   `gcp:db-connector/connector` exports directly (see [`connector`]);
+//! - `wasi:http/proxy` components behind an HTTP server with [`Host::serve`],
+//!   a fresh instance per request like `wasmtime serve` (see [`serve`]).
 //!
 //! Every guest gets the same network policy ([`policy`]): TCP and HTTP to the
-//! local machine only, no UDP.
+//! local machine only, no UDP. Each use can also give the guest the host's
+//! [`KeyValueStore`] (`wasi:keyvalue`, see [`keyvalue`]), one store shared by
+//! every instance, so data outlives the per-request instances of `serve`.
+//!
+//! [`compose`] plugs one component's exports into another's imports, as
+//! `wac plug` does.
 //!
 //! Compiled components are cached on disk by wasmtime (so a test run after
 //! the first does not pay for Cranelift again) and in memory per path.
@@ -33,32 +40,43 @@
 #![warn(missing_docs)]
 
 pub mod command;
+pub mod compose;
 pub mod connector;
+pub mod keyvalue;
 pub mod pgwire;
 pub mod policy;
 pub mod query;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::error::Context as _;
-use wasmtime::{Cache, CacheConfig, Config, Engine};
+use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use command::{CommandOptions, CommandOutput};
-pub use connector::ConnectorInstance;
+pub use connector::{ConnectorInstance, ConnectorOptions};
+pub use keyvalue::KeyValueStore;
+pub use serve::{ServeOptions, Server};
 
 /// Runs WebAssembly components with the project's WASI policy.
 ///
 /// Cheap to share: wrap it in an `Arc` or a `static` and use it from many
-/// tasks. Each run or instantiation gets its own [`wasmtime::Store`].
+/// tasks. Each run or instantiation gets its own [`wasmtime::Store`]; the
+/// [`KeyValueStore`] is the one thing they share, and only when a use enables
+/// it.
 pub struct Host {
     engine: Engine,
+    /// WASI 0.2 and `wasi:http`.
     linker: Linker<State>,
+    /// The same plus `wasi:keyvalue`, for uses that enable the store.
+    linker_keyvalue: Linker<State>,
+    keyvalue: KeyValueStore,
     components: Mutex<HashMap<PathBuf, CachedComponent>>,
 }
 
@@ -126,12 +144,34 @@ impl Host {
         // Rust standard library of a guest may pull in more (stderr, exit…).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // Two linkers rather than one with the store always present: a
+        // component that imports wasi:keyvalue must not silently get a store
+        // its caller did not ask to share.
+        let mut linker_keyvalue = linker.clone();
+        keyvalue::add_to_linker(&mut linker_keyvalue, |state: &mut State| {
+            keyvalue::KeyValueView::new(state.keyvalue.as_ref(), &mut state.table)
+        })?;
 
         Ok(Host {
             engine,
             linker,
+            linker_keyvalue,
+            keyvalue: KeyValueStore::default(),
             components: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This host with `store` as the key-value store its instances share
+    /// (e.g. one with other bucket names than the default `["default"]`).
+    pub fn with_keyvalue_store(mut self, store: KeyValueStore) -> Host {
+        self.keyvalue = store;
+        self
+    }
+
+    /// The key-value store shared by every instance that enables it: a
+    /// handle to inspect or clear what guests stored.
+    pub fn keyvalue_store(&self) -> &KeyValueStore {
+        &self.keyvalue
     }
 
     /// The engine shared by every component this host runs.
@@ -182,6 +222,31 @@ impl Host {
             .collect())
     }
 
+    /// `component` linked against WASI, `wasi:http` and, with `keyvalue`, the
+    /// shared store; a `wasi:keyvalue` import without it is a clear error
+    /// ([`keyvalue::KeyValueImportError`]).
+    pub(crate) fn instance_pre(
+        &self,
+        component: &Component,
+        keyvalue: bool,
+    ) -> wasmtime::Result<InstancePre<State>> {
+        let imports = component_imports(&self.engine, component);
+        keyvalue::check_imports(imports.iter().map(String::as_str), keyvalue)?;
+        let linker = if keyvalue {
+            &self.linker_keyvalue
+        } else {
+            &self.linker
+        };
+        linker.instantiate_pre(component)
+    }
+
+    /// A fresh store for one instance, holding the shared key-value store
+    /// when `keyvalue` is on.
+    pub(crate) fn new_store(&self, wasi: WasiCtx, keyvalue: bool) -> Store<State> {
+        let store = keyvalue.then(|| self.keyvalue.clone());
+        Store::new(&self.engine, State::new(wasi, store))
+    }
+
     fn lock_components(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, CachedComponent>> {
         // A panic while holding the lock cannot leave the map inconsistent
         // (each update is a single insert), so a poisoned lock is still usable.
@@ -218,15 +283,18 @@ pub(crate) struct State {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: policy::LoopbackHttpHooks,
+    /// The host's shared store, when this use enabled it.
+    keyvalue: Option<KeyValueStore>,
 }
 
 impl State {
-    fn new(wasi: WasiCtx) -> State {
+    fn new(wasi: WasiCtx, keyvalue: Option<KeyValueStore>) -> State {
         State {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: policy::LoopbackHttpHooks,
+            keyvalue,
         }
     }
 }
@@ -277,7 +345,7 @@ mod tests {
     /// The store data hands wasi:http the policy hook, not the default one.
     #[tokio::test]
     async fn store_state_uses_the_policy_hook() {
-        let mut state = State::new(wasi_builder(&[], &[]).unwrap().build());
+        let mut state = State::new(wasi_builder(&[], &[]).unwrap().build(), None);
         let body = Empty::<Bytes>::new()
             .map_err(|never| match never {})
             .boxed_unsync();

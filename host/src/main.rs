@@ -1,21 +1,44 @@
-//! `gcp-db-host`: run a WebAssembly command with the project's WASI policy, or
-//! list a component's imports.
+//! `gcp-db-host`: run a WebAssembly command or serve a wasi:http component
+//! with the project's WASI policy, query through the connector component,
+//! compose components, or list a component's imports.
 
 #![forbid(unsafe_code)]
 
+use std::iter::Peekable;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::slice::Iter;
 
 use gcp_db_host::connector::{self, Config, ConnectOptions, ConnectTimings, Credentials, IpType};
+use gcp_db_host::keyvalue::DEFAULT_BUCKET;
 use gcp_db_host::query::{connect_and_query, Login};
-use gcp_db_host::{CommandOptions, Host};
+use gcp_db_host::{CommandOptions, Host, KeyValueStore, ServeOptions};
 
 const USAGE: &str = "\
 usage:
-  gcp-db-host run [--env K=V]... [--dir HOST::GUEST]... <file.wasm> [args...]
+  gcp-db-host run [--env K=V]... [--dir HOST::GUEST]... [--keyvalue [BUCKET,...]]
+                  <file.wasm> [args...]
       Run a wasi:cli command with inherited stdio and exit with its status.
       Network: TCP and HTTP to loopback only. --env K without =V passes the
-      host's value of K. --dir preopens HOST read-only as GUEST.
+      host's value of K. --dir preopens HOST read-only as GUEST. --keyvalue
+      provides wasi:keyvalue/store and atomics (0.2.0-draft), in memory, with
+      the buckets named (default: \"default\"); an argument after --keyvalue
+      that ends in .wasm is the component, not a bucket list (or write
+      --keyvalue=BUCKET,...).
+  gcp-db-host serve [--addr 127.0.0.1:8080] [--env K=V]... [--dir HOST::GUEST]...
+                    [--keyvalue [BUCKET,...]] <app.wasm>
+      Serve a wasi:http/proxy component over HTTP/1.1 like `wasmtime serve`:
+      a fresh instance per request, requests concurrently, until Ctrl-C.
+      --addr: a loopback address (default 127.0.0.1:8080; port 0 picks one).
+      --env, --dir and the network policy as for run. --keyvalue: one store
+      shared by every request's instance (what the connector's certificate
+      cache needs); without it a component importing wasi:keyvalue is refused
+      at start. A request the guest cannot answer gets a 500 with the error.
+  gcp-db-host compose <app.wasm> --plug <plug.wasm> -o <out.wasm>
+      Plug the plug's exports into the app's matching imports, like `wac plug`
+      (e.g. the connector component into an app importing
+      gcp:db-connector/connector). All other imports of both stay imports.
   gcp-db-host query [--component FILE] [--admin-endpoint URL] [--alloydb-admin-endpoint URL]
                     [--credentials-file PATH] [--ip-type public|private|psc] [--iam]
                     [--user U] [--password P] [--database D] [--connects N] INSTANCE SQL
@@ -47,6 +70,8 @@ async fn run(args: Vec<String>) -> Result<ExitCode, String> {
     };
     match sub.as_str() {
         "run" => run_command(rest).await,
+        "serve" => serve(rest).await,
+        "compose" => compose(rest),
         "query" => query(rest).await,
         "imports" | "exports" => {
             let [wasm] = rest else {
@@ -73,12 +98,22 @@ async fn run(args: Vec<String>) -> Result<ExitCode, String> {
     }
 }
 
-async fn run_command(args: &[String]) -> Result<ExitCode, String> {
+/// `run`'s command line.
+#[derive(Debug)]
+struct RunArgs {
+    wasm: PathBuf,
+    opts: CommandOptions,
+    /// The buckets of `--keyvalue`, when given.
+    buckets: Option<Vec<String>>,
+}
+
+fn parse_run(args: &[String]) -> Result<RunArgs, String> {
     let mut opts = CommandOptions {
         inherit_stdio: true,
         ..Default::default()
     };
-    let mut rest = args.iter();
+    let mut buckets = None;
+    let mut rest = args.iter().peekable();
     let wasm = loop {
         let Some(arg) = rest.next() else {
             return Err(format!("run: missing <file.wasm>\n{USAGE}"));
@@ -92,13 +127,36 @@ async fn run_command(args: &[String]) -> Result<ExitCode, String> {
                 let spec = rest.next().ok_or("--dir needs HOST::GUEST")?;
                 opts.dirs.push(parse_dir(spec)?);
             }
+            flag if is_keyvalue_flag(flag) => buckets = Some(parse_keyvalue(flag, &mut rest)?),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             file => break PathBuf::from(file),
         }
     };
     opts.args = rest.cloned().collect();
+    opts.keyvalue = buckets.is_some();
+    Ok(RunArgs {
+        wasm,
+        opts,
+        buckets,
+    })
+}
 
+/// A host whose shared store has `buckets` (the default store without).
+fn new_host(buckets: Option<Vec<String>>) -> Result<Host, String> {
     let host = Host::new().map_err(|e| format!("{e:#}"))?;
+    Ok(match buckets {
+        Some(names) => host.with_keyvalue_store(KeyValueStore::new(names)),
+        None => host,
+    })
+}
+
+async fn run_command(args: &[String]) -> Result<ExitCode, String> {
+    let RunArgs {
+        wasm,
+        opts,
+        buckets,
+    } = parse_run(args)?;
+    let host = new_host(buckets)?;
     let output = host
         .run_command(&wasm, &opts)
         .await
@@ -109,6 +167,145 @@ async fn run_command(args: &[String]) -> Result<ExitCode, String> {
         (false, Some(code)) => u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from),
         (false, None) => ExitCode::FAILURE,
     })
+}
+
+/// `serve`'s command line.
+#[derive(Debug)]
+struct ServeArgs {
+    wasm: PathBuf,
+    opts: ServeOptions,
+    buckets: Option<Vec<String>>,
+}
+
+/// `serve`'s port when `--addr` is not given (wasmtime serve's default port,
+/// on loopback).
+const DEFAULT_SERVE_ADDR: &str = "127.0.0.1:8080";
+
+fn parse_serve(args: &[String]) -> Result<ServeArgs, String> {
+    let mut opts = ServeOptions {
+        addr: DEFAULT_SERVE_ADDR
+            .parse()
+            .map_err(|_| "bad default address".to_string())?,
+        ..Default::default()
+    };
+    let mut buckets = None;
+    let mut wasm = None;
+    let mut rest = args.iter().peekable();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--addr" => {
+                let spec = rest.next().ok_or("--addr needs HOST:PORT")?;
+                opts.addr = spec
+                    .parse::<SocketAddr>()
+                    .map_err(|_| format!("--addr {spec:?}: expected e.g. 127.0.0.1:8080"))?;
+            }
+            "--env" => {
+                let spec = rest.next().ok_or("--env needs K=V")?;
+                opts.env.push(parse_env(spec)?);
+            }
+            "--dir" => {
+                let spec = rest.next().ok_or("--dir needs HOST::GUEST")?;
+                opts.dirs.push(parse_dir(spec)?);
+            }
+            flag if is_keyvalue_flag(flag) => buckets = Some(parse_keyvalue(flag, &mut rest)?),
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            file if wasm.is_none() => wasm = Some(PathBuf::from(file)),
+            extra => return Err(format!("serve takes one component, not also {extra:?}")),
+        }
+    }
+    let wasm = wasm.ok_or(format!("serve: missing <app.wasm>\n{USAGE}"))?;
+    opts.keyvalue = buckets.is_some();
+    Ok(ServeArgs {
+        wasm,
+        opts,
+        buckets,
+    })
+}
+
+async fn serve(args: &[String]) -> Result<ExitCode, String> {
+    let ServeArgs {
+        wasm,
+        opts,
+        buckets,
+    } = parse_serve(args)?;
+    let host = new_host(buckets)?;
+    let server = host
+        .serve(&wasm, opts)
+        .await
+        .map_err(|e| format!("{}: {e:#}", wasm.display()))?;
+    eprintln!("serving http://{}", server.addr());
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `compose`'s command line.
+#[derive(Debug, PartialEq, Eq)]
+struct ComposeArgs {
+    app: PathBuf,
+    plug: PathBuf,
+    out: PathBuf,
+}
+
+fn parse_compose(args: &[String]) -> Result<ComposeArgs, String> {
+    let (mut app, mut plug, mut out) = (None, None, None);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value = || {
+            rest.next()
+                .map(PathBuf::from)
+                .ok_or(format!("{arg} needs a file"))
+        };
+        match arg.as_str() {
+            "--plug" if plug.is_none() => plug = Some(value()?),
+            "--plug" => return Err("compose takes one --plug".into()),
+            "-o" | "--output" => out = Some(value()?),
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            file if app.is_none() => app = Some(PathBuf::from(file)),
+            extra => return Err(format!("compose takes one app, not also {extra:?}")),
+        }
+    }
+    let missing = |what: &str| format!("compose: missing {what}\n{USAGE}");
+    Ok(ComposeArgs {
+        app: app.ok_or_else(|| missing("<app.wasm>"))?,
+        plug: plug.ok_or_else(|| missing("--plug <plug.wasm>"))?,
+        out: out.ok_or_else(|| missing("-o <out.wasm>"))?,
+    })
+}
+
+fn compose(args: &[String]) -> Result<ExitCode, String> {
+    let ComposeArgs { app, plug, out } = parse_compose(args)?;
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let composed = gcp_db_host::compose::compose(&read(&app)?, &read(&plug)?)?;
+    std::fs::write(&out, composed).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_keyvalue_flag(arg: &str) -> bool {
+    arg == "--keyvalue" || arg.starts_with("--keyvalue=")
+}
+
+/// The buckets of `--keyvalue`, `--keyvalue=A,B` or `--keyvalue A,B`; a
+/// following argument that is an option or a `.wasm` file is left alone, and
+/// the buckets are then just the default one.
+fn parse_keyvalue(
+    flag: &str,
+    rest: &mut Peekable<Iter<'_, String>>,
+) -> Result<Vec<String>, String> {
+    let list = match flag.strip_prefix("--keyvalue=") {
+        Some(list) => list,
+        None => match rest.next_if(|next| !next.starts_with('-') && !next.ends_with(".wasm")) {
+            Some(list) => list.as_str(),
+            None => return Ok(vec![DEFAULT_BUCKET.to_string()]),
+        },
+    };
+    let names: Vec<String> = list.split(',').map(str::to_string).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(format!("--keyvalue {list:?}: expected BUCKET[,BUCKET...]"));
+    }
+    Ok(names)
 }
 
 async fn query(args: &[String]) -> Result<ExitCode, String> {
@@ -238,5 +435,129 @@ mod tests {
             (PathBuf::from("/data"), "/data".to_string())
         );
         assert!(parse_dir("/a::").is_err());
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn run_flags() {
+        let run = parse_run(&args(&[
+            "--env",
+            "A=1",
+            "--dir",
+            "/d::/g",
+            "app.wasm",
+            "--keyvalue",
+            "x",
+        ]))
+        .unwrap();
+        assert_eq!(run.wasm, PathBuf::from("app.wasm"));
+        assert_eq!(run.opts.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(run.opts.dirs, [(PathBuf::from("/d"), "/g".to_string())]);
+        // After the component, everything is the guest's.
+        assert_eq!(run.opts.args, ["--keyvalue", "x"]);
+        assert!(!run.opts.keyvalue);
+        assert!(run.buckets.is_none());
+        assert!(run.opts.inherit_stdio);
+
+        let run = parse_run(&args(&["--keyvalue", "app.wasm", "a"])).unwrap();
+        assert!(run.opts.keyvalue);
+        assert_eq!(run.buckets.unwrap(), [DEFAULT_BUCKET]);
+        assert_eq!(run.opts.args, ["a"]);
+
+        let run = parse_run(&args(&["--keyvalue", "one,two", "app.wasm"])).unwrap();
+        assert_eq!(run.buckets.unwrap(), ["one", "two"]);
+        assert!(parse_run(&args(&["--keyvalue"])).is_err());
+        assert!(parse_run(&args(&["--bogus", "app.wasm"])).is_err());
+    }
+
+    #[test]
+    fn serve_flags() {
+        let serve = parse_serve(&args(&["app.wasm"])).unwrap();
+        assert_eq!(serve.wasm, PathBuf::from("app.wasm"));
+        assert_eq!(serve.opts.addr, DEFAULT_SERVE_ADDR.parse().unwrap());
+        assert!(!serve.opts.keyvalue);
+        assert!(serve.buckets.is_none());
+
+        let serve = parse_serve(&args(&[
+            "--addr",
+            "127.0.0.1:0",
+            "--env",
+            "K=V",
+            "--dir",
+            "/certs",
+            "--keyvalue",
+            "app.wasm",
+        ]))
+        .unwrap();
+        assert_eq!(serve.opts.addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(serve.opts.env, [("K".to_string(), "V".to_string())]);
+        assert_eq!(
+            serve.opts.dirs,
+            [(PathBuf::from("/certs"), "/certs".to_string())]
+        );
+        assert!(serve.opts.keyvalue);
+        assert_eq!(serve.buckets.unwrap(), [DEFAULT_BUCKET]);
+
+        // Flags may follow the component; buckets by `=` or as the next word.
+        let serve = parse_serve(&args(&["app.wasm", "--keyvalue=a,b"])).unwrap();
+        assert_eq!(serve.buckets.unwrap(), ["a", "b"]);
+        let serve = parse_serve(&args(&["--keyvalue", "cache", "app.wasm"])).unwrap();
+        assert_eq!(serve.buckets.unwrap(), ["cache"]);
+        let serve = parse_serve(&args(&["--keyvalue", "--addr", "[::1]:9", "app.wasm"])).unwrap();
+        assert_eq!(serve.buckets.unwrap(), [DEFAULT_BUCKET]);
+        assert_eq!(serve.opts.addr, "[::1]:9".parse().unwrap());
+
+        for bad in [
+            &[][..],
+            &["--addr", "localhost", "app.wasm"],
+            &["--addr"],
+            &["--keyvalue=a,,b", "app.wasm"],
+            &["--keyvalue="],
+            &["a.wasm", "b.wasm"],
+            &["--port", "80", "app.wasm"],
+        ] {
+            assert!(parse_serve(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn compose_flags() {
+        let expected = ComposeArgs {
+            app: "app.wasm".into(),
+            plug: "plug.wasm".into(),
+            out: "out.wasm".into(),
+        };
+        let parsed = parse_compose(&args(&[
+            "app.wasm",
+            "--plug",
+            "plug.wasm",
+            "-o",
+            "out.wasm",
+        ]));
+        assert_eq!(parsed.unwrap(), expected);
+        let parsed = parse_compose(&args(&[
+            "--output",
+            "out.wasm",
+            "--plug",
+            "plug.wasm",
+            "app.wasm",
+        ]));
+        assert_eq!(parsed.unwrap(), expected);
+        for bad in [
+            &["app.wasm", "--plug", "plug.wasm"][..],
+            &["app.wasm", "-o", "out.wasm"],
+            &["--plug", "plug.wasm", "-o", "out.wasm"],
+            &["app.wasm", "--plug"],
+            &[
+                "app.wasm", "--plug", "a.wasm", "--plug", "b.wasm", "-o", "o.wasm",
+            ],
+            &["app.wasm", "more.wasm", "--plug", "p.wasm", "-o", "o.wasm"],
+            &["app.wasm", "--plug", "p.wasm", "-o", "o.wasm", "--validate"],
+        ] {
+            assert!(parse_compose(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -9,15 +9,26 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use gcp_db_host::connector::{
-    find_component, AccessTokens, Config, ConnectOptions, Credentials, Error,
+    find_component, find_component_kv, AccessTokens, Config, ConnectOptions, Credentials, Error,
 };
-use gcp_db_host::Host;
+use gcp_db_host::keyvalue::KeyValueImportError;
+use gcp_db_host::{ConnectorOptions, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn connector_wasm() -> Option<PathBuf> {
     let found = find_component();
     if found.is_none() {
         eprintln!("skipping: the connector component is not built");
+    }
+    found
+}
+
+/// The `connector-component-kv` build (`$GCP_DB_CONNECTOR_KV_WASM` or the
+/// build output), or a skip note.
+fn connector_kv_wasm() -> Option<PathBuf> {
+    let found = find_component_kv();
+    if found.is_none() {
+        eprintln!("skipping: the connector component's keyvalue build is not built");
     }
     found
 }
@@ -156,4 +167,64 @@ async fn non_loopback_endpoints_are_denied_without_network() {
     .expect("connect timed out")
     .unwrap();
     assert!(matches!(result, Err(Error::Http(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn the_plain_build_instantiates_with_or_without_the_store() {
+    let Some(wasm) = connector_wasm() else { return };
+    let opts = ConnectorOptions {
+        keyvalue: true,
+        ..Default::default()
+    };
+    let mut inst = host()
+        .instantiate_connector_with(&wasm, &opts)
+        .await
+        .unwrap();
+    let connector = inst
+        .new_connector(token_config("http://127.0.0.1:9"))
+        .await
+        .unwrap();
+    inst.drop_resource(connector).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_keyvalue_build_needs_the_store() {
+    let Some(wasm) = connector_kv_wasm() else {
+        return;
+    };
+    let err = match host().instantiate_connector(&wasm, vec![], vec![]).await {
+        Ok(_) => panic!("the keyvalue build instantiated without a store"),
+        Err(err) => err,
+    };
+    assert!(
+        matches!(
+            err.downcast_ref::<KeyValueImportError>(),
+            Some(KeyValueImportError::NotEnabled { .. })
+        ),
+        "{err:?}"
+    );
+
+    let opts = ConnectorOptions {
+        keyvalue: true,
+        ..Default::default()
+    };
+    let mut inst = host()
+        .instantiate_connector_with(&wasm, &opts)
+        .await
+        .unwrap();
+    let connector = inst
+        .new_connector(Config {
+            store_bucket: Some("default".into()),
+            ..token_config("http://127.0.0.1:9")
+        })
+        .await
+        .unwrap();
+    let result = inst
+        .connect(connector, "not-an-instance-name", ConnectOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Err(Error::InvalidInstanceName(_))),
+        "{result:?}"
+    );
 }

@@ -8,11 +8,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use gcp_db_host::{CommandOptions, CommandOutput, Host};
+
+mod support;
 
 const GUEST_MAIN: &str = r#"
 use std::io::{BufRead, BufReader, Write};
@@ -62,48 +63,16 @@ fn main() {
 /// installed.
 fn guest() -> Option<&'static Path> {
     static GUEST: OnceLock<Option<PathBuf>> = OnceLock::new();
-    GUEST.get_or_init(build_guest).as_deref()
-}
-
-fn build_guest() -> Option<PathBuf> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
-        .unwrap_or(false);
-    if !installed {
-        eprintln!("skipping: the wasm32-wasip2 target is not installed");
-        return None;
-    }
-    // A fixed directory so reruns rebuild incrementally.
-    let dir = std::env::temp_dir().join("gcp-db-host-test-guest");
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    write_if_changed(
-        &dir.join("Cargo.toml"),
-        "[package]\nname = \"policy-guest\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n\
-         [workspace]\n\n[profile.release]\nopt-level = 1\n",
-    );
-    write_if_changed(&dir.join("src/main.rs"), GUEST_MAIN);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&dir)
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(dir.join("target"))
-        // The outer build's settings are not meant for this guest.
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("run cargo for the guest");
-    assert!(status.success(), "building the test guest failed");
-    Some(dir.join("target/wasm32-wasip2/release/policy-guest.wasm"))
-}
-
-fn write_if_changed(path: &Path, contents: &str) {
-    if std::fs::read_to_string(path).ok().as_deref() != Some(contents) {
-        std::fs::write(path, contents).unwrap();
-    }
+    GUEST
+        .get_or_init(|| {
+            support::build(&support::Guest {
+                name: "policy-guest",
+                kind: support::Kind::Bin,
+                dependencies: "",
+                files: &[("src/main.rs", GUEST_MAIN)],
+            })
+        })
+        .as_deref()
 }
 
 fn host() -> &'static Host {

@@ -81,6 +81,7 @@ fn bindgen_types_exist() {
         tls_us: 5,
         total_us: 15,
         cached: false,
+        from_store: false,
     };
     assert_eq!(timings.total_us, 15);
 }

@@ -1,0 +1,602 @@
+//! A `wasi:keyvalue@0.2.0-draft` store (`store` and `atomics`) shared by
+//! every instance a [`Host`](crate::Host) creates.
+//!
+//! Serverless hosts (wasmtime serve, Spin) make a fresh instance per request,
+//! so whatever a guest wants to keep between requests (the connector's
+//! certificate cache) must live in the host. wasmtime's own provider
+//! (`wasmtime-wasi-keyvalue`, `-S keyvalue`) copies its data into every
+//! opened bucket, so writes die with the instance; this store is one map
+//! behind a mutex that every instance's buckets point into.
+//!
+//! The semantics live on [`KeyValueStore`] as plain methods (unit-tested
+//! without wasm); [`KeyValueView`] is the thin WIT glue over them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/deps/keyvalue",
+        // Only what the connector imports: no `batch`, no `watcher`.
+        inline: "
+            package gcp-db-host:keyvalue;
+            world shared-store {
+                import wasi:keyvalue/store@0.2.0-draft;
+                import wasi:keyvalue/atomics@0.2.0-draft;
+            }
+        ",
+        // Trappable so a bad resource handle traps instead of becoming a
+        // guest-visible store error.
+        imports: { default: trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+        },
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, store};
+
+/// The bucket every store has unless configured otherwise, and the one the
+/// connector's examples name.
+pub const DEFAULT_BUCKET: &str = "default";
+
+/// The interfaces this host provides, as a component names its imports.
+pub const PROVIDED_INTERFACES: [&str; 2] = [
+    "wasi:keyvalue/store@0.2.0-draft",
+    "wasi:keyvalue/atomics@0.2.0-draft",
+];
+
+/// What a store operation can fail with, before it becomes the WIT `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyValueError {
+    /// No bucket of that name is configured (`no-such-store`).
+    NoSuchStore {
+        /// The name asked for.
+        bucket: String,
+    },
+    /// `increment` on a value that is not the decimal ASCII of a u64
+    /// (`other`).
+    NotANumber {
+        /// The key holding the value.
+        key: String,
+    },
+    /// `increment` would pass `u64::MAX` (`other`).
+    Overflow {
+        /// The key holding the value.
+        key: String,
+    },
+}
+
+impl fmt::Display for KeyValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyValueError::NoSuchStore { bucket } => write!(f, "no bucket named {bucket:?}"),
+            KeyValueError::NotANumber { key } => {
+                write!(f, "the value of {key:?} is not a decimal u64")
+            }
+            KeyValueError::Overflow { key } => write!(f, "incrementing {key:?} overflows a u64"),
+        }
+    }
+}
+
+impl std::error::Error for KeyValueError {}
+
+impl From<KeyValueError> for store::Error {
+    fn from(err: KeyValueError) -> store::Error {
+        match err {
+            KeyValueError::NoSuchStore { .. } => store::Error::NoSuchStore,
+            other => store::Error::Other(other.to_string()),
+        }
+    }
+}
+
+type Buckets = HashMap<String, HashMap<String, Vec<u8>>>;
+
+/// An in-memory key-value store: named buckets of byte values.
+///
+/// A cheap handle: clones share the same data, which is how every instance
+/// of a [`Host`](crate::Host) sees one store. The set of buckets is fixed at
+/// creation.
+#[derive(Clone)]
+pub struct KeyValueStore {
+    buckets: Arc<Mutex<Buckets>>,
+}
+
+impl Default for KeyValueStore {
+    /// A store with the one bucket [`DEFAULT_BUCKET`].
+    fn default() -> KeyValueStore {
+        KeyValueStore::new([DEFAULT_BUCKET])
+    }
+}
+
+impl fmt::Debug for KeyValueStore {
+    // Names and sizes only: values may be keys and certificates.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buckets = self.lock();
+        let mut map = f.debug_map();
+        for (name, entries) in buckets.iter() {
+            map.entry(name, &entries.len());
+        }
+        map.finish()
+    }
+}
+
+impl KeyValueStore {
+    /// An empty store with exactly the buckets `names` (duplicates merge).
+    pub fn new<I, S>(names: I) -> KeyValueStore
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let buckets = names
+            .into_iter()
+            .map(|name| (name.into(), HashMap::new()))
+            .collect();
+        KeyValueStore {
+            buckets: Arc::new(Mutex::new(buckets)),
+        }
+    }
+
+    /// The configured bucket names, sorted.
+    pub fn bucket_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Whether a bucket called `name` exists (what `open` checks).
+    pub fn has_bucket(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// The value of `key` in `bucket`, if set.
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KeyValueError> {
+        self.with_bucket(bucket, |entries| entries.get(key).cloned())
+    }
+
+    /// Sets `key` in `bucket` to `value`, replacing any earlier value.
+    pub fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), KeyValueError> {
+        self.with_bucket(bucket, |entries| {
+            entries.insert(key.to_string(), value);
+        })
+    }
+
+    /// Removes `key` from `bucket`; absent keys are no error.
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), KeyValueError> {
+        self.with_bucket(bucket, |entries| {
+            entries.remove(key);
+        })
+    }
+
+    /// Whether `key` is set in `bucket`.
+    pub fn exists(&self, bucket: &str, key: &str) -> Result<bool, KeyValueError> {
+        self.with_bucket(bucket, |entries| entries.contains_key(key))
+    }
+
+    /// The keys of `bucket`, sorted (so `list-keys` cursors are stable
+    /// offsets between calls that do not change the bucket).
+    pub fn keys(&self, bucket: &str) -> Result<Vec<String>, KeyValueError> {
+        self.with_bucket(bucket, |entries| {
+            let sorted: BTreeSet<&String> = entries.keys().collect();
+            sorted.into_iter().cloned().collect()
+        })
+    }
+
+    /// Adds `delta` to the number stored at `key` and returns the sum.
+    ///
+    /// Values are the decimal ASCII of a u64 (what Spin and wasmtime store);
+    /// an absent key counts as 0. The read and the write happen under one
+    /// lock, so concurrent increments from many instances never lose one.
+    pub fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, KeyValueError> {
+        self.with_bucket(bucket, |entries| {
+            let current = match entries.get(key) {
+                None => 0,
+                Some(bytes) => std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| KeyValueError::NotANumber { key: key.into() })?,
+            };
+            let sum = current
+                .checked_add(delta)
+                .ok_or_else(|| KeyValueError::Overflow { key: key.into() })?;
+            entries.insert(key.to_string(), sum.to_string().into_bytes());
+            Ok(sum)
+        })?
+    }
+
+    /// Empties every bucket (the buckets themselves stay).
+    pub fn clear(&self) {
+        for entries in self.lock().values_mut() {
+            entries.clear();
+        }
+    }
+
+    /// How many entries all buckets hold together.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+
+    /// Whether every bucket is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_bucket<R>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&mut HashMap<String, Vec<u8>>) -> R,
+    ) -> Result<R, KeyValueError> {
+        let mut buckets = self.lock();
+        let entries = buckets
+            .get_mut(bucket)
+            .ok_or_else(|| KeyValueError::NoSuchStore {
+                bucket: bucket.into(),
+            })?;
+        Ok(f(entries))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Buckets> {
+        // Every operation is a single map update, so a panic elsewhere while
+        // holding the lock cannot leave the data half-written.
+        self.buckets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The host side of a `bucket` resource: which bucket the guest opened.
+#[derive(Debug)]
+pub struct Bucket {
+    name: String,
+}
+
+/// What the `wasi:keyvalue` functions of one store see: the shared store (if
+/// this instance was given one) and the instance's resource table.
+pub struct KeyValueView<'a> {
+    store: Option<&'a KeyValueStore>,
+    table: &'a mut ResourceTable,
+}
+
+impl<'a> KeyValueView<'a> {
+    /// A view over `store` and `table`. Without a store, `open` answers
+    /// `access-denied`.
+    pub fn new(store: Option<&'a KeyValueStore>, table: &'a mut ResourceTable) -> Self {
+        KeyValueView { store, table }
+    }
+
+    /// The store and bucket name behind `bucket`.
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(&'a KeyValueStore, &str)> {
+        let store = self
+            .store
+            .ok_or_else(|| wasmtime::format_err!("a bucket exists but no key-value store does"))?;
+        Ok((store, self.table.get(bucket)?.name.as_str()))
+    }
+}
+
+type GuestResult<T> = wasmtime::Result<Result<T, store::Error>>;
+
+impl store::Host for KeyValueView<'_> {
+    fn open(&mut self, identifier: String) -> GuestResult<Resource<Bucket>> {
+        let Some(store) = self.store else {
+            return Ok(Err(store::Error::AccessDenied));
+        };
+        if !store.has_bucket(&identifier) {
+            return Ok(Err(store::Error::NoSuchStore));
+        }
+        Ok(Ok(self.table.push(Bucket { name: identifier })?))
+    }
+}
+
+impl store::HostBucket for KeyValueView<'_> {
+    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<Option<Vec<u8>>> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.get(name, &key).map_err(Into::into))
+    }
+
+    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> GuestResult<()> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.set(name, &key, value).map_err(Into::into))
+    }
+
+    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<()> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.delete(name, &key).map_err(Into::into))
+    }
+
+    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<bool> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.exists(name, &key).map_err(Into::into))
+    }
+
+    fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> GuestResult<store::KeyResponse> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store
+            .keys(name)
+            .map(|keys| {
+                // One page holds everything from the cursor on; the cursor is
+                // an offset the guest controls, so clamp it.
+                let start = usize::try_from(cursor.unwrap_or(0))
+                    .unwrap_or(usize::MAX)
+                    .min(keys.len());
+                store::KeyResponse {
+                    keys: keys[start..].to_vec(),
+                    cursor: None,
+                }
+            })
+            .map_err(Into::into))
+    }
+
+    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for KeyValueView<'_> {
+    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> GuestResult<u64> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.increment(name, &key, delta).map_err(Into::into))
+    }
+}
+
+struct HasKeyValue;
+
+impl HasData for HasKeyValue {
+    type Data<'a> = KeyValueView<'a>;
+}
+
+/// Adds `wasi:keyvalue/store` and `wasi:keyvalue/atomics` (0.2.0-draft) to
+/// `linker`, reaching the store of each instance through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KeyValueView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, HasKeyValue>(linker, view)?;
+    atomics::add_to_linker::<T, HasKeyValue>(linker, view)?;
+    Ok(())
+}
+
+/// Why a component's `wasi:keyvalue` imports cannot be satisfied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyValueImportError {
+    /// The component imports the store but this use did not enable it.
+    NotEnabled {
+        /// The import, e.g. `wasi:keyvalue/store@0.2.0-draft`.
+        import: String,
+    },
+    /// The component imports a `wasi:keyvalue` interface this host does not
+    /// provide (only [`PROVIDED_INTERFACES`] are).
+    Unsupported {
+        /// The import, e.g. `wasi:keyvalue/batch@0.2.0-draft`.
+        import: String,
+    },
+}
+
+impl fmt::Display for KeyValueImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyValueImportError::NotEnabled { import } => write!(
+                f,
+                "the component imports {import}, but the shared key-value store is not enabled \
+                 (set `keyvalue` in the options, or pass --keyvalue)"
+            ),
+            KeyValueImportError::Unsupported { import } => write!(
+                f,
+                "the component imports {import}; this host provides only {}",
+                PROVIDED_INTERFACES.join(" and ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyValueImportError {}
+
+/// Checks a component's import names against what the host will link:
+/// with the store `enabled`, [`PROVIDED_INTERFACES`]; without it, no
+/// `wasi:keyvalue` interface at all.
+///
+/// Run before instantiating so the failure names the fix instead of
+/// wasmtime's generic "no matching implementation was found".
+pub fn check_imports<'a>(
+    imports: impl IntoIterator<Item = &'a str>,
+    enabled: bool,
+) -> Result<(), KeyValueImportError> {
+    for import in imports {
+        if !import.starts_with("wasi:keyvalue/") {
+            continue;
+        }
+        if !enabled {
+            return Err(KeyValueImportError::NotEnabled {
+                import: import.into(),
+            });
+        }
+        if !PROVIDED_INTERFACES.contains(&import) {
+            return Err(KeyValueImportError::Unsupported {
+                import: import.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atomics::Host as _;
+    use store::{Host as _, HostBucket as _};
+
+    #[test]
+    fn increment_counts_from_zero_and_stores_decimal_ascii() {
+        let kv = KeyValueStore::default();
+        assert_eq!(kv.increment("default", "n", 1), Ok(1));
+        assert_eq!(kv.increment("default", "n", 41), Ok(42));
+        assert_eq!(kv.get("default", "n"), Ok(Some(b"42".to_vec())));
+        // Zero delta on an absent key creates it as "0".
+        assert_eq!(kv.increment("default", "z", 0), Ok(0));
+        assert_eq!(kv.get("default", "z"), Ok(Some(b"0".to_vec())));
+    }
+
+    #[test]
+    fn increment_continues_a_numeric_value_set_by_hand() {
+        let kv = KeyValueStore::default();
+        kv.set("default", "n", b"1000".to_vec()).unwrap();
+        assert_eq!(kv.increment("default", "n", 5), Ok(1005));
+    }
+
+    #[test]
+    fn increment_refuses_non_numbers_and_overflow() {
+        let kv = KeyValueStore::default();
+        for bad in [&b"abc"[..], b"-1", b"1.5", b" 7", b"", &[0xff, 0xfe]] {
+            kv.set("default", "n", bad.to_vec()).unwrap();
+            let err = kv.increment("default", "n", 1).unwrap_err();
+            assert_eq!(err, KeyValueError::NotANumber { key: "n".into() });
+            assert!(matches!(store::Error::from(err), store::Error::Other(_)));
+            // The value is left as it was.
+            assert_eq!(kv.get("default", "n"), Ok(Some(bad.to_vec())));
+        }
+        kv.set("default", "max", u64::MAX.to_string().into_bytes())
+            .unwrap();
+        assert_eq!(
+            kv.increment("default", "max", 1),
+            Err(KeyValueError::Overflow { key: "max".into() })
+        );
+    }
+
+    #[test]
+    fn buckets_are_the_configured_names_and_separate() {
+        let kv = KeyValueStore::new(["a", "b", "a"]);
+        assert_eq!(kv.bucket_names(), ["a", "b"]);
+        assert!(!kv.has_bucket("default"));
+        kv.set("a", "k", b"in a".to_vec()).unwrap();
+        assert_eq!(kv.get("b", "k"), Ok(None));
+        assert_eq!(kv.exists("a", "k"), Ok(true));
+        let missing = kv.get("c", "k").unwrap_err();
+        assert_eq!(missing, KeyValueError::NoSuchStore { bucket: "c".into() });
+        assert!(matches!(
+            store::Error::from(missing),
+            store::Error::NoSuchStore
+        ));
+        assert_eq!(KeyValueStore::default().bucket_names(), [DEFAULT_BUCKET]);
+    }
+
+    #[test]
+    fn clones_share_data_and_clear_keeps_buckets() {
+        let one = KeyValueStore::default();
+        let two = one.clone();
+        one.set("default", "x", b"1".to_vec()).unwrap();
+        assert_eq!(two.increment("default", "y", 2), Ok(2));
+        assert_eq!(one.get("default", "y"), Ok(Some(b"2".to_vec())));
+        assert_eq!(two.len(), 2);
+        assert_eq!(one.keys("default"), Ok(vec!["x".into(), "y".into()]));
+        two.delete("default", "x").unwrap();
+        two.delete("default", "never-set").unwrap();
+        assert_eq!(one.len(), 1);
+        one.clear();
+        assert!(two.is_empty());
+        assert!(two.has_bucket("default"));
+        // A separate store is separate.
+        assert!(KeyValueStore::default().is_empty());
+    }
+
+    #[test]
+    fn concurrent_increments_lose_nothing() {
+        let kv = KeyValueStore::default();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let kv = kv.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        kv.increment("default", "n", 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(kv.get("default", "n"), Ok(Some(b"8000".to_vec())));
+    }
+
+    /// The WIT glue: two views (two instances' tables) over one store.
+    #[test]
+    fn views_over_one_store_share_it() {
+        let kv = KeyValueStore::default();
+        let (mut table1, mut table2) = (ResourceTable::new(), ResourceTable::new());
+        let mut first = KeyValueView::new(Some(&kv), &mut table1);
+        let bucket = first.open("default".into()).unwrap().unwrap();
+        let again = Resource::<Bucket>::new_borrow(bucket.rep());
+        assert_eq!(first.increment(again, "n".into(), 3).unwrap().unwrap(), 3);
+        first.drop(bucket).unwrap();
+
+        let mut second = KeyValueView::new(Some(&kv), &mut table2);
+        assert!(matches!(
+            second.open("other".into()).unwrap(),
+            Err(store::Error::NoSuchStore)
+        ));
+        let bucket = second.open("default".into()).unwrap().unwrap();
+        let borrow = || Resource::<Bucket>::new_borrow(bucket.rep());
+        assert_eq!(
+            second.get(borrow(), "n".into()).unwrap().unwrap(),
+            Some(b"3".to_vec())
+        );
+        second
+            .set(borrow(), "s".into(), b"text".to_vec())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            second.increment(borrow(), "s".into(), 1).unwrap(),
+            Err(store::Error::Other(_))
+        ));
+        let page = second.list_keys(borrow(), None).unwrap().unwrap();
+        assert_eq!(page.keys, ["n", "s"]);
+        assert_eq!(page.cursor, None);
+        let page = second.list_keys(borrow(), Some(1)).unwrap().unwrap();
+        assert_eq!(page.keys, ["s"]);
+        let page = second.list_keys(borrow(), Some(u64::MAX)).unwrap().unwrap();
+        assert!(page.keys.is_empty());
+        assert!(second.exists(borrow(), "s".into()).unwrap().unwrap());
+        second.delete(borrow(), "s".into()).unwrap().unwrap();
+        assert!(!second.exists(borrow(), "s".into()).unwrap().unwrap());
+        assert_eq!(kv.len(), 1);
+    }
+
+    #[test]
+    fn a_view_without_a_store_denies_open() {
+        let mut table = ResourceTable::new();
+        let mut view = KeyValueView::new(None, &mut table);
+        assert!(matches!(
+            view.open("default".into()).unwrap(),
+            Err(store::Error::AccessDenied)
+        ));
+    }
+
+    #[test]
+    fn imports_are_checked_against_what_is_enabled() {
+        let wasi = ["wasi:cli/environment@0.2.12", "wasi:io/streams@0.2.12"];
+        assert_eq!(check_imports(wasi, false), Ok(()));
+        assert_eq!(check_imports(wasi, true), Ok(()));
+        let kv = [PROVIDED_INTERFACES[0], PROVIDED_INTERFACES[1]];
+        assert_eq!(check_imports(kv, true), Ok(()));
+        let err = check_imports(kv, false).unwrap_err();
+        assert_eq!(
+            err,
+            KeyValueImportError::NotEnabled {
+                import: PROVIDED_INTERFACES[0].into()
+            }
+        );
+        assert!(err.to_string().contains("--keyvalue"), "{err}");
+        let batch = ["wasi:keyvalue/batch@0.2.0-draft"];
+        assert!(matches!(
+            check_imports(batch, true),
+            Err(KeyValueImportError::Unsupported { .. })
+        ));
+    }
+}

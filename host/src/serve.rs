@@ -1,0 +1,326 @@
+//! Serving a `wasi:http/proxy` component over HTTP/1.1, the way
+//! `wasmtime serve` and other serverless hosts do: compiled once, then a
+//! **fresh store and instance for every request**, each on its own tokio task
+//! so requests run concurrently.
+//!
+//! A guest therefore keeps nothing between requests in its own memory; with
+//! [`ServeOptions::keyvalue`] it gets the host's shared
+//! [`KeyValueStore`](crate::KeyValueStore) to keep things in instead (the
+//! connector's certificate cache), which is the point of this module.
+//!
+//! Guests get the same WASI context as commands: the given environment
+//! variables, read-only preopens, TCP and outgoing HTTP to loopback only, no
+//! UDP, and the host's stdout and stderr.
+//!
+//! A request the guest cannot answer (instantiation fails, it traps, or it
+//! never sets the response) gets a `500` whose body is the error, also
+//! printed on stderr. A component that imports `wasi:keyvalue` without
+//! [`ServeOptions::keyvalue`] is refused by [`Host::serve`] itself, before
+//! any request.
+//!
+//! ```no_run
+//! # async fn demo() -> wasmtime::Result<()> {
+//! use gcp_db_host::{Host, ServeOptions};
+//! let host = Host::new()?;
+//! let server = host
+//!     .serve("app.wasm".as_ref(), ServeOptions { keyvalue: true, ..Default::default() })
+//!     .await?;
+//! println!("serving http://{}", server.addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use wasmtime::error::Context as _;
+use wasmtime::Store;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView as _;
+
+use crate::{policy, wasi_builder, Host, KeyValueStore, State};
+
+/// How to serve a component.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen; a loopback address only. Port 0 picks a free port
+    /// (see [`Server::addr`]). Default `127.0.0.1:0`.
+    pub addr: SocketAddr,
+    /// Environment variables, the only ones the guest sees.
+    pub env: Vec<(String, String)>,
+    /// Directories preopened read-only: `(host path, guest path)`.
+    pub dirs: Vec<(PathBuf, String)>,
+    /// Give every instance the host's shared
+    /// [`KeyValueStore`](crate::KeyValueStore). A component importing
+    /// `wasi:keyvalue` is served only with this on.
+    pub keyvalue: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            env: Vec::new(),
+            dirs: Vec::new(),
+            keyvalue: false,
+        }
+    }
+}
+
+/// A running server. It stops accepting and closes its connections when
+/// dropped or on [`Server::shutdown`]; requests already inside a guest run to
+/// their end.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address the server listens on (with the port chosen when
+    /// [`ServeOptions::addr`] asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits until the listener and every connection
+    /// are closed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The accept loop may already be gone; then there is nothing to stop.
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // A panic in the accept loop has nothing left to clean up.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Aborting drops the listener and the connection set, which aborts
+        // every connection task.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Host {
+    /// Serves the `wasi:http/proxy` component at `component` on
+    /// [`ServeOptions::addr`] until the returned [`Server`] is shut down or
+    /// dropped. Must be called within a tokio runtime, which runs the server.
+    ///
+    /// The component is compiled (or loaded from the cache) and linked here,
+    /// so a file that is not a proxy, an unsatisfiable import (including
+    /// `wasi:keyvalue` without [`ServeOptions::keyvalue`]), a bad preopen or
+    /// a non-loopback address is an error now rather than on every request.
+    pub async fn serve(&self, component: &Path, opts: ServeOptions) -> wasmtime::Result<Server> {
+        if !policy::is_loopback(opts.addr.ip()) {
+            wasmtime::bail!(
+                "serve listens on loopback addresses only, not {}",
+                opts.addr
+            );
+        }
+        let compiled = self.component(component)?;
+        let pre =
+            ProxyPre::new(self.instance_pre(&compiled, opts.keyvalue)?).with_context(|| {
+                format!(
+                "{} is not a wasi:http/proxy component (no wasi:http/incoming-handler@0.2 export)",
+                component.display()
+            )
+            })?;
+        // Checked once here so a missing directory is not a 500 per request.
+        wasi_builder(&opts.env, &opts.dirs)?;
+        let listener = TcpListener::bind(opts.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.addr))?;
+        let addr = listener.local_addr()?;
+
+        let app = Arc::new(App {
+            pre,
+            env: opts.env,
+            dirs: opts.dirs,
+            keyvalue: opts.keyvalue.then(|| self.keyvalue.clone()),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(listener, app, stopped));
+        Ok(Server {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// What every request needs: the linked component and the WASI settings.
+struct App {
+    pre: ProxyPre<State>,
+    env: Vec<(String, String)>,
+    dirs: Vec<(PathBuf, String)>,
+    keyvalue: Option<KeyValueStore>,
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: oneshot::Receiver<()>) {
+    // Owned here so that ending the loop (or aborting its task) ends them.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            // A send or a dropped sender: either way, stop.
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    connections.spawn(serve_connection(stream, Arc::clone(&app)));
+                }
+                Err(err) => {
+                    // E.g. out of file descriptors: wait instead of spinning.
+                    eprintln!("gcp-db-host serve: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow forever.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, app: Arc<App>) {
+    let service = hyper::service::service_fn(move |request| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(app.handle(request).await) }
+    });
+    if let Err(err) = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        // Mostly clients hanging up mid-request; nothing to answer anymore.
+        eprintln!("gcp-db-host serve: connection: {err}");
+    }
+}
+
+impl App {
+    /// One request: the guest's response, or a 500 saying why there is none.
+    async fn handle(
+        &self,
+        request: hyper::Request<Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        match self.run_guest(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                eprintln!("gcp-db-host serve: {err:?}");
+                error_response(&format!("{err:#}\n"))
+            }
+        }
+    }
+
+    /// A fresh store and instance for `request`, as `wasmtime serve` does.
+    async fn run_guest(
+        &self,
+        request: hyper::Request<Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let mut builder = wasi_builder(&self.env, &self.dirs)?;
+        builder.inherit_stdout().inherit_stderr();
+        let state = State::new(builder.build(), self.keyvalue.clone());
+        let mut store = Store::new(self.pre.engine(), state);
+
+        let (sender, receiver) = oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        // The guest runs on its own task so it can keep streaming the body
+        // after handing over the response head.
+        let guest = tokio::spawn(async move {
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .context("instantiating the component")?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(wasmtime::format_err!(
+                "the guest answered with an error: {code:?}"
+            )),
+            // The sender went away with the store: the guest returned or
+            // failed without setting the response.
+            Err(_) => Err(match guest.await {
+                Ok(Ok(())) => {
+                    wasmtime::format_err!("the guest never called response-outparam.set")
+                }
+                Ok(Err(err)) => err,
+                Err(join) => wasmtime::format_err!("the guest's task failed: {join}"),
+            }),
+        }
+    }
+}
+
+fn error_response(message: &str) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(message.to_string()))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listens_on_a_free_loopback_port() {
+        let opts = ServeOptions::default();
+        assert_eq!(opts.addr, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert!(!opts.keyvalue);
+    }
+
+    #[tokio::test]
+    async fn refuses_non_loopback_addresses_before_loading() {
+        let host = Host::with_cache_dir(None).unwrap();
+        let opts = ServeOptions {
+            addr: "0.0.0.0:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let err = host
+            .serve("/nonexistent/app.wasm".as_ref(), opts)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn error_responses_are_500_with_the_message() {
+        let response = error_response("it broke\n");
+        assert_eq!(response.status(), 500);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"it broke\n");
+    }
+}
