@@ -10,7 +10,9 @@
 //! protocol in plain text (the driver must not start TLS itself).
 //!
 //! Refresh is lazy: nothing runs in the background. Certificates are cached in
-//! the connector until four minutes before they expire.
+//! the connector until four minutes before they expire, and, with a host
+//! [`Store`], across component instances (serverless hosts make one per
+//! request).
 //!
 //! ```no_run
 //! use std::io::Write;
@@ -26,13 +28,14 @@
 //!
 //! Where each step lives: `instance_name` parses the name (and
 //! `alloydb::instance_uri` an AlloyDB URI), `credentials` gets tokens,
-//! `cloudsql::{admin, refresh}` and `alloydb::{admin, refresh}` make the Admin
-//! API calls into a `connection_info`, `key` makes the RSA key, `cache` is the
-//! lazy cache, `tls` and `verify` configure and check TLS, `mdx` runs the
-//! metadata exchange (`cloudsql::mdx`, `alloydb::mdx`), `dial` ties them
-//! together, and `wasi` is the only code that calls WASI directly. The WIT component
-//! (`gcp:db-connector/connector`) is this library behind the thin export glue
-//! of the `gcp-db-connector-component` crate.
+//! `cloudsql::{admin, refresh}` and `alloydb::{admin, refresh}` make the
+//! Admin API calls into a `connection_info`, `key` makes the RSA key, `cache`
+//! is the lazy cache and `store` its cross-instance part, `tls` and `verify`
+//! configure and check TLS, `socket` sends each TLS flight in one write,
+//! `mdx` runs the metadata exchange (`cloudsql::mdx`, `alloydb::mdx`), `dial`
+//! ties them together, and `wasi` is the only code that calls WASI directly.
+//! The WIT component (`gcp:db-connector/connector`) is this library behind
+//! the thin export glue of the `gcp-db-connector-component` crate.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
