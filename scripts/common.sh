@@ -13,6 +13,8 @@ export GCP_DB_CONNECTOR_WASM=$WASM_DIR/gcp_db_connector_component.wasm
 export GCP_DB_CONNECTOR_KV_WASM=$WASM_DIR/gcp_db_connector_component_kv.wasm
 export GCPDB_MESSAGES_HTTP=$WASM_DIR/messages_http.wasm
 export GCPDB_MESSAGES_COMPOSED=$WASM_DIR/messages_composed.wasm
+# The Spin example without Spin's key-value store, which wasmtime lacks.
+export GCPDB_SPIN_MESSAGES=$WASM_DIR/spin_messages_nokv.wasm
 export GCPDB_PG_QUERY=$WASM_DIR/pg-query.wasm
 export GCPDB_MYSQL_QUERY=$WASM_DIR/mysql-query.wasm
 export GCPDB_EMULATOR=$CARGO_TARGET_DIR/release/gcp-emulator
@@ -43,12 +45,17 @@ setup() {
 
 build() {
   log "building the component and the example guests (wasm32-wasip2)"
-  # Three builds, because one build unifies features: the component with
-  # wasi:keyvalue (kept under its own name), the examples (messages-http turns
+  # Separate builds, because one build unifies features: the component with
+  # wasi:keyvalue (kept under its own name), the Spin example with and without
+  # Spin's key-value store, the other examples (messages-http turns
   # wasi-keyvalue on in the library), and last the plain component alone.
   (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
     -p gcp-db-connector-component --features keyvalue)
   cp "$GCP_DB_CONNECTOR_WASM" "$GCP_DB_CONNECTOR_KV_WASM"
+  (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
+    -p spin-messages --no-default-features)
+  cp "$WASM_DIR/spin_messages.wasm" "$GCPDB_SPIN_MESSAGES"
+  (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 -p spin-messages)
   (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
     -p pg-query -p mysql-query -p messages-http -p messages-composed)
   (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \

@@ -317,3 +317,33 @@ async fn an_out_of_date_stored_entry_costs_one_refresh_not_a_failed_request() {
         b.json
     );
 }
+
+/// (a) The Spin app (spin-sdk 7, a WASI 0.3 `wasi:http/handler`), served
+/// with WASI 0.3 as `wasmtime serve -W component-model-async=y -S p3=y` would.
+/// Its build without `spin-kv` (wasmtime has no `spin:key-value`), so each
+/// request refreshes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spin_app_runs_with_wasi_0_3() {
+    let (name, key) = instance("spin");
+    let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);
+    let server = serve(&emu, &artifact("GCPDB_SPIN_MESSAGES"), &name, "").await;
+    let body = format!("from spin {}", std::process::id());
+    let posted = request(server.addr(), Some(body.clone())).await;
+    assert_eq!(posted.status, 201, "{}", posted.json);
+    assert_eq!(posted.certificate, "refreshed");
+    let listed = request(server.addr(), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    let bodies: Vec<&str> = listed
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    assert!(bodies.contains(&body.as_str()), "{bodies:?}");
+    assert_eq!(
+        admin_calls(&emu, &key),
+        4,
+        "no store: a refresh per request"
+    );
+}

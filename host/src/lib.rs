@@ -2,14 +2,17 @@
 //! demo and benchmarks.
 //!
 //! One [`Host`] owns one [`wasmtime::Engine`] and a [`Linker`] with every
-//! WASI 0.2 interface plus `wasi:http`. It runs:
+//! WASI 0.2 interface plus `wasi:http`, and WASI 0.3 (`wasi:*@0.3.0`,
+//! component-model async) beside them. It runs:
 //!
 //! - `wasi:cli/run` commands with [`Host::run_command`], capturing their
 //!   output (see [`command`]);
 //! - the connector component with [`Host::instantiate_connector`], calling its
 //!   `gcp:db-connector/connector` exports directly (see [`connector`]);
-//! - `wasi:http/proxy` components behind an HTTP server with [`Host::serve`],
-//!   a fresh instance per request like `wasmtime serve` (see [`serve`]).
+//! - `wasi:http/proxy` components (`wasi:http/incoming-handler@0.2`) and
+//!   WASI 0.3 `wasi:http/handler@0.3.0` ones (a Spin spin-sdk 7 app) behind
+//!   an HTTP server with [`Host::serve`], a fresh instance per request like
+//!   `wasmtime serve` (see [`serve`]).
 //!
 //! Every guest gets the same network policy ([`policy`]): TCP and HTTP to the
 //! local machine only, no UDP. Each use can also give the guest the host's
@@ -130,6 +133,8 @@ impl Host {
     pub fn with_cache_dir(cache_dir: Option<PathBuf>) -> wasmtime::Result<Host> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // WASI 0.3 guests (`wasmtime serve -W component-model-async=y`).
+        config.wasm_component_model_async(true);
         if let Some(dir) = cache_dir {
             let dir = std::path::absolute(&dir)
                 .with_context(|| format!("cache directory {}", dir.display()))?;
@@ -144,6 +149,10 @@ impl Host {
         // Rust standard library of a guest may pull in more (stderr, exit…).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // And WASI 0.3 with its wasi:http (`-S p3=y -S cli=y`): a spin-sdk 7
+        // app imports both, p3 wasi:http and the p2 interfaces of std.
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         // Two linkers rather than one with the store always present: a
         // component that imports wasi:keyvalue must not silently get a store
         // its caller did not ask to share.

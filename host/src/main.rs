@@ -28,7 +28,9 @@ usage:
       --keyvalue=BUCKET,...).
   gcp-db-host serve [--addr 127.0.0.1:8080] [--env K=V]... [--dir HOST::GUEST]...
                     [--keyvalue [BUCKET,...]] <app.wasm>
-      Serve a wasi:http/proxy component over HTTP/1.1 like `wasmtime serve`:
+      Serve a wasi:http/proxy component over HTTP/1.1 like `wasmtime serve`
+      (WASI 0.2 incoming-handler, or a WASI 0.3 wasi:http/handler such as a
+      Spin spin-sdk 7 app, as with -W component-model-async=y -S p3=y):
       a fresh instance per request, requests concurrently, until Ctrl-C.
       --addr: a loopback address (default 127.0.0.1:8080; port 0 picks one).
       --env, --dir and the network policy as for run. --keyvalue: one store

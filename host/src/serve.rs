@@ -3,6 +3,16 @@
 //! **fresh store and instance for every request**, each on its own tokio task
 //! so requests run concurrently.
 //!
+//! Both generations of `wasi:http` are served, told apart by the component's
+//! exports: WASI 0.2 `wasi:http/incoming-handler@0.2.x`, and WASI 0.3
+//! `wasi:http/handler@0.3.0` (component-model async; what a Spin spin-sdk 7
+//! app exports), as `wasmtime serve -W component-model-async=y -S p3=y
+//! -S cli=y` does. A 0.3 guest may import WASI 0.2 as well (std's sockets,
+//! clocks and stdio on `wasm32-wasip2`). Unlike `wasmtime serve`, which reuses
+//! a 0.3 instance for up to 128 requests, every request gets its own
+//! instance here too; it lives until the guest's last task ends (after the
+//! response body is written).
+//!
 //! A guest therefore keeps nothing between requests in its own memory; with
 //! [`ServeOptions::keyvalue`] it gets the host's shared
 //! [`KeyValueStore`](crate::KeyValueStore) to keep things in instead (the
@@ -49,7 +59,8 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{FieldMap, WasiHttpView as _};
 
 use crate::{policy, wasi_builder, Host, KeyValueStore, State};
 
@@ -122,7 +133,8 @@ impl Drop for Server {
 }
 
 impl Host {
-    /// Serves the `wasi:http/proxy` component at `component` on
+    /// Serves the `wasi:http/proxy` component (WASI 0.2, or a WASI 0.3
+    /// `wasi:http/handler@0.3.0` exporter) at `component` on
     /// [`ServeOptions::addr`] until the returned [`Server`] is shut down or
     /// dropped. Must be called within a tokio runtime, which runs the server.
     ///
@@ -138,13 +150,19 @@ impl Host {
             );
         }
         let compiled = self.component(component)?;
-        let pre =
-            ProxyPre::new(self.instance_pre(&compiled, opts.keyvalue)?).with_context(|| {
+        let instance_pre = self.instance_pre(&compiled, opts.keyvalue)?;
+        // As `wasmtime serve`: a wasi:http/handler@0.3 export makes it a
+        // WASI 0.3 service, else it must be a 0.2 proxy.
+        let pre = match ServicePre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::P3(pre),
+            Err(_) => Pre::P2(ProxyPre::new(instance_pre).with_context(|| {
                 format!(
-                "{} is not a wasi:http/proxy component (no wasi:http/incoming-handler@0.2 export)",
-                component.display()
-            )
-            })?;
+                    "{} is not a wasi:http/proxy component (no wasi:http/incoming-handler@0.2 \
+                     or wasi:http/handler@0.3 export)",
+                    component.display()
+                )
+            })?),
+        };
         // Checked once here so a missing directory is not a 500 per request.
         wasi_builder(&opts.env, &opts.dirs)?;
         let listener = TcpListener::bind(opts.addr)
@@ -168,9 +186,17 @@ impl Host {
     }
 }
 
+/// The linked component, by the `wasi:http` generation it exports.
+enum Pre {
+    /// `wasi:http/incoming-handler@0.2.x`.
+    P2(ProxyPre<State>),
+    /// `wasi:http/handler@0.3.x`.
+    P3(ServicePre<State>),
+}
+
 /// What every request needs: the linked component and the WASI settings.
 struct App {
-    pre: ProxyPre<State>,
+    pre: Pre,
     env: Vec<(String, String)>,
     dirs: Vec<(PathBuf, String)>,
     keyvalue: Option<KeyValueStore>,
@@ -238,43 +264,125 @@ impl App {
         let mut builder = wasi_builder(&self.env, &self.dirs)?;
         builder.inherit_stdout().inherit_stderr();
         let state = State::new(builder.build(), self.keyvalue.clone());
-        let mut store = Store::new(self.pre.engine(), state);
-
-        let (sender, receiver) = oneshot::channel();
-        let request = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)?;
-        let out = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.pre.clone();
-        // The guest runs on its own task so it can keep streaming the body
-        // after handing over the response head.
-        let guest = tokio::spawn(async move {
-            let proxy = pre
-                .instantiate_async(&mut store)
-                .await
-                .context("instantiating the component")?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
-        });
-
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(wasmtime::format_err!(
-                "the guest answered with an error: {code:?}"
-            )),
-            // The sender went away with the store: the guest returned or
-            // failed without setting the response.
-            Err(_) => Err(match guest.await {
-                Ok(Ok(())) => {
-                    wasmtime::format_err!("the guest never called response-outparam.set")
-                }
-                Ok(Err(err)) => err,
-                Err(join) => wasmtime::format_err!("the guest's task failed: {join}"),
-            }),
+        match &self.pre {
+            Pre::P2(pre) => {
+                let store = Store::new(pre.engine(), state);
+                run_p2(pre.clone(), store, request).await
+            }
+            Pre::P3(pre) => {
+                let store = Store::new(pre.engine(), state);
+                run_p3(pre.clone(), store, request).await
+            }
         }
+    }
+}
+
+/// One request to a WASI 0.2 proxy: `incoming-handler.handle` with a
+/// response outparam.
+async fn run_p2(
+    pre: ProxyPre<State>,
+    mut store: Store<State>,
+    request: hyper::Request<Incoming>,
+) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+    let (sender, receiver) = oneshot::channel();
+    let request = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)?;
+    let out = store.data_mut().http().new_response_outparam(sender)?;
+    // The guest runs on its own task so it can keep streaming the body
+    // after handing over the response head.
+    let guest = tokio::spawn(async move {
+        let proxy = pre
+            .instantiate_async(&mut store)
+            .await
+            .context("instantiating the component")?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, request, out)
+            .await
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(wasmtime::format_err!(
+            "the guest answered with an error: {code:?}"
+        )),
+        // The sender went away with the store: the guest returned or
+        // failed without setting the response.
+        Err(_) => Err(match guest.await {
+            Ok(Ok(())) => {
+                wasmtime::format_err!("the guest never called response-outparam.set")
+            }
+            Ok(Err(err)) => err,
+            Err(join) => wasmtime::format_err!("the guest's task failed: {join}"),
+        }),
+    }
+}
+
+/// One request to a WASI 0.3 service: `handler.handle` returns the response,
+/// whose body the guest may go on writing after returning, so the store's
+/// event loop runs (on its own task) until the guest has no task left.
+async fn run_p3(
+    pre: ServicePre<State>,
+    mut store: Store<State>,
+    request: hyper::Request<Incoming>,
+) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+    let (sender, receiver) = oneshot::channel();
+    let guest = tokio::spawn(async move {
+        let service = pre
+            .instantiate_async(&mut store)
+            .await
+            .context("instantiating the component")?;
+        store
+            .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
+                // `Request::from_http`, with the headers filtered by this
+                // store's hooks (the future it returns cannot outlive them).
+                let (parts, body) = request.into_parts();
+                let headers = accessor.with(|mut access| {
+                    FieldMap::new_immutable(access.data_mut().http().hooks, parts.headers)
+                });
+                let uri = parts.uri.into_parts();
+                let (request, request_io) = wasmtime_wasi_http::p3::Request::new(
+                    parts.method,
+                    uri.scheme,
+                    uri.authority,
+                    uri.path_and_query,
+                    headers,
+                    None,
+                    body.map_err(wasmtime_wasi_http::Error::Hyper),
+                );
+                let response = match service.handle(accessor, request).await? {
+                    Ok(response) => {
+                        accessor.with(|mut access| response.into_http(&mut access, request_io))
+                    }
+                    Err(code) => Err(wasmtime::format_err!(
+                        "the guest answered with an error: {code:?}"
+                    )),
+                };
+                let _ = sender.send(response);
+                // The body, trailers and any other work of the guest.
+                std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+                Ok(())
+            })
+            .await?
+    });
+    match receiver.await {
+        Ok(response) => {
+            // A trap while the body streams cuts the body short; say why.
+            tokio::spawn(async move {
+                if let Ok(Err(err)) = guest.await {
+                    eprintln!("gcp-db-host serve: after the response: {err:?}");
+                }
+            });
+            response
+        }
+        // The guest trapped (or failed to instantiate) before answering.
+        Err(_) => Err(match guest.await {
+            Ok(Ok(())) => wasmtime::format_err!("the guest returned no response"),
+            Ok(Err(err)) => err,
+            Err(join) => wasmtime::format_err!("the guest's task failed: {join}"),
+        }),
     }
 }
 
