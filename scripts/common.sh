@@ -13,8 +13,10 @@ export GCP_DB_CONNECTOR_WASM=$WASM_DIR/gcp_db_connector_component.wasm
 export GCP_DB_CONNECTOR_KV_WASM=$WASM_DIR/gcp_db_connector_component_kv.wasm
 export GCPDB_MESSAGES_HTTP=$WASM_DIR/messages_http.wasm
 export GCPDB_MESSAGES_COMPOSED=$WASM_DIR/messages_composed.wasm
-# The Spin example without Spin's key-value store, which wasmtime lacks.
+# The Spin example without Spin's key-value store, which wasmtime lacks ...
 export GCPDB_SPIN_MESSAGES=$WASM_DIR/spin_messages_nokv.wasm
+# ... and with it (imports spin:key-value, which the project's host provides).
+export GCPDB_SPIN_MESSAGES_KV=$WASM_DIR/spin_messages.wasm
 export GCPDB_PG_QUERY=$WASM_DIR/pg-query.wasm
 export GCPDB_MYSQL_QUERY=$WASM_DIR/mysql-query.wasm
 export GCPDB_EMULATOR=$CARGO_TARGET_DIR/release/gcp-emulator

@@ -347,3 +347,30 @@ async fn the_spin_app_runs_with_wasi_0_3() {
         "no store: a refresh per request"
     );
 }
+
+/// The Spin app with its cache in Spin's key-value store (`spin-kv`), which
+/// the project's host provides over the same shared store: the second
+/// request's fresh instance loads the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spin_app_keeps_its_certificate_in_spins_key_value_store() {
+    let (name, key) = instance("spin-kv");
+    let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);
+    let server = serve(&emu, &artifact("GCPDB_SPIN_MESSAGES_KV"), &name, "").await;
+    let first = request(server.addr(), None).await;
+    assert_eq!(
+        (first.status, first.certificate.as_str()),
+        (200, "refreshed"),
+        "{}",
+        first.json
+    );
+    for _ in 0..5 {
+        let a = request(server.addr(), None).await;
+        assert_eq!(
+            (a.status, a.certificate.as_str()),
+            (200, "store"),
+            "{}",
+            a.json
+        );
+    }
+    assert_eq!(admin_calls(&emu, &key), 2, "one refresh for six requests");
+}

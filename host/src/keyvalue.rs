@@ -44,11 +44,20 @@ use bindings::wasi::keyvalue::{atomics, store};
 /// connector's examples name.
 pub const DEFAULT_BUCKET: &str = "default";
 
-/// The interfaces this host provides, as a component names its imports.
-pub const PROVIDED_INTERFACES: [&str; 2] = [
+/// The interfaces this host provides, as a component names its imports:
+/// `wasi:keyvalue` and Spin's `spin:key-value` (see
+/// [`spin_key_value`](crate::spin_key_value)), all over the one store.
+pub const PROVIDED_INTERFACES: [&str; 3] = [
     "wasi:keyvalue/store@0.2.0-draft",
     "wasi:keyvalue/atomics@0.2.0-draft",
+    crate::spin_key_value::INTERFACE,
 ];
+
+/// Whether `import` names a key-value interface (one this host may or may
+/// not provide): `wasi:keyvalue/*` or `spin:key-value/*`.
+fn is_keyvalue_import(import: &str) -> bool {
+    import.starts_with("wasi:keyvalue/") || import.starts_with("spin:key-value/")
+}
 
 /// What a store operation can fail with, before it becomes the WIT `error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,7 +372,8 @@ pub fn add_to_linker<T: Send + 'static>(
     Ok(())
 }
 
-/// Why a component's `wasi:keyvalue` imports cannot be satisfied.
+/// Why a component's key-value imports (`wasi:keyvalue`, `spin:key-value`)
+/// cannot be satisfied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyValueImportError {
@@ -391,7 +401,7 @@ impl fmt::Display for KeyValueImportError {
             KeyValueImportError::Unsupported { import } => write!(
                 f,
                 "the component imports {import}; this host provides only {}",
-                PROVIDED_INTERFACES.join(" and ")
+                PROVIDED_INTERFACES.join(", ")
             ),
         }
     }
@@ -401,7 +411,7 @@ impl std::error::Error for KeyValueImportError {}
 
 /// Checks a component's import names against what the host will link:
 /// with the store `enabled`, [`PROVIDED_INTERFACES`]; without it, no
-/// `wasi:keyvalue` interface at all.
+/// `wasi:keyvalue` or `spin:key-value` interface at all.
 ///
 /// Run before instantiating so the failure names the fix instead of
 /// wasmtime's generic "no matching implementation was found".
@@ -410,7 +420,7 @@ pub fn check_imports<'a>(
     enabled: bool,
 ) -> Result<(), KeyValueImportError> {
     for import in imports {
-        if !import.starts_with("wasi:keyvalue/") {
+        if !is_keyvalue_import(import) {
             continue;
         }
         if !enabled {
@@ -593,6 +603,17 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("--keyvalue"), "{err}");
+        // Spin's store is a key-value import too, behind the same switch.
+        let spin = ["spin:key-value/key-value@3.0.0"];
+        assert_eq!(check_imports(spin, true), Ok(()));
+        assert!(matches!(
+            check_imports(spin, false),
+            Err(KeyValueImportError::NotEnabled { .. })
+        ));
+        assert!(matches!(
+            check_imports(["spin:key-value/key-value@2.0.0"], true),
+            Err(KeyValueImportError::Unsupported { .. })
+        ));
         let batch = ["wasi:keyvalue/batch@0.2.0-draft"];
         assert!(matches!(
             check_imports(batch, true),

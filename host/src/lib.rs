@@ -50,6 +50,7 @@ pub mod pgwire;
 pub mod policy;
 pub mod query;
 pub mod serve;
+pub mod spin_key_value;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -159,6 +160,11 @@ impl Host {
         let mut linker_keyvalue = linker.clone();
         keyvalue::add_to_linker(&mut linker_keyvalue, |state: &mut State| {
             keyvalue::KeyValueView::new(state.keyvalue.as_ref(), &mut state.table)
+        })?;
+        // Spin's spin:key-value@3.0.0 (a spin-sdk 7 app's store) over the
+        // same shared store, behind the same switch.
+        spin_key_value::add_to_linker(&mut linker_keyvalue, |state: &mut State| {
+            spin_key_value::SpinKeyValueView::new(state.keyvalue.as_ref(), &mut state.table)
         })?;
 
         Ok(Host {

@@ -22,7 +22,8 @@ usage:
       Run a wasi:cli command with inherited stdio and exit with its status.
       Network: TCP and HTTP to loopback only. --env K without =V passes the
       host's value of K. --dir preopens HOST read-only as GUEST. --keyvalue
-      provides wasi:keyvalue/store and atomics (0.2.0-draft), in memory, with
+      provides wasi:keyvalue/store and atomics (0.2.0-draft) and Spin's
+      spin:key-value@3.0.0 (a store label names a bucket), in memory, with
       the buckets named (default: \"default\"); an argument after --keyvalue
       that ends in .wasm is the component, not a bucket list (or write
       --keyvalue=BUCKET,...).
@@ -35,8 +36,8 @@ usage:
       --addr: a loopback address (default 127.0.0.1:8080; port 0 picks one).
       --env, --dir and the network policy as for run. --keyvalue: one store
       shared by every request's instance (what the connector's certificate
-      cache needs); without it a component importing wasi:keyvalue is refused
-      at start. A request the guest cannot answer gets a 500 with the error.
+      cache needs); without it a component importing wasi:keyvalue or
+      spin:key-value is refused at start. A request the guest cannot answer gets a 500 with the error.
   gcp-db-host compose <app.wasm> --plug <plug.wasm> -o <out.wasm>
       Plug the plug's exports into the app's matching imports, like `wac plug`
       (e.g. the connector component into an app importing

@@ -24,7 +24,8 @@
 //!
 //! A request the guest cannot answer (instantiation fails, it traps, or it
 //! never sets the response) gets a `500` whose body is the error, also
-//! printed on stderr. A component that imports `wasi:keyvalue` without
+//! printed on stderr. A component that imports `wasi:keyvalue` (or Spin's
+//! `spin:key-value`, see [`spin_key_value`](crate::spin_key_value)) without
 //! [`ServeOptions::keyvalue`] is refused by [`Host::serve`] itself, before
 //! any request.
 //!
@@ -75,8 +76,9 @@ pub struct ServeOptions {
     /// Directories preopened read-only: `(host path, guest path)`.
     pub dirs: Vec<(PathBuf, String)>,
     /// Give every instance the host's shared
-    /// [`KeyValueStore`](crate::KeyValueStore). A component importing
-    /// `wasi:keyvalue` is served only with this on.
+    /// [`KeyValueStore`](crate::KeyValueStore), as `wasi:keyvalue` and as
+    /// Spin's `spin:key-value`. A component importing either is served only
+    /// with this on.
     pub keyvalue: bool,
 }
 

@@ -6,9 +6,12 @@
 //! settings: that is enough to prove the p3 handler is instantiated per
 //! request, reads the request body, and streams a JSON response back.
 //!
-//! The example is built without its `spin-kv` feature (this host has no
-//! `spin:key-value`), into its own target directory so this build never
-//! fights over the workspace's.
+//! The example is built twice, into its own target directory so these
+//! builds never fight over the workspace's: without its `spin-kv` feature,
+//! and with it (the default: the component imports `spin:key-value@3.0.0`,
+//! which `Host::serve` provides with `keyvalue` on). A tiny spin-sdk 7 counter
+//! guest shows the host's `spin:key-value` keeps values across the fresh
+//! instance of every request, in the host's shared `KeyValueStore`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,25 +25,48 @@ mod support;
 /// target is not installed.
 fn spin_guest() -> Option<&'static Path> {
     static WASM: OnceLock<Option<PathBuf>> = OnceLock::new();
-    WASM.get_or_init(|| {
+    WASM.get_or_init(|| build_spin_messages(false)).as_deref()
+}
+
+/// `spin_messages.wasm` with its default features (`spin-kv`), or `None`
+/// when the wasm32-wasip2 target is not installed.
+fn spin_kv_guest() -> Option<&'static Path> {
+    static WASM: OnceLock<Option<PathBuf>> = OnceLock::new();
+    WASM.get_or_init(|| build_spin_messages(true)).as_deref()
+}
+
+/// Builds the example, each feature set into its own target directory (the
+/// two builds may run at once from parallel tests).
+fn build_spin_messages(spin_kv: bool) -> Option<PathBuf> {
+    {
         if !support::wasip2_installed() {
             return None;
         }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target_dir = std::env::temp_dir().join("gcp-db-host-test-guests/spin-target");
+        let name = if spin_kv {
+            "spin-kv-target"
+        } else {
+            "spin-target"
+        };
+        let target_dir = std::env::temp_dir()
+            .join("gcp-db-host-test-guests")
+            .join(name);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut args = vec![
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "spin-messages",
+        ];
+        if !spin_kv {
+            args.push("--no-default-features");
+        }
         let status = Command::new(cargo)
             .current_dir(&workspace)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "spin-messages",
-                "--no-default-features",
-            ])
+            .args(args)
             .arg("--target-dir")
             .arg(&target_dir)
             // The outer build's settings are not meant for this guest (the
@@ -52,19 +78,95 @@ fn spin_guest() -> Option<&'static Path> {
             .expect("run cargo for spin-messages");
         assert!(status.success(), "building spin-messages failed");
         Some(target_dir.join("wasm32-wasip2/release/spin_messages.wasm"))
+    }
+}
+
+/// A spin-sdk 7 counter: every request opens Spin's `default` store, reads
+/// `n`, answers and stores `n + 1`; it also lists the keys and opens a store
+/// with no bucket, so every `spin:key-value` function is called.
+const COUNTER_SOURCE: &str = r#"
+use spin_sdk::http::{IntoResponse, Request};
+use spin_sdk::key_value::Store;
+
+async fn count() -> Result<String, String> {
+    let store = Store::open_default().await.map_err(|e| format!("open: {e}"))?;
+    let n = match store.get("n").await.map_err(|e| format!("get: {e}"))? {
+        None => 0,
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|e| e.to_string())?
+            .parse::<u64>()
+            .map_err(|e| e.to_string())?,
+    };
+    let next = n + 1;
+    store
+        .set("n", next.to_string())
+        .await
+        .map_err(|e| format!("set: {e}"))?;
+    let exists = store.exists("n").await.map_err(|e| format!("exists: {e}"))?;
+    store.set("gone", b"x").await.map_err(|e| format!("set: {e}"))?;
+    store.delete("gone").await.map_err(|e| format!("delete: {e}"))?;
+    let keys = store
+        .get_keys()
+        .await
+        .collect()
+        .await
+        .map_err(|e| format!("get-keys: {e}"))?;
+    let other = match Store::open("nope").await {
+        Ok(_) => "opened".to_string(),
+        Err(e) => format!("{e:?}"),
+    };
+    Ok(format!("{next}\nexists={exists}\nkeys={}\nnope={other}\n", keys.join(",")))
+}
+
+#[spin_sdk::http_service]
+async fn handle(_req: Request) -> impl IntoResponse {
+    match count().await {
+        Ok(body) => (spin_sdk::http::StatusCode::OK, body),
+        Err(e) => (spin_sdk::http::StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+"#;
+
+/// The counter guest, or `None` when the wasm32-wasip2 target is not
+/// installed. It starts from the workspace's `Cargo.lock`, so it resolves
+/// the spin-sdk the example already uses.
+fn counter_guest() -> Option<&'static Path> {
+    static WASM: OnceLock<Option<PathBuf>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+        let lock = std::fs::read_to_string(lock).expect("the workspace Cargo.lock");
+        support::build(&support::Guest {
+            name: "spin-kv-counter",
+            kind: support::Kind::Cdylib,
+            dependencies: "spin-sdk = { version = \"7\", default-features = false, \
+                           features = [\"http\", \"key-value\"] }",
+            files: &[("src/lib.rs", COUNTER_SOURCE), ("Cargo.lock", &lock)],
+        })
     })
     .as_deref()
 }
 
 async fn serve(host: &Host, wasm: &Path, env: &[(&str, &str)]) -> Server {
+    serve_with(host, wasm, env, false)
+        .await
+        .expect("serve the spin app")
+}
+
+async fn serve_with(
+    host: &Host,
+    wasm: &Path,
+    env: &[(&str, &str)],
+    keyvalue: bool,
+) -> wasmtime::Result<Server> {
     let opts = ServeOptions {
         env: env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        keyvalue,
         ..Default::default()
     };
-    host.serve(wasm, opts).await.expect("serve the spin app")
+    host.serve(wasm, opts).await
 }
 
 /// `(status, content-type, body)` of a request, on a blocking thread.
@@ -184,5 +286,63 @@ async fn concurrent_requests_each_get_an_answer() {
             (500, "INSTANCE is not set")
         );
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn spin_key_value_keeps_a_counter_across_instances() {
+    let Some(wasm) = counter_guest() else { return };
+    let host = Host::new().unwrap();
+    let imports = host.imports(wasm).unwrap();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i == "spin:key-value/key-value@3.0.0"),
+        "{imports:?}"
+    );
+    // Without the store, serve refuses the import by name.
+    let err = serve_with(&host, wasm, &[], false).await.unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("spin:key-value/key-value@3.0.0") && err.contains("--keyvalue"),
+        "{err}"
+    );
+
+    let server = serve_with(&host, wasm, &[], true).await.unwrap();
+    let url = format!("http://{}/", server.addr());
+    // Sequential requests, a fresh instance each: only the host's store
+    // carries the count from one to the next.
+    for expected in 1..=10u64 {
+        let (status, _, body) = request("GET", url.clone(), "").await;
+        assert_eq!(status, 200, "{body}");
+        let mut lines = body.lines();
+        assert_eq!(lines.next(), Some(expected.to_string().as_str()), "{body}");
+        assert_eq!(lines.next(), Some("exists=true"), "{body}");
+        assert_eq!(lines.next(), Some("keys=n"), "{body}");
+        assert_eq!(lines.next(), Some("nope=Error::NoSuchStore"), "{body}");
+    }
+    server.shutdown().await;
+    let store = host.keyvalue_store();
+    assert_eq!(store.get("default", "n"), Ok(Some(b"10".to_vec())));
+    assert_eq!(store.keys("default"), Ok(vec!["n".to_string()]));
+}
+
+#[tokio::test]
+async fn the_spin_kv_example_is_served_with_keyvalue_only() {
+    let Some(wasm) = spin_kv_guest() else { return };
+    let host = Host::new().unwrap();
+    let imports = host.imports(wasm).unwrap();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i == "spin:key-value/key-value@3.0.0"),
+        "{imports:?}"
+    );
+    let err = serve_with(&host, wasm, &[], false).await.unwrap_err();
+    assert!(format!("{err:#}").contains("--keyvalue"), "{err:#}");
+    let server = serve_with(&host, wasm, &[], true).await.unwrap();
+    let (status, _, body) = request("GET", format!("http://{}/", server.addr()), "").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(error_of(&body), "INSTANCE is not set");
     server.shutdown().await;
 }
