@@ -113,6 +113,27 @@ async fn request(server: SocketAddr, post: Option<String>) -> Answer {
     .unwrap()
 }
 
+/// The first request refreshes; the next `n`, each in a fresh instance, load
+/// the certificate from the store.
+async fn one_refresh_then_the_store(server: &Server, n: usize) {
+    let first = request(server.addr(), None).await;
+    assert_eq!(
+        (first.status, first.certificate.as_str()),
+        (200, "refreshed"),
+        "{}",
+        first.json
+    );
+    for _ in 0..n {
+        let a = request(server.addr(), None).await;
+        assert_eq!(
+            (a.status, a.certificate.as_str()),
+            (200, "store"),
+            "{}",
+            a.json
+        );
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -263,22 +284,7 @@ async fn the_rust_handler_serves_alloydb_from_the_store() {
     let uri = "projects/proj/locations/us-central1/clusters/cl/instances/inst";
     let emu = Emulator::start(&[&format!("{uri},backend={{pg}}")]);
     let server = serve(&emu, &artifact("GCPDB_MESSAGES_HTTP"), uri, "default").await;
-    let first = request(server.addr(), None).await;
-    assert_eq!(
-        (first.status, first.certificate.as_str()),
-        (200, "refreshed"),
-        "{}",
-        first.json
-    );
-    for _ in 0..5 {
-        let a = request(server.addr(), None).await;
-        assert_eq!(
-            (a.status, a.certificate.as_str()),
-            (200, "store"),
-            "{}",
-            a.json
-        );
-    }
+    one_refresh_then_the_store(&server, 5).await;
     let calls = emu.calls();
     assert_eq!(
         calls["generateClientCertificate"]["projects/proj/locations/us-central1/clusters/cl"],
@@ -356,21 +362,6 @@ async fn the_spin_app_keeps_its_certificate_in_spins_key_value_store() {
     let (name, key) = instance("spin-kv");
     let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);
     let server = serve(&emu, &artifact("GCPDB_SPIN_MESSAGES_KV"), &name, "").await;
-    let first = request(server.addr(), None).await;
-    assert_eq!(
-        (first.status, first.certificate.as_str()),
-        (200, "refreshed"),
-        "{}",
-        first.json
-    );
-    for _ in 0..5 {
-        let a = request(server.addr(), None).await;
-        assert_eq!(
-            (a.status, a.certificate.as_str()),
-            (200, "store"),
-            "{}",
-            a.json
-        );
-    }
+    one_refresh_then_the_store(&server, 5).await;
     assert_eq!(admin_calls(&emu, &key), 2, "one refresh for six requests");
 }

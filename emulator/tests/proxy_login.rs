@@ -35,6 +35,11 @@ struct Backend {
 
 impl Backend {
     async fn start() -> Self {
+        Self::greeting_with(&[]).await
+    }
+
+    /// Writes `greeting` (if any) at the start of each session, then echoes.
+    async fn greeting_with(greeting: &'static [u8]) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
@@ -44,6 +49,9 @@ impl Backend {
                 let seen = Session::default();
                 all.lock().unwrap().push(seen.clone());
                 tokio::spawn(async move {
+                    if s.write_all(greeting).await.is_err() {
+                        return;
+                    }
                     let mut buf = [0u8; 4096];
                     while let Ok(n @ 1..) = s.read(&mut buf).await {
                         seen.lock().unwrap().extend_from_slice(&buf[..n]);
@@ -392,29 +400,7 @@ async fn iam_login_and_metadata_exchange() {
 /// A stand-in MySQL server: greets each session with `MYSQL_GREETING`, then echoes and
 /// keeps every byte the session sent it.
 async fn mysql_backend() -> Backend {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
-    let all = sessions.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let seen = Session::default();
-            all.lock().unwrap().push(seen.clone());
-            tokio::spawn(async move {
-                if s.write_all(MYSQL_GREETING).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = s.read(&mut buf).await {
-                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Backend { addr, sessions }
+    Backend::greeting_with(MYSQL_GREETING).await
 }
 
 /// A HandshakeV10 packet (sequence 0), shortened but well framed.
