@@ -21,6 +21,9 @@ export GCPDB_PG_QUERY=$WASM_DIR/pg-query.wasm
 export GCPDB_MYSQL_QUERY=$WASM_DIR/mysql-query.wasm
 export GCPDB_EMULATOR=$CARGO_TARGET_DIR/release/gcp-emulator
 export GCPDB_HOST=$CARGO_TARGET_DIR/release/gcp-db-host
+# The wasmtime CLI, for the tests that run the README's `wasmtime serve` lines.
+WASMTIME_VERSION=48.0.8
+export GCPDB_WASMTIME=${GCPDB_WASMTIME:-$HOME/.cargo/bin/wasmtime}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 trap 'echo "${BASH_SOURCE[0]:-$0}: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -32,6 +35,14 @@ setup() {
   if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     log "installing the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2
+  fi
+  if [ "$("$GCPDB_WASMTIME" --version 2>/dev/null)" != "wasmtime $WASMTIME_VERSION" ]; then
+    # The same major version as the embedded host; only what `serve` and
+    # `run` with -S http, keyvalue and p3 need (about 15 minutes cold).
+    log "installing wasmtime-cli $WASMTIME_VERSION from crates.io"
+    cargo install --locked wasmtime-cli --version "$WASMTIME_VERSION" --no-default-features \
+      --features run,serve,cranelift,component-model,component-model-async,wasi-http,wasi-keyvalue,parallel-compilation,pooling-allocator \
+      --root "$(dirname "$(dirname "$GCPDB_WASMTIME")")"
   fi
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     log "installing PostgreSQL from Debian"

@@ -34,16 +34,17 @@ mod kv {
 }
 use kv::wasi::keyvalue::{atomics, store};
 
-/// Adds one to "requests" in bucket "default" and returns the new count.
-fn count() -> Result<u64, String> {
-    let bucket = store::open("default").map_err(|e| format!("open: {e:?}"))?;
+/// Adds one to "requests" in `bucket` and returns the new count.
+fn count(bucket: &str) -> Result<u64, String> {
+    let bucket = store::open(bucket).map_err(|e| format!("open: {e:?}"))?;
     atomics::increment(&bucket, "requests", 1).map_err(|e| format!("increment: {e:?}"))
 }
 "#;
 
-/// A wasi:http proxy answering `kv=N local=M`: N from the shared store, M
-/// from the instance's own memory (always 1 with a fresh instance per
-/// request). `/slow` waits 500 ms first; `/trap` panics.
+/// A wasi:http proxy answering `kv=N local=M`: N from the shared store
+/// (bucket "default"; `/empty-bucket`: bucket "", the only one wasmtime's
+/// `-S keyvalue` opens), M from the instance's own memory (always 1 with a
+/// fresh instance per request). `/slow` waits 500 ms first; `/trap` panics.
 const PROXY_LIB: &str = r#"
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,7 +71,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Counter {
             wasip2::clocks::monotonic_clock::subscribe_duration(500_000_000).block();
         }
         let local = LOCAL.fetch_add(1, Ordering::SeqCst) + 1;
-        let (status, text) = match count() {
+        let bucket = if path == "/empty-bucket" { "" } else { "default" };
+        let (status, text) = match count(bucket) {
             Ok(n) => (200, format!("kv={n} local={local}")),
             Err(e) => (500, e),
         };
@@ -92,7 +94,7 @@ const COMMAND_MAIN: &str = r#"
 @KEYVALUE_BINDINGS@
 
 fn main() {
-    match count() {
+    match count("default") {
         Ok(n) => println!("{n}"),
         Err(e) => {
             eprintln!("{e}");
@@ -375,4 +377,58 @@ async fn a_command_is_not_a_proxy() {
     let err = host.serve(wasm, opts).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("not a wasi:http/proxy component"), "{text}");
+}
+
+/// wasmtime's own `-S keyvalue` (the real wasmtime CLI, `$GCPDB_WASMTIME`):
+/// the count never passes 1, because each request's instance gets a fresh
+/// copy of the preset data, and any bucket but "" does not exist. Hence the
+/// project's host provides the shared store the connector's cache needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn wasmtime_serves_own_keyvalue_store_does_not_outlive_a_request() {
+    let Some(wasm) = proxy_guest() else { return };
+    let wasmtime = std::env::var("GCPDB_WASMTIME")
+        .expect("GCPDB_WASMTIME is not set: run the tests with scripts/test");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let mut child = std::process::Command::new(wasmtime)
+        .args([
+            "serve",
+            "-S",
+            "cli",
+            "-S",
+            "keyvalue",
+            "--addr",
+            &addr.to_string(),
+        ])
+        .arg(wasm)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start wasmtime serve");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "wasmtime serve exited");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "wasmtime serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://{addr}");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = get_async(format!("{base}/empty-bucket")).await;
+        assert_eq!(status, 200, "{body}");
+        seen.push(shared_count(&body));
+    }
+    let (status, body) = get_async(format!("{base}/")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        [1, 1, 1],
+        "wasmtime's store kept a write across requests"
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("NoSuchStore"), "{body}");
 }
