@@ -143,22 +143,36 @@ impl TokenSource {
 
     /// A token of `scope`, from the cache when still fresh.
     pub(crate) fn token(&self, scope: Scope, deadline: Instant) -> Result<Token, Error> {
-        if let Some(t) = lock(&self.cache).get(&scope) {
-            if t.fresh_at(SystemTime::now()) {
-                return Ok(t.clone());
-            }
-        }
-        self.fresh_token(scope, deadline)
+        self.start(scope, Freshness::Cached, deadline).wait()
     }
 
-    /// A newly fetched token of `scope`: the IAM login token embedded in a
-    /// certificate caps its lifetime, so it is always fetched anew for a refresh
-    /// (as Google's Python connector does).
-    pub(crate) fn fresh_token(&self, scope: Scope, deadline: Instant) -> Result<Token, Error> {
-        let source = self.source()?;
-        let token = source.fetch(scope, deadline)?;
-        lock(&self.cache).insert(scope, token.clone());
-        Ok(token)
+    /// Sends the request for a token of `scope` (none when the cache has a
+    /// fresh one and `freshness` allows it) without waiting for the answer,
+    /// so a refresh can generate its key while the token travels. Errors
+    /// come from [`PendingToken::wait`].
+    pub(crate) fn start(
+        &self,
+        scope: Scope,
+        freshness: Freshness,
+        deadline: Instant,
+    ) -> PendingToken<'_> {
+        if freshness == Freshness::Cached {
+            if let Some(t) = lock(&self.cache).get(&scope) {
+                if t.fresh_at(SystemTime::now()) {
+                    return PendingToken {
+                        tokens: self,
+                        scope,
+                        fetch: Ok(Fetch::Ready(t.clone())),
+                    };
+                }
+            }
+        }
+        let fetch = self.source().and_then(|s| s.start(scope, deadline));
+        PendingToken {
+            tokens: self,
+            scope,
+            fetch,
+        }
     }
 
     fn source(&self) -> Result<Arc<Source>, Error> {
@@ -169,6 +183,77 @@ impl TokenSource {
         let s = Arc::new(Source::resolve(self.configured.as_ref(), &self.endpoints)?);
         *slot = Some(s.clone());
         Ok(s)
+    }
+}
+
+/// Whether a cached token will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// A cached token still fresh is reused.
+    Cached,
+    /// Always fetched anew: the IAM login token embedded in a certificate
+    /// caps its lifetime, so a refresh takes a new one (as Google's Python
+    /// connector does).
+    New,
+}
+
+/// A token on its way, from [`TokenSource::start`].
+pub(crate) struct PendingToken<'a> {
+    tokens: &'a TokenSource,
+    scope: Scope,
+    fetch: Result<Fetch, Error>,
+}
+
+impl PendingToken<'_> {
+    /// Waits for the token and caches it.
+    pub(crate) fn wait(self) -> Result<Token, Error> {
+        let token = self.fetch?.wait()?;
+        lock(&self.tokens.cache).insert(self.scope, token.clone());
+        Ok(token)
+    }
+}
+
+/// A token request: answered already, or in flight.
+enum Fetch {
+    Ready(Token),
+    Http {
+        pending: http::Pending,
+        url: String,
+        kind: &'static str,
+    },
+}
+
+impl Fetch {
+    fn http(req: &Request, kind: &'static str, deadline: Instant) -> Result<Self, Error> {
+        let pending = http::start(req, deadline).map_err(|e| unreachable_metadata(kind, e))?;
+        Ok(Self::Http {
+            pending,
+            url: req.url.clone(),
+            kind,
+        })
+    }
+
+    fn wait(self) -> Result<Token, Error> {
+        match self {
+            Self::Ready(token) => Ok(token),
+            Self::Http { pending, url, kind } => {
+                let resp = pending.wait().map_err(|e| unreachable_metadata(kind, e))?;
+                parse_token_response(&resp, &url, kind)
+            }
+        }
+    }
+}
+
+const METADATA_SERVER: &str = "metadata server";
+
+/// Outside Google Cloud the metadata server is absent: say what to do instead.
+fn unreachable_metadata(kind: &str, e: Error) -> Error {
+    match e {
+        Error::Http(m) if kind == METADATA_SERVER => Error::Credentials(format!(
+            "the metadata server is unreachable ({m}); outside Google Cloud, pass \
+             credentials or set GOOGLE_APPLICATION_CREDENTIALS"
+        )),
+        other => other,
     }
 }
 
@@ -323,7 +408,15 @@ impl Source {
         }
     }
 
+    /// A token of `scope`, waited for.
+    #[cfg(test)]
     fn fetch(&self, scope: Scope, deadline: Instant) -> Result<Token, Error> {
+        self.start(scope, deadline)?.wait()
+    }
+
+    /// Sends the request for a token of `scope` (signing the JWT first for
+    /// a service account).
+    fn start(&self, scope: Scope, deadline: Instant) -> Result<Fetch, Error> {
         match self {
             Self::Static { api, login } => {
                 let secret = match scope {
@@ -338,10 +431,10 @@ impl Source {
                         )
                     })?,
                 };
-                Ok(Token {
+                Ok(Fetch::Ready(Token {
                     secret,
                     expiry: None,
-                })
+                }))
             }
             Self::ServiceAccount {
                 email,
@@ -388,15 +481,8 @@ impl Source {
                     "http://{host}/computeMetadata/v1/instance/service-accounts/default/token?scopes={}",
                     scope.url()
                 );
-                let req = Request::get(url.clone()).header("metadata-flavor", "Google");
-                let resp = http::send(&req, deadline).map_err(|e| match e {
-                    Error::Http(m) => Error::Credentials(format!(
-                        "the metadata server is unreachable ({m}); outside Google Cloud, pass \
-                         credentials or set GOOGLE_APPLICATION_CREDENTIALS"
-                    )),
-                    other => other,
-                })?;
-                parse_token_response(&resp, &url, "metadata server")
+                let req = Request::get(url).header("metadata-flavor", "Google");
+                Fetch::http(&req, METADATA_SERVER, deadline)
             }
         }
     }
@@ -413,10 +499,14 @@ fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
         .into_bytes()
 }
 
-fn exchange(url: &str, body: Vec<u8>, kind: &str, deadline: Instant) -> Result<Token, Error> {
+fn exchange(
+    url: &str,
+    body: Vec<u8>,
+    kind: &'static str,
+    deadline: Instant,
+) -> Result<Fetch, Error> {
     let req = Request::post(url.to_string(), "application/x-www-form-urlencoded", body);
-    let resp = http::send(&req, deadline)?;
-    parse_token_response(&resp, url, kind)
+    Fetch::http(&req, kind, deadline)
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,8 @@
 //! The shape both services' refreshes share (`cloudsql::refresh`,
-//! `alloydb::refresh`): the Admin API call that needs no key goes out first,
-//! the RSA key is generated while it travels, then the call carrying the
-//! key's public half; both are awaited, 5xx answers retried.
+//! `alloydb::refresh`): the token requests go out first, the RSA key is
+//! generated while they travel (in wasm it is the longest step of a cold
+//! connect, and the network waits hide behind it), then both Admin API calls
+//! are sent together and awaited, 5xx answers retried.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,34 +27,45 @@ pub(crate) struct Call {
 }
 
 impl<A> Refresher<'_, A> {
-    /// Runs `first`, makes (or reuses) the key while it travels, runs
-    /// `second(key)`; returns both successful answers and the key. Fills in
-    /// the key generation and Admin API timings.
-    pub(crate) fn two_calls(
+    /// Runs `tokens` (which starts the token requests), makes (or reuses) the
+    /// key while they travel, then `wait` for the tokens. Fills in the token
+    /// and key generation timings (the token's share: what was not hidden
+    /// behind key generation).
+    pub(crate) fn tokens_and_key<P, T>(
         &self,
-        first: Call,
-        second: impl FnOnce(&ClientKey) -> Result<Call, Error>,
-        deadline: Instant,
+        tokens: impl FnOnce() -> P,
+        wait: impl FnOnce(P) -> Result<T, Error>,
         timings: &mut ConnectTimings,
-    ) -> Result<(Response, Response, Arc<ClientKey>), Error> {
-        let admin_started = Instant::now();
-        let first_pending = http::start(&first.req, deadline)?;
-
+    ) -> Result<(T, Arc<ClientKey>), Error> {
+        let started = Instant::now();
+        let pending = tokens();
         let key_started = Instant::now();
         let (key, generated) = self.key.get()?;
         let key_time = key_started.elapsed();
         if generated {
             timings.key_generation = key_time;
         }
+        let tokens = wait(pending)?;
+        timings.token = started.elapsed().saturating_sub(key_time);
+        Ok((tokens, key))
+    }
 
-        let second = second(&key)?;
+    /// Sends both Admin API calls, then waits for both; fills in the Admin
+    /// API timing.
+    pub(crate) fn two_calls(
+        &self,
+        first: Call,
+        second: Call,
+        deadline: Instant,
+        timings: &mut ConnectTimings,
+    ) -> Result<(Response, Response), Error> {
+        let started = Instant::now();
+        let first_pending = http::start(&first.req, deadline)?;
         let second_pending = http::start(&second.req, deadline)?;
-
         // On a failure of the first, the second is dropped (cancelled).
         let a = google_api::finish(first_pending, &first.req, deadline, || first.name)?;
         let b = google_api::finish(second_pending, &second.req, deadline, || second.name)?;
-        // The Admin API's own share: what was not hidden behind key generation.
-        timings.admin_api = admin_started.elapsed().saturating_sub(key_time);
-        Ok((a, b, key))
+        timings.admin_api = started.elapsed();
+        Ok((a, b))
     }
 }

@@ -20,7 +20,7 @@ pub(crate) fn client_config(
     key: &ClientKey,
     instance: &impl fmt::Display,
 ) -> Result<Arc<ClientConfig>, Error> {
-    let provider = Arc::new(rustls_rustcrypto::provider());
+    let provider = Arc::new(provider());
     let mut roots = RootCertStore::empty();
     for ca in &info.trust_anchors {
         roots.add(ca.clone()).map_err(|e| {
@@ -46,6 +46,22 @@ pub(crate) fn client_config(
     // AlloyDB's connectors send it, Cloud SQL's PSC endpoints refuse it.
     config.enable_sni = info.identity == ServerIdentity::Address;
     Ok(Arc::new(config))
+}
+
+/// The pure-Rust provider with TLS 1.3's suites in the order that is
+/// fastest in wasm: ChaCha20-Poly1305 first (about 2.8 times AES-GCM's
+/// throughput in wasm without AES instructions; scripts/bench row 4, and Go
+/// servers, Cloud SQL's proxy among them, honour a client that puts it first),
+/// then AES-GCM. X25519 is already its first key exchange group.
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            rustls_rustcrypto::TLS13_CHACHA20_POLY1305_SHA256,
+            rustls_rustcrypto::TLS13_AES_128_GCM_SHA256,
+            rustls_rustcrypto::TLS13_AES_256_GCM_SHA384,
+        ],
+        ..rustls_rustcrypto::provider()
+    }
 }
 
 /// The name rustls is given for the target (no SNI is sent either way).
@@ -188,6 +204,22 @@ mod tests {
             c.process_new_packets().map_err(|e| from_rustls(&e))?;
         }
         panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn chacha20_and_x25519_are_offered_first_and_only_tls_1_3_suites() {
+        use rustls::CipherSuite::*;
+        let p = provider();
+        let suites: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            suites,
+            [
+                TLS13_CHACHA20_POLY1305_SHA256,
+                TLS13_AES_128_GCM_SHA256,
+                TLS13_AES_256_GCM_SHA384
+            ]
+        );
+        assert_eq!(p.kx_groups[0].name(), rustls::NamedGroup::X25519);
     }
 
     fn check_of(r: Result<(), Error>) -> VerificationCheck {

@@ -613,6 +613,7 @@ mod tests {
             private_ip: None,
             mdx: false,
             psc: false,
+            tls_suite: None,
         }
     }
 

@@ -147,6 +147,34 @@ pub struct InstanceSpec {
     /// Private Service Connect: `pscEnabled` and a PSC DNS name, served by the
     /// same proxy on its own loopback address.
     pub psc: bool,
+    /// The one TLS 1.3 cipher suite the proxy offers (`tls-suite=…`, for the
+    /// benchmark's cipher comparison); `None`: all of them, client's order.
+    pub tls_suite: Option<TlsSuite>,
+}
+
+/// A TLS 1.3 cipher suite an instance's proxy can be narrowed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSuite {
+    /// TLS_AES_128_GCM_SHA256.
+    Aes128Gcm,
+    /// TLS_AES_256_GCM_SHA384.
+    Aes256Gcm,
+    /// TLS_CHACHA20_POLY1305_SHA256.
+    Chacha20Poly1305,
+}
+
+impl TlsSuite {
+    /// `aes128gcm`, `aes256gcm` or `chacha20poly1305`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "aes128gcm" => Ok(Self::Aes128Gcm),
+            "aes256gcm" => Ok(Self::Aes256Gcm),
+            "chacha20poly1305" => Ok(Self::Chacha20Poly1305),
+            other => Err(format!(
+                "tls-suite {other:?} is not aes128gcm, aes256gcm or chacha20poly1305"
+            )),
+        }
+    }
 }
 
 impl InstanceSpec {
@@ -161,7 +189,7 @@ impl InstanceSpec {
     }
 
     /// Parses a Cloud SQL command-line SPEC:
-    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,private-ip=auto|IP][,mdx=true|false][,psc=true|false]`.
+    /// `project:region:name,backend=HOST:PORT[,version=V][,ca=legacy|cas][,public-ip=IP][,private-ip=auto|IP][,mdx=true|false][,psc=true|false][,tls-suite=aes128gcm|aes256gcm|chacha20poly1305]`.
     pub fn parse_cli(spec: &str) -> Result<Self, String> {
         file_instance_from_cli(spec)?.into_cloudsql()
     }
@@ -188,6 +216,7 @@ fn file_instance_from_cli(spec: &str) -> Result<FileInstance, String> {
             "private-ip" | "private_ip" => fields.private_ip = text,
             "mdx" => fields.mdx = Some(parse_bool(key, value)?),
             "psc" => fields.psc = Some(parse_bool(key, value)?),
+            "tls-suite" | "tls_suite" => fields.tls_suite = text,
             other => return Err(format!("unknown instance spec field {other:?}")),
         }
     }
@@ -244,6 +273,8 @@ pub struct FileInstance {
     pub mdx: Option<bool>,
     /// Private Service Connect (`pscEnabled` and a PSC DNS name); default false.
     pub psc: Option<bool>,
+    /// Cloud SQL only: the one TLS 1.3 cipher suite the proxy offers.
+    pub tls_suite: Option<String>,
 }
 
 impl FileInstance {
@@ -292,6 +323,7 @@ impl FileInstance {
             public_ip,
             mdx: self.mdx.unwrap_or(false),
             psc: self.psc.unwrap_or(false),
+            tls_suite: self.tls_suite.as_deref().map(TlsSuite::parse).transpose()?,
         })
     }
 }
@@ -405,6 +437,30 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_suite_narrows_a_cloud_sql_proxy_only() {
+        let spec =
+            InstanceSpec::parse_cli("p:r:i,backend=127.0.0.1:5432,tls-suite=chacha20poly1305")
+                .unwrap();
+        assert_eq!(spec.tls_suite, Some(TlsSuite::Chacha20Poly1305));
+        assert_eq!(
+            InstanceSpec::parse_cli("p:r:i,backend=127.0.0.1:5432")
+                .unwrap()
+                .tls_suite,
+            None
+        );
+        let err =
+            InstanceSpec::parse_cli("p:r:i,backend=127.0.0.1:5432,tls-suite=rc4").unwrap_err();
+        assert!(err.contains("\"rc4\""), "{err}");
+        let alloydb = FileInstance {
+            name: "projects/p/locations/r/clusters/c/instances/i".into(),
+            backend: Some("127.0.0.1:5432".into()),
+            tls_suite: Some("aes128gcm".into()),
+            ..FileInstance::default()
+        };
+        assert!(alloydb.into_spec().unwrap_err().contains("tls-suite"));
+    }
 
     #[test]
     fn splits_plain_and_domain_scoped_names() {

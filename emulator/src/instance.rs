@@ -55,6 +55,7 @@ impl Instance {
             &certs.wrong_cn,
             &certs.server_key_pkcs8,
             &certs.client_ca.cert.der,
+            spec.tls_suite,
         )?;
         Ok(Self {
             controls,

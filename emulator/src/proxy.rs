@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::{ServerCertMode, ServerChain};
+use crate::config::TlsSuite;
 use crate::inbound::Inbound;
 use crate::instance::Instance;
 use crate::state::{AppState, SharedState};
@@ -37,14 +38,34 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// [`crypto_provider`] offering only `suite` among TLS 1.3 cipher suites, when
+/// an instance spec names one.
+fn server_provider(suite: Option<TlsSuite>) -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite;
+    let Some(suite) = suite else {
+        return crypto_provider();
+    };
+    let only = match suite {
+        TlsSuite::Aes128Gcm => cipher_suite::TLS13_AES_128_GCM_SHA256,
+        TlsSuite::Aes256Gcm => cipher_suite::TLS13_AES_256_GCM_SHA384,
+        TlsSuite::Chacha20Poly1305 => cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![only],
+        ..rustls::crypto::ring::default_provider()
+    })
+}
+
 /// A TLS 1.3-only server configuration presenting `chain` and requiring a client
-/// certificate issued by `client_ca`. No SNI is needed.
+/// certificate issued by `client_ca`, with all cipher suites or only `suite`.
+/// No SNI is needed.
 pub fn build_server_config(
     chain: &ServerChain,
     key_pkcs8: &[u8],
     client_ca: &CertificateDer<'static>,
+    suite: Option<TlsSuite>,
 ) -> Result<Arc<ServerConfig>, String> {
-    let provider = crypto_provider();
+    let provider = server_provider(suite);
     let mut roots = RootCertStore::empty();
     roots
         .add(client_ca.clone())
@@ -145,18 +166,21 @@ impl std::fmt::Debug for ProxyControls {
 
 impl ProxyControls {
     /// Controls presenting `valid` (or, when told, `wrong_ca` / `wrong_cn`) with the key
-    /// `key_pkcs8`, and requiring client certificates that chain to `client_ca`.
+    /// `key_pkcs8`, requiring client certificates that chain to `client_ca`, and
+    /// offering every TLS 1.3 cipher suite or only `suite`.
     pub fn new(
         valid: &ServerChain,
         wrong_ca: &ServerChain,
         wrong_cn: &ServerChain,
         key_pkcs8: &[u8],
         client_ca: &CertificateDer<'static>,
+        suite: Option<TlsSuite>,
     ) -> Result<Self, String> {
+        let config = |chain| build_server_config(chain, key_pkcs8, client_ca, suite);
         Ok(Self {
-            valid: build_server_config(valid, key_pkcs8, client_ca)?,
-            wrong_ca: build_server_config(wrong_ca, key_pkcs8, client_ca)?,
-            wrong_cn: build_server_config(wrong_cn, key_pkcs8, client_ca)?,
+            valid: config(valid)?,
+            wrong_ca: config(wrong_ca)?,
+            wrong_cn: config(wrong_cn)?,
             mode: RwLock::new(ServerCertMode::Valid),
             fault: RwLock::new(ProxyFault::Normal),
         })

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::slice::Iter;
 
+use gcp_db_host::bench::BenchOptions;
 use gcp_db_host::connector::{self, Config, ConnectOptions, ConnectTimings, Credentials, IpType};
 use gcp_db_host::keyvalue::DEFAULT_BUCKET;
 use gcp_db_host::query::{connect_and_query, Login};
@@ -50,6 +51,14 @@ usage:
       print each connect's timings, then the rows of SQL (Postgres). --iam:
       automatic IAM database authentication (no password). Component: --component, $GCP_DB_CONNECTOR_WASM
       or the build output.
+  gcp-db-host bench --instance NAME [--throughput-instance LABEL=NAME]... [--direct HOST:PORT]
+                    [--admin-endpoint URL] [--credentials-file PATH] [--user U] [--password P]
+                    [--database D] [--runs N] [--throughput-runs N] [--throughput-mb N]
+                    [--component FILE] [--component-kv FILE]
+      The connector's side of scripts/bench: cold connects in fresh instances,
+      warm connects, fresh instances with the store warm (with the _kv build),
+      and a COPY of N MB through each throughput instance and direct; prints
+      the raw samples as JSON on stdout (bench/run.py makes the table).
   gcp-db-host imports <file.wasm>
       Print the component's imports, one per line.
   gcp-db-host exports <file.wasm>
@@ -76,6 +85,7 @@ async fn run(args: Vec<String>) -> Result<ExitCode, String> {
         "serve" => serve(rest).await,
         "compose" => compose(rest),
         "query" => query(rest).await,
+        "bench" => bench(rest).await,
         "imports" | "exports" => {
             let [wasm] = rest else {
                 return Err(format!("{sub} takes exactly one file\n{USAGE}"));
@@ -383,6 +393,91 @@ async fn query(args: &[String]) -> Result<ExitCode, String> {
             eprintln!("({})", rows.command);
         }
     }
+    if let Some(kib) = peak_memory_kib() {
+        eprintln!("peak memory: {kib} KiB");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident set (Linux `VmHWM`), for scripts/bench. Not
+/// `getrusage`: across `exec` Linux carries the forking parent's peak into it.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn bench(args: &[String]) -> Result<ExitCode, String> {
+    let mut opts = BenchOptions {
+        component: connector::find_component().unwrap_or_default(),
+        component_kv: connector::find_component_kv(),
+        config: Config::default(),
+        instance: String::new(),
+        throughput_instances: Vec::new(),
+        direct: None,
+        login: Login {
+            user: "postgres".into(),
+            password: None,
+            database: "postgres".into(),
+        },
+        runs: 30,
+        throughput_runs: 3,
+        throughput_bytes: 100_000_000,
+    };
+    let number = |flag: &str, v: String| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{flag} needs a whole number, not {v:?}"))
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--instance" => opts.instance = value()?,
+            "--throughput-instance" => {
+                let spec = value()?;
+                let (label, name) = spec.split_once('=').ok_or(format!(
+                    "--throughput-instance {spec:?}: expected LABEL=INSTANCE"
+                ))?;
+                opts.throughput_instances.push((label.into(), name.into()));
+            }
+            "--direct" => {
+                let spec = value()?;
+                opts.direct = Some(
+                    spec.parse()
+                        .map_err(|_| format!("--direct {spec:?}: expected HOST:PORT"))?,
+                );
+            }
+            "--admin-endpoint" => opts.config.admin_endpoint = Some(value()?),
+            "--credentials-file" => {
+                let path = value()?;
+                let json = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                opts.config.credentials = Some(Credentials::Json(json));
+            }
+            "--user" => opts.login.user = value()?,
+            "--password" => opts.login.password = Some(value()?),
+            "--database" => opts.login.database = value()?,
+            "--runs" => opts.runs = number(arg, value()?)? as usize,
+            "--throughput-runs" => opts.throughput_runs = number(arg, value()?)? as usize,
+            "--throughput-mb" => opts.throughput_bytes = number(arg, value()?)? * 1_000_000,
+            "--component" => opts.component = PathBuf::from(value()?),
+            "--component-kv" => opts.component_kv = Some(PathBuf::from(value()?)),
+            other => return Err(format!("bench: unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if opts.instance.is_empty() {
+        return Err(format!("bench: --instance is required\n{USAGE}"));
+    }
+    if opts.component.as_os_str().is_empty() {
+        return Err("no component: pass --component or build it".into());
+    }
+    let report = gcp_db_host::bench::run(&opts).await?;
+    println!("{}", report.to_json());
     Ok(ExitCode::SUCCESS)
 }
 

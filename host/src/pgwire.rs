@@ -137,6 +137,29 @@ impl<T: Transport> Session<T> {
         }
     }
 
+    /// Runs `COPY … TO STDOUT` and returns how many data bytes came back,
+    /// without keeping them (the benchmark's large result).
+    pub async fn copy_out(&mut self, sql: &str) -> Result<u64, String> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).map_err(|e| e.to_string())?;
+        self.transport.send(out.to_vec()).await?;
+        let mut bytes = 0u64;
+        let mut error = None;
+        loop {
+            match self.next().await? {
+                backend::Message::CopyData(body) => bytes += body.data().len() as u64,
+                backend::Message::ErrorResponse(body) => error = Some(error_message(&body)),
+                backend::Message::ReadyForQuery(_) => {
+                    return match error {
+                        Some(e) => Err(e),
+                        None => Ok(bytes),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Says goodbye to the server and returns the transport.
     pub async fn terminate(mut self) -> Result<T, String> {
         let mut out = BytesMut::new();

@@ -1,7 +1,7 @@
-//! One AlloyDB refresh: the tokens, `connectionInfo` and
-//! `generateClientCertificate` in flight together with the key generated
-//! while the first travels (`crate::refresh`), and every field of the answers
-//! checked before it is trusted.
+//! One AlloyDB refresh: the tokens (the key generated while they travel),
+//! then `connectionInfo` and `generateClientCertificate` in flight together
+//! (`crate::refresh`), and every field of the answers checked before it is
+//! trusted.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use super::admin::{self, AdminClient, ClientCertificate, InstanceConnectionInfo};
 use crate::certs;
 use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, MdxKind, ServerIdentity};
-use crate::credentials::{Scope, Token};
+use crate::credentials::{Freshness, Scope, Token};
 use crate::dial::ALLOYDB_PORT;
 use crate::key::ClientKey;
 use crate::refresh::{Call, Refresher};
@@ -25,27 +25,34 @@ impl Refresher<'_, AdminClient> {
         deadline: Instant,
         timings: &mut ConnectTimings,
     ) -> Result<(ConnectionInfo, Arc<ClientKey>), Error> {
-        let started = Instant::now();
-        let api = self.tokens.token(Scope::AlloyDbAdmin, deadline)?;
-        // Fresh, so the cached entry lives as long as the certificate does.
-        let login = self.tokens.fresh_token(Scope::AlloyDbLogin, deadline)?;
-        timings.token = started.elapsed();
+        let ((api, login), key) = self.tokens_and_key(
+            || {
+                let api = self
+                    .tokens
+                    .start(Scope::AlloyDbAdmin, Freshness::Cached, deadline);
+                // New, so the cached entry lives as long as the certificate does.
+                let login = self
+                    .tokens
+                    .start(Scope::AlloyDbLogin, Freshness::New, deadline);
+                (api, login)
+            },
+            |(api, login)| Ok((api.wait()?, login.wait()?)),
+            timings,
+        )?;
 
         let info = Call {
             req: self.admin.connection_info(uri, api.secret.expose()),
             name: format!("connectionInfo for {uri}"),
         };
-        let cert = |key: &ClientKey| {
-            Ok(Call {
-                req: self.admin.generate_client_certificate(
-                    uri,
-                    api.secret.expose(),
-                    &key.public_pem,
-                )?,
-                name: format!("generateClientCertificate for {uri}"),
-            })
+        let cert = Call {
+            req: self.admin.generate_client_certificate(
+                uri,
+                api.secret.expose(),
+                &key.public_pem,
+            )?,
+            name: format!("generateClientCertificate for {uri}"),
         };
-        let (info, cert, key) = self.two_calls(info, cert, deadline, timings)?;
+        let (info, cert) = self.two_calls(info, cert, deadline, timings)?;
         let info = admin::parse_connection_info(&info.body)?;
         let cert = admin::parse_client_certificate(&cert.body)?;
 

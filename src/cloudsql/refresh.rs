@@ -1,7 +1,7 @@
-//! One Cloud SQL refresh: tokens, `connectSettings` and
-//! `generateEphemeralCert` in flight together with the key generated while
-//! the first travels (`crate::refresh`), and every field of the answers
-//! checked before it is trusted.
+//! One Cloud SQL refresh: the tokens (the key generated while they travel),
+//! then `connectSettings` and `generateEphemeralCert` in flight together
+//! (`crate::refresh`), and every field of the answers checked before it is
+//! trusted.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use super::admin::{self, AdminClient, ConnectSettings};
 use crate::certs;
 use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, MdxKind, ServerIdentity};
-use crate::credentials::Scope;
+use crate::credentials::{Freshness, PendingToken, Scope};
 use crate::dial::CLOUD_SQL_PORT;
 use crate::key::ClientKey;
 use crate::refresh::{Call, Refresher};
@@ -24,31 +24,30 @@ impl Refresher<'_, AdminClient> {
         deadline: Instant,
         timings: &mut ConnectTimings,
     ) -> Result<(ConnectionInfo, Arc<ClientKey>), Error> {
-        let started = Instant::now();
-        let api = self.tokens.token(Scope::Admin, deadline)?;
-        let login = if iam {
-            Some(self.tokens.fresh_token(Scope::Login, deadline)?)
-        } else {
-            None
-        };
-        timings.token = started.elapsed();
+        let ((api, login), key) = self.tokens_and_key(
+            || {
+                let api = self.tokens.start(Scope::Admin, Freshness::Cached, deadline);
+                let login = iam.then(|| self.tokens.start(Scope::Login, Freshness::New, deadline));
+                (api, login)
+            },
+            |(api, login)| Ok((api.wait()?, login.map(PendingToken::wait).transpose()?)),
+            timings,
+        )?;
 
         let settings = Call {
             req: self.admin.connect_settings(name, api.secret.expose()),
             name: format!("connectSettings for {name}"),
         };
-        let cert = |key: &ClientKey| {
-            Ok(Call {
-                req: self.admin.generate_ephemeral_cert(
-                    name,
-                    api.secret.expose(),
-                    &key.public_pem,
-                    login.as_ref().map(|t| t.secret.expose()),
-                )?,
-                name: format!("generateEphemeralCert for {name}"),
-            })
+        let cert = Call {
+            req: self.admin.generate_ephemeral_cert(
+                name,
+                api.secret.expose(),
+                &key.public_pem,
+                login.as_ref().map(|t| t.secret.expose()),
+            )?,
+            name: format!("generateEphemeralCert for {name}"),
         };
-        let (settings, cert, key) = self.two_calls(settings, cert, deadline, timings)?;
+        let (settings, cert) = self.two_calls(settings, cert, deadline, timings)?;
         let settings = admin::parse_connect_settings(&settings.body)?;
         let cert_pem = admin::parse_ephemeral_cert(&cert.body)?;
 

@@ -92,6 +92,7 @@ impl AlloyDbInstance {
             &certs.wrong_cn,
             &certs.key_pkcs8,
             &ca.root.cert.der,
+            None,
         )?;
         let instance = Self {
             spec,

@@ -103,6 +103,7 @@ impl AlloyDbSpec {
             (f.database_version.is_some(), "version (database_version)"),
             (f.ca_mode.is_some(), "ca (ca_mode)"),
             (f.mdx.is_some(), "mdx"),
+            (f.tls_suite.is_some(), "tls-suite"),
         ] {
             if given {
                 return Err(format!(
