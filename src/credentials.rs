@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::RsaPrivateKey;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::http::{self, redact_url, Request};
@@ -265,7 +266,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A resolved credential.
 #[derive(Debug)]
-enum Source {
+pub(crate) enum Source {
     Static {
         api: Secret,
         login: Option<Secret>,
@@ -359,9 +360,12 @@ impl Source {
         Self::Metadata { host }
     }
 
-    fn from_json(json: &str, origin: &str, endpoints: &Endpoints) -> Result<Self, Error> {
-        // serde_json's message names the position, never the content.
-        let f: CredentialsFile = serde_json::from_str(json).map_err(|e| {
+    pub(crate) fn from_json(
+        json: &str,
+        origin: &str,
+        endpoints: &Endpoints,
+    ) -> Result<Self, Error> {
+        let f: CredentialsFile = from_json_object(json.as_bytes()).map_err(|e| {
             Error::Credentials(format!("{origin} is not a credentials JSON object: {e}"))
         })?;
         let need = |v: Option<String>, field: &str| {
@@ -509,6 +513,23 @@ fn exchange(
     Fetch::http(&req, kind, deadline)
 }
 
+/// Decodes a JSON object. serde_json's message quotes a string it did not
+/// expect whole, and a double-encoded credentials file is one such string
+/// holding the private key: a value that is not an object is named, not shown.
+fn from_json_object<T: DeserializeOwned>(json: &[u8]) -> Result<T, String> {
+    let kind = match serde_json::from_slice(json).map_err(|e| e.to_string())? {
+        serde_json::Value::Object(o) => {
+            return serde_json::from_value(serde_json::Value::Object(o)).map_err(|e| e.to_string())
+        }
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+    };
+    Err(format!("it is {kind}, not an object"))
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -523,7 +544,11 @@ struct OAuthError {
 
 /// Parses a token endpoint's (or the metadata server's) answer. On error the
 /// message carries OAuth's `error` and `error_description`, never the body.
-fn parse_token_response(resp: &http::Response, url: &str, kind: &str) -> Result<Token, Error> {
+pub(crate) fn parse_token_response(
+    resp: &http::Response,
+    url: &str,
+    kind: &str,
+) -> Result<Token, Error> {
     let url = redact_url(url);
     if !resp.is_success() {
         let detail = serde_json::from_slice::<OAuthError>(&resp.body)
@@ -541,7 +566,7 @@ fn parse_token_response(resp: &http::Response, url: &str, kind: &str) -> Result<
             resp.status
         )));
     }
-    let t: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
+    let t: TokenResponse = from_json_object(&resp.body).map_err(|e| {
         Error::Credentials(format!("{url} answered without a usable access_token: {e}"))
     })?;
     if t.access_token.is_empty() {
@@ -549,11 +574,22 @@ fn parse_token_response(resp: &http::Response, url: &str, kind: &str) -> Result<
             "{url} answered an empty access_token"
         )));
     }
+    let expiry = match t.expires_in {
+        None => None,
+        // Adding it unchecked panics past the clock's range.
+        Some(s) => Some(
+            SystemTime::now()
+                .checked_add(Duration::from_secs(s))
+                .ok_or_else(|| {
+                    Error::Credentials(format!(
+                        "{url} answered an expires_in of {s} seconds, past any date"
+                    ))
+                })?,
+        ),
+    };
     Ok(Token {
         secret: Secret(t.access_token),
-        expiry: t
-            .expires_in
-            .map(|s| SystemTime::now() + Duration::from_secs(s)),
+        expiry,
     })
 }
 
@@ -596,6 +632,51 @@ mod tests {
         assert!(e.contains("invalid_grant: Invalid JWT Signature."), "{e}");
         assert!(e.contains("HTTP 400"), "{e}");
         assert!(!e.contains("ya29.leak") && !e.contains("x=1"), "{e}");
+    }
+
+    /// Found by fuzzing (fuzz/corpus/{credentials_json,token_response}/
+    /// found-bare-string): serde_json quoted a bare JSON string whole.
+    #[test]
+    fn a_bare_json_string_is_refused_without_being_shown() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n";
+        let double_encoded = serde_json::to_string(
+            &serde_json::json!({"type": "service_account", "private_key": key}).to_string(),
+        )
+        .unwrap();
+        let e = Source::from_json(&double_encoded, "the file", &Endpoints::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("it is a string, not an object"), "{e}");
+        assert!(!e.contains("MIIEvQIBADANBg"), "{e}");
+
+        let e = parse_token_response(&resp(200, r#""ya29.bare-token""#), "http://t/token", "k")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("it is a string, not an object"), "{e}");
+        assert!(!e.contains("ya29.bare-token"), "{e}");
+
+        for (body, want) in [("[1]", "an array"), ("7", "a number"), ("null", "null")] {
+            let e = parse_token_response(&resp(200, body), "http://t/token", "k")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let e = parse_token_response(&resp(200, "{\"access_token\": 5"), "http://t/token", "k")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EOF while parsing"), "{e}");
+    }
+
+    /// Found writing the fuzz target (fuzz/corpus/token_response/
+    /// found-expires-in-overflow): `now + expires_in` panicked.
+    #[test]
+    fn an_expiry_past_the_clocks_range_is_an_error() {
+        let body = r#"{"access_token":"ya29.x","expires_in":18446744073709551615}"#;
+        let e = parse_token_response(&resp(200, body), "http://t/token", "k")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expires_in of 18446744073709551615"), "{e}");
+        assert!(!e.contains("ya29.x"), "{e}");
     }
 
     #[test]

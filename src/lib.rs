@@ -56,6 +56,9 @@ mod connection_info;
 mod credentials;
 mod dial;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod google_api;
 mod http;
 mod instance_name;

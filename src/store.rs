@@ -161,7 +161,7 @@ fn entry_key(key: &CacheKey) -> String {
 
 /// A stored [`ConnectionInfo`] and its key, DER in base64.
 #[derive(Serialize, Deserialize)]
-struct Entry {
+pub(crate) struct Entry {
     format: u32,
     expiry_unix_ms: u64,
     port: u16,
@@ -173,7 +173,7 @@ struct Entry {
     client_chain: Vec<String>,
     mdx: StoredMdx,
     public_key: String,
-    private_key: Option<String>,
+    pub(crate) private_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -195,7 +195,7 @@ enum StoredMdx {
 }
 
 impl Entry {
-    fn encode(info: &ConnectionInfo, key: &ClientKey, store_private_key: bool) -> Self {
+    pub(crate) fn encode(info: &ConnectionInfo, key: &ClientKey, store_private_key: bool) -> Self {
         let der = |c: &CertificateDer<'_>| B64.encode(c.as_ref());
         Self {
             format: FORMAT,
@@ -235,7 +235,11 @@ impl Entry {
     /// The entry as connection info and key, if it is of this format, fresh
     /// at `now`, well-formed, and its key is at hand (stored, or the one in
     /// `keys`).
-    fn decode(self, keys: &KeySlot, now: SystemTime) -> Option<(ConnectionInfo, Arc<ClientKey>)> {
+    pub(crate) fn decode(
+        self,
+        keys: &KeySlot,
+        now: SystemTime,
+    ) -> Option<(ConnectionInfo, Arc<ClientKey>)> {
         if self.format != FORMAT {
             return None;
         }

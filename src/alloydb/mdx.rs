@@ -46,11 +46,11 @@ struct MetadataExchangeRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct MetadataExchangeResponse {
+pub(crate) struct MetadataExchangeResponse {
     #[prost(enumeration = "ResponseCode", tag = "1")]
-    response_code: i32,
+    pub(crate) response_code: i32,
     #[prost(string, tag = "2")]
-    error: String,
+    pub(crate) error: String,
 }
 
 /// The framed request: AUTO_IAM when `iam`, else DB_NATIVE; the token is sent

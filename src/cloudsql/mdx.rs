@@ -50,11 +50,11 @@ struct MetadataExchangeRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct MetadataExchangeResponse {
+pub(crate) struct MetadataExchangeResponse {
     #[prost(enumeration = "ResponseStatusCode", tag = "1")]
-    response_status_code: i32,
+    pub(crate) response_status_code: i32,
     #[prost(string, tag = "2")]
-    error_message: String,
+    pub(crate) error_message: String,
 }
 
 /// The framed request.

@@ -1,0 +1,23 @@
+//! An Admin API answer: two bytes of HTTP status, then the body. A 2xx passes
+//! through; anything else is an `AdminApi` error with that status and a
+//! message without control characters when it is not Google's JSON.
+#![no_main]
+
+use gcp_db_connector::{fuzzing, Error};
+use gcp_db_connector_fuzz::status_and_body;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((status, body)) = status_and_body(data) else {
+        return;
+    };
+    match fuzzing::admin_api_answer(status, body) {
+        Ok(()) => assert!((200..300).contains(&status)),
+        Err(Error::AdminApi(e)) => {
+            assert!(!(200..300).contains(&status));
+            assert_eq!(e.status, status);
+            let _ = Error::AdminApi(e).to_string();
+        }
+        Err(other) => panic!("not an AdminApi error: {other:?}"),
+    }
+});

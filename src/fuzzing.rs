@@ -1,0 +1,352 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo feature `fuzzing`):
+//! thin calls into the code that reads untrusted input — instance names, the
+//! Admin APIs' and OAuth's answers, certificates, the metadata exchange, and
+//! entries read back from a host store. Hidden, unstable, and absent without
+//! the feature; not part of the connector's API.
+//!
+//! Every entry point runs at the fixed clock [`now`], so a crash reproduces
+//! whenever it is replayed.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::RootCertStore;
+
+use crate::certs::{self, CertInfo};
+use crate::connection_info::{ConnectionInfo, ServerIdentity};
+use crate::credentials::{Endpoints, Source};
+use crate::http::Response;
+use crate::key::{ClientKey, KeySlot};
+use crate::mdx::Exchange;
+use crate::store::Entry;
+use crate::verify::{check_identity, ServerVerifier};
+use crate::{alloydb, cloudsql, google_api, tls, AlloyDbInstanceUri, Error, InstanceName, IpType};
+
+/// The fuzz clock: 2026-01-01T00:00:00Z.
+pub fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+}
+
+/// The connector's RSA key for the targets: a fixed one, so that seed
+/// certificates can be issued for it.
+pub struct FuzzKey(Arc<ClientKey>);
+
+impl FuzzKey {
+    /// The key from a PEM (PKCS#8 or PKCS#1, at least 2048 bits).
+    pub fn from_pem(pem: &str) -> Result<Self, Error> {
+        ClientKey::from_pem(pem).map(|k| Self(Arc::new(k)))
+    }
+
+    /// Its SubjectPublicKeyInfo, DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.0.spki_der
+    }
+
+    fn slot(&self) -> KeySlot {
+        let slot = KeySlot::default();
+        slot.offer(self.0.clone());
+        slot
+    }
+}
+
+/// What an accepted refresh came to, for the targets' invariants.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Trust anchors (server CA certificates).
+    pub trust_anchors: usize,
+    /// Client certificate chain length.
+    pub client_chain: usize,
+    /// When the entry expires.
+    pub expiry: SystemTime,
+    /// Whether `tls::client_config` took the certificates.
+    pub tls_config: Result<(), Error>,
+    /// The entry as a host store keeps it (without the private key).
+    pub stored: Vec<u8>,
+}
+
+/// A Cloud SQL refresh from the two answers: `connectSettings` and
+/// `generateEphemeralCert` bodies, checked for `name`, then the TLS config
+/// and each dial target built from the result.
+pub fn cloudsql_refresh(
+    name: &InstanceName,
+    iam: bool,
+    connect_settings: &[u8],
+    ephemeral_cert: &[u8],
+    key: &FuzzKey,
+) -> Result<Accepted, Error> {
+    let settings = cloudsql::admin::parse_connect_settings(connect_settings)?;
+    let cert = cloudsql::admin::parse_ephemeral_cert(ephemeral_cert)?;
+    let info = cloudsql::refresh::connection_info(name, iam, settings, &cert, &key.0, None, now())?;
+    Ok(accepted(info, key, name))
+}
+
+/// An AlloyDB refresh from `connectionInfo` and `generateClientCertificate`
+/// bodies, then the TLS config and each dial target.
+pub fn alloydb_refresh(
+    uri: &AlloyDbInstanceUri,
+    iam: bool,
+    connection_info: &[u8],
+    client_certificate: &[u8],
+    key: &FuzzKey,
+) -> Result<Accepted, Error> {
+    let info = alloydb::admin::parse_connection_info(connection_info)?;
+    let cert = alloydb::admin::parse_client_certificate(client_certificate)?;
+    let login = crate::credentials::Token {
+        secret: crate::credentials::Secret::new("fuzz-login-token".into()),
+        expiry: None,
+    };
+    let info = alloydb::refresh::connection_info(uri, iam, info, cert, &key.0, login, now())?;
+    Ok(accepted(info, key, uri))
+}
+
+fn accepted(info: ConnectionInfo, key: &FuzzKey, instance: &impl std::fmt::Display) -> Accepted {
+    let tls_config = tls::client_config(&info, &key.0, instance).map(drop);
+    for ip_type in [IpType::Public, IpType::Private, IpType::Psc] {
+        if let Ok(target) = info.target(ip_type, instance) {
+            let _ = tls::server_name(&target);
+        }
+    }
+    let stored = serde_json::to_vec(&Entry::encode(&info, &key.0, false)).unwrap_or_default();
+    Accepted {
+        trust_anchors: info.trust_anchors.len(),
+        client_chain: info.client_chain.len(),
+        expiry: info.expiry,
+        tls_config,
+        stored,
+    }
+}
+
+/// An entry read back from a host store, as the connector loads it at
+/// [`now`] with `key` at hand; `Some` with the entry written anew if it
+/// would be used. Also builds the TLS config from it, as a dial would.
+pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
+    let entry: Entry = serde_json::from_slice(bytes).ok()?;
+    let keep_private_key = entry.private_key.is_some();
+    let (info, client_key) = entry.decode(&key.slot(), now())?;
+    let _ = tls::client_config(&info, &client_key, &"stored entry");
+    serde_json::to_vec(&Entry::encode(&info, &client_key, keep_private_key)).ok()
+}
+
+/// Google's error body in an Admin API answer of HTTP `status`.
+pub fn admin_api_answer(status: u16, body: &[u8]) -> Result<(), Error> {
+    let resp = Response {
+        status,
+        body: body.to_vec(),
+    };
+    google_api::check_status("fuzz call".into(), resp).map(drop)
+}
+
+/// A token endpoint's (or the metadata server's) answer of HTTP `status`;
+/// the token's expiry if it has one.
+pub fn token_response(status: u16, body: &[u8]) -> Result<Option<SystemTime>, Error> {
+    let resp = Response {
+        status,
+        body: body.to_vec(),
+    };
+    crate::credentials::parse_token_response(&resp, "https://oauth2.invalid/token", "fuzz")
+        .map(|t| t.expiry)
+}
+
+/// A credentials JSON (service account or authorized user) as a caller or a
+/// file hands it in.
+pub fn credentials_json(json: &str) -> Result<(), Error> {
+    Source::from_json(json, "the fuzz credentials", &Endpoints::default()).map(drop)
+}
+
+/// Every certificate of a PEM string (`serverCaCert`, `caCert`, a chain
+/// entry, an ephemeral certificate), DER.
+pub fn pem_certificates(pem: &str) -> Option<Vec<Vec<u8>>> {
+    certs::parse_pem_list(pem).map(|l| l.into_iter().map(|c| c.to_vec()).collect())
+}
+
+/// What the connector reads from one certificate.
+#[derive(Debug)]
+pub struct CertificateFacts {
+    /// The subject's CN.
+    pub common_name: Option<String>,
+    /// The DNS SANs.
+    pub dns_names: Vec<String>,
+    /// The IP SANs.
+    pub ip_addresses: Vec<IpAddr>,
+    /// NotAfter.
+    pub not_after: SystemTime,
+    /// The check of an ephemeral certificate for `key` at [`now`].
+    pub as_client_cert: Result<SystemTime, String>,
+}
+
+/// Decodes a DER certificate as the refresh and the identity check do.
+pub fn certificate_facts(der: &[u8], key: &FuzzKey) -> Result<CertificateFacts, String> {
+    let info = CertInfo::parse(der)?;
+    let _ = info.public_key_der();
+    Ok(CertificateFacts {
+        common_name: info.common_name(),
+        dns_names: info.dns_names(),
+        ip_addresses: info.ip_addresses(),
+        not_after: info.not_after(),
+        as_client_cert: certs::check_client_cert(der, &key.0, now()),
+    })
+}
+
+/// Whom the server certificate must name.
+#[derive(Debug, Clone, Copy)]
+pub enum Identity<'a> {
+    /// Cloud SQL: the instance's DNS name as a SAN, else the CN.
+    CloudSql {
+        /// The instance's DNS name.
+        dns_name: Option<&'a str>,
+        /// `project:instance`.
+        common_name: &'a str,
+    },
+    /// AlloyDB: the address dialled as a SAN.
+    Address,
+}
+
+impl Identity<'_> {
+    fn server_identity(self) -> ServerIdentity {
+        match self {
+            Self::CloudSql {
+                dns_name,
+                common_name,
+            } => ServerIdentity::CloudSql {
+                dns_name: dns_name.map(str::to_string),
+                common_name: common_name.to_string(),
+            },
+            Self::Address => ServerIdentity::Address,
+        }
+    }
+}
+
+fn server_name(dialled: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(dialled.to_string()).map_err(|e| e.to_string())
+}
+
+/// The identity check alone, on any leaf.
+pub fn server_identity(leaf: &[u8], expected: Identity<'_>, dialled: &str) -> Result<(), String> {
+    check_identity(
+        &CertificateDer::from(leaf),
+        &expected.server_identity(),
+        &server_name(dialled)?,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The connector's server certificate verifier at [`now`], as a handshake
+/// calls it: `leaf` and `intermediates` from the server, `anchors` from the
+/// Admin API (those webpki cannot take are left out).
+pub fn verify_server(
+    anchors: &[&[u8]],
+    leaf: &[u8],
+    intermediates: &[&[u8]],
+    expected: Identity<'_>,
+    dialled: &str,
+) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(anchors.iter().map(|a| CertificateDer::from(a.to_vec())));
+    let provider = rustls_rustcrypto::provider();
+    let verifier = ServerVerifier::new(
+        roots,
+        expected.server_identity(),
+        provider.signature_verification_algorithms,
+    );
+    let intermediates: Vec<_> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(*c))
+        .collect();
+    let now = UnixTime::since_unix_epoch(now().duration_since(UNIX_EPOCH).unwrap_or_default());
+    verifier
+        .verify_server_cert(
+            &CertificateDer::from(leaf),
+            &intermediates,
+            &server_name(dialled)?,
+            &[],
+            now,
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Which service's metadata exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mdx {
+    /// `CSQLMDEX` framing, `cloud.sql.connector.v1`.
+    CloudSql,
+    /// Length framing, `google.cloud.alloydb.connectors.v1`.
+    AlloyDb,
+}
+
+impl Mdx {
+    fn exchange(self) -> Exchange<'static> {
+        match self {
+            Self::CloudSql => Exchange::CloudSql { user_agent: "fuzz" },
+            Self::AlloyDb => Exchange::AlloyDb {
+                user_agent: "fuzz",
+                token: "fuzz-token",
+                iam: false,
+            },
+        }
+    }
+
+    /// The response header's length.
+    pub fn header_len(self) -> usize {
+        match self {
+            Self::CloudSql => cloudsql::mdx::HEADER_LEN,
+            Self::AlloyDb => alloydb::mdx::HEADER_LEN,
+        }
+    }
+}
+
+/// Reads and checks a metadata exchange response from `stream`, as a dial
+/// does right after the handshake.
+pub fn mdx_read_response(mdx: Mdx, stream: &mut impl Read) -> Result<(), Error> {
+    crate::mdx::read_response(stream, &mdx.exchange())
+}
+
+/// The body length a response header announces.
+pub fn mdx_response_length(mdx: Mdx, header: &[u8]) -> Result<usize, Error> {
+    match mdx {
+        Mdx::CloudSql => cloudsql::mdx::response_length(header),
+        Mdx::AlloyDb => alloydb::mdx::response_length(header),
+    }
+}
+
+/// Decodes a response body into (status code, server message), without
+/// judging it.
+pub fn mdx_decode(mdx: Mdx, body: &[u8]) -> Option<(i32, String)> {
+    match mdx {
+        Mdx::CloudSql => cloudsql::mdx::MetadataExchangeResponse::decode(body)
+            .ok()
+            .map(|r| (r.response_status_code, r.error_message)),
+        Mdx::AlloyDb => alloydb::mdx::MetadataExchangeResponse::decode(body)
+            .ok()
+            .map(|r| (r.response_code, r.error)),
+    }
+}
+
+/// Encodes a response body, as the server-side proxy would.
+pub fn mdx_encode(mdx: Mdx, code: i32, message: &str) -> Vec<u8> {
+    match mdx {
+        Mdx::CloudSql => cloudsql::mdx::MetadataExchangeResponse {
+            response_status_code: code,
+            error_message: message.to_string(),
+        }
+        .encode_to_vec(),
+        Mdx::AlloyDb => alloydb::mdx::MetadataExchangeResponse {
+            response_code: code,
+            error: message.to_string(),
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// Judges a response body: `Ok` if the server accepted.
+pub fn mdx_check_response(mdx: Mdx, body: &[u8]) -> Result<(), Error> {
+    match mdx {
+        Mdx::CloudSql => cloudsql::mdx::check_response(body),
+        Mdx::AlloyDb => alloydb::mdx::check_response(body),
+    }
+}
