@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use gcp_db_connector::fuzzing::FuzzKey;
-use gcp_db_connector::{AlloyDbInstanceUri, InstanceName};
+use gcp_db_connector::fuzzing::{self, Accepted, FuzzKey};
+use gcp_db_connector::{AlloyDbInstanceUri, Error, InstanceName, REFRESH_BUFFER};
 
 /// The connector's RSA key in every target (the seed certificates are for
 /// it): `seeds/key.pem`, a fixture made for fuzzing, guarding nothing.
@@ -35,6 +35,34 @@ pub fn alloydb_instance() -> &'static AlloyDbInstanceUri {
 
 /// Its URI.
 pub const ALLOYDB_INSTANCE: &str = "projects/proj/locations/us-central1/clusters/c/instances/i";
+
+/// What every accepted refresh must be: at least one trust anchor and one
+/// client certificate, an expiry after now, and, when fresh enough to be
+/// stored, an entry that reads back from the store as written. Returns it
+/// for the service's own checks; an error is only displayed.
+pub fn check_refresh(result: Result<Accepted, Error>) -> Option<Accepted> {
+    let a = match result {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.to_string();
+            return None;
+        }
+    };
+    assert!(a.trust_anchors >= 1);
+    assert!(a.client_chain >= 1);
+    assert!(a.expiry > fuzzing::now());
+    if let Err(e) = &a.tls_config {
+        let _ = e.to_string();
+    }
+    if a.expiry > fuzzing::now() + REFRESH_BUFFER {
+        assert_eq!(
+            fuzzing::store_entry(&a.stored, key()).as_deref(),
+            Some(a.stored.as_slice()),
+            "the stored entry does not read back as written"
+        );
+    }
+    Some(a)
+}
 
 /// Two answers in one input, split at the first NUL (JSON never holds a raw
 /// NUL, so seeds stay readable).
