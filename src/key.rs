@@ -9,10 +9,8 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::keygen::{self, KEY_BITS};
 use crate::Error;
-
-/// Google's connectors use RSA-2048 with e = 65537; the Admin API signs it.
-const KEY_BITS: usize = 2048;
 
 /// A key pair with the encodings the refresh and the handshake need.
 pub(crate) struct ClientKey {
@@ -25,9 +23,7 @@ pub(crate) struct ClientKey {
 
 impl ClientKey {
     pub(crate) fn generate() -> Result<Self, Error> {
-        let key = RsaPrivateKey::new(&mut rand_core::OsRng, KEY_BITS)
-            .map_err(|e| Error::InvalidConfig(format!("RSA key generation failed: {e}")))?;
-        Self::from_private(&key)
+        Self::from_private(&keygen::rsa_2048()?)
     }
 
     /// A caller's key (as Go's `WithRSAKey`), PEM PKCS#8 or PKCS#1. The

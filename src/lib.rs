@@ -64,6 +64,7 @@ mod http;
 mod instance_name;
 mod jwt;
 mod key;
+mod keygen;
 mod mdx;
 mod refresh;
 mod retry;
