@@ -39,7 +39,7 @@ const USER_AGENT: &str = concat!("gcp-db-connector/", env!("CARGO_PKG_VERSION"))
 /// Connection info with the TLS config built from it, as cached.
 pub(crate) struct Prepared {
     pub info: ConnectionInfo,
-    pub tls: Arc<ClientConfig>,
+    pub tls: tls::TlsConfig,
     /// Loaded from the host store rather than refreshed.
     pub from_store: bool,
 }
@@ -216,7 +216,7 @@ impl Connector {
                     from_store: false,
                 })?,
             };
-            let tls = tls::client_config(&found.info, &found.key, &key.name)?;
+            let tls = tls::TlsConfig::new(&found.info, &found.key, &key.name)?;
             Ok(Prepared {
                 info: found.info,
                 tls,
@@ -229,7 +229,7 @@ impl Connector {
         Ok(Plan {
             target,
             port: prepared.info.port,
-            tls: prepared.tls.clone(),
+            tls: prepared.tls.for_connection()?,
             mdx: prepared.info.mdx.clone(),
             key,
             timings,

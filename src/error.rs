@@ -57,7 +57,9 @@ pub enum Error {
     },
     /// The TCP connection to the instance failed.
     Dial(String),
-    /// The server's certificate was refused.
+    /// The server was refused before anything was sent to it: its
+    /// certificate, its TLS version, or its not asking for the client
+    /// certificate.
     ServerVerification {
         /// Which check failed.
         check: VerificationCheck,
@@ -77,7 +79,7 @@ pub enum Error {
     Closed,
 }
 
-/// Which check of the server's certificate failed.
+/// Which check of the server failed.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerificationCheck {
@@ -93,6 +95,13 @@ pub enum VerificationCheck {
     Identity,
     /// Any other certificate problem.
     Other,
+    /// The server does not speak TLS 1.3; every Cloud SQL and AlloyDB server
+    /// does, and the connector accepts nothing older.
+    ProtocolVersion,
+    /// The server did not ask for the client certificate; every Cloud SQL and
+    /// AlloyDB server does (it is how they authorize the client), so this is
+    /// not the instance's server.
+    ClientAuth,
 }
 
 /// An error answer from a Google API, with Google's own words.
@@ -150,7 +159,11 @@ impl fmt::Display for Error {
             ),
             Self::Dial(m) => write!(f, "dial: {m}"),
             Self::ServerVerification { check, message } => {
-                write!(f, "server certificate refused ({check:?} check): {message}")
+                let what = match check {
+                    VerificationCheck::ProtocolVersion | VerificationCheck::ClientAuth => "server",
+                    _ => "server certificate",
+                };
+                write!(f, "{what} refused ({check:?} check): {message}")
             }
             Self::Tls(m) => write!(f, "TLS: {m}"),
             Self::MetadataExchange(m) => write!(f, "metadata exchange: {m}"),

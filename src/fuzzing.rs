@@ -23,7 +23,7 @@ use crate::http::Response;
 use crate::key::{ClientKey, KeySlot};
 use crate::mdx::Exchange;
 use crate::store::Entry;
-use crate::verify::{check_identity, ServerVerifier};
+use crate::verify::{check_identity, ClientAuthProbe, ServerVerifier};
 use crate::{alloydb, cloudsql, google_api, tls, AlloyDbInstanceUri, Error, InstanceName, IpType};
 
 /// The fuzz clock: 2026-01-01T00:00:00Z.
@@ -62,7 +62,7 @@ pub struct Accepted {
     pub client_chain: usize,
     /// When the entry expires.
     pub expiry: SystemTime,
-    /// Whether `tls::client_config` took the certificates.
+    /// Whether `tls::TlsConfig::new` took the certificates.
     pub tls_config: Result<(), Error>,
     /// The entry as a host store keeps it (without the private key).
     pub stored: Vec<u8>,
@@ -104,7 +104,7 @@ pub fn alloydb_refresh(
 }
 
 fn accepted(info: ConnectionInfo, key: &FuzzKey, instance: &impl std::fmt::Display) -> Accepted {
-    let tls_config = tls::client_config(&info, &key.0, instance).map(drop);
+    let tls_config = tls::TlsConfig::new(&info, &key.0, instance).map(drop);
     for ip_type in [IpType::Public, IpType::Private, IpType::Psc] {
         if let Ok(target) = info.target(ip_type, instance) {
             let _ = tls::server_name(&target);
@@ -127,7 +127,7 @@ pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
     let entry: Entry = serde_json::from_slice(bytes).ok()?;
     let keep_private_key = entry.private_key.is_some();
     let (info, client_key) = entry.decode(&key.slot(), now())?;
-    let _ = tls::client_config(&info, &client_key, &"stored entry");
+    let _ = tls::TlsConfig::new(&info, &client_key, &"stored entry");
     serde_json::to_vec(&Entry::encode(&info, &client_key, keep_private_key)).ok()
 }
 
@@ -235,7 +235,7 @@ pub fn server_identity(leaf: &[u8], expected: Identity<'_>, dialled: &str) -> Re
 }
 
 /// The connector's server certificate verifier at [`now`], as a handshake
-/// calls it: `leaf` and `intermediates` from the server, `anchors` from the
+/// calls it after the server asked for the client certificate: `leaf` and `intermediates` from the server, `anchors` from the
 /// Admin API (those webpki cannot take are left out).
 pub fn verify_server(
     anchors: &[&[u8]],
@@ -248,10 +248,13 @@ pub fn verify_server(
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(anchors.iter().map(|a| CertificateDer::from(a.to_vec())));
     let provider = rustls_rustcrypto::provider();
+    let client_auth = ClientAuthProbe::default();
+    client_auth.note();
     let verifier = ServerVerifier::new(
-        roots,
+        Arc::new(roots),
         expected.server_identity(),
         provider.signature_verification_algorithms,
+        client_auth,
     );
     let intermediates: Vec<_> = intermediates
         .iter()

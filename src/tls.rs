@@ -6,46 +6,88 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::sign::CertifiedKey;
+use rustls::{AlertDescription, CertificateError, ClientConfig, PeerIncompatible, RootCertStore};
 
 use crate::connection_info::{ConnectionInfo, ServerIdentity, Target};
 use crate::key::ClientKey;
-use crate::verify::{IdentityMismatch, ServerVerifier};
+use crate::verify::{
+    ClientAuthProbe, ClientCertNotRequested, ClientCertResolver, IdentityMismatch, ServerVerifier,
+};
 use crate::{Error, VerificationCheck};
 
-/// Builds the client config for one certificate lifetime.
-pub(crate) fn client_config(
-    info: &ConnectionInfo,
-    key: &ClientKey,
-    instance: &impl fmt::Display,
-) -> Result<Arc<ClientConfig>, Error> {
-    let provider = Arc::new(provider());
-    let mut roots = RootCertStore::empty();
-    for ca in &info.trust_anchors {
-        roots.add(ca.clone()).map_err(|e| {
-            Error::InstanceMetadata(format!(
-                "{instance}: the server CA certificate cannot be a trust anchor: {e}"
-            ))
-        })?;
+/// What the TLS client needs for one certificate lifetime, checked and parsed
+/// once; [`TlsConfig::for_connection`] makes each connection's config.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsConfig {
+    provider: Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    identity: ServerIdentity,
+    client_cert: Arc<CertifiedKey>,
+}
+
+impl TlsConfig {
+    /// Checks the trust anchors and the client certificate and key.
+    pub(crate) fn new(
+        info: &ConnectionInfo,
+        key: &ClientKey,
+        instance: &impl fmt::Display,
+    ) -> Result<Self, Error> {
+        let provider = Arc::new(provider());
+        let mut roots = RootCertStore::empty();
+        for ca in &info.trust_anchors {
+            roots.add(ca.clone()).map_err(|e| {
+                Error::InstanceMetadata(format!(
+                    "{instance}: the server CA certificate cannot be a trust anchor: {e}"
+                ))
+            })?;
+        }
+        let client_cert =
+            CertifiedKey::from_der(info.client_chain.clone(), key.private_key_der(), &provider)
+                .map_err(|e| Error::Tls(format!("the client certificate is unusable: {e}")))?;
+        let config = Self {
+            provider,
+            roots: Arc::new(roots),
+            identity: info.identity.clone(),
+            client_cert: Arc::new(client_cert),
+        };
+        // Fails here, once, rather than at every connect.
+        config.for_connection()?;
+        Ok(config)
     }
-    let verifier = ServerVerifier::new(
-        roots,
-        info.identity.clone(),
-        provider.signature_verification_algorithms,
-    );
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(format!("the crypto provider cannot do TLS 1.3: {e}")))?
-        // Not a relaxation: ServerVerifier checks chain and identity itself.
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(info.client_chain.clone(), key.private_key_der())
-        .map_err(|e| Error::Tls(format!("the client certificate is unusable: {e}")))?;
-    // IP targets never carry SNI (rustls sends none for an IP). For PSC names
-    // AlloyDB's connectors send it, Cloud SQL's PSC endpoints refuse it.
-    config.enable_sni = info.identity == ServerIdentity::Address;
-    Ok(Arc::new(config))
+
+    /// The rustls config of one connection. Its own, because the check that
+    /// the server asked for the client certificate is per connection (see
+    /// [`crate::verify`]); and without session resumption, because a resumed
+    /// handshake runs no verifier: every connection checks the server, as Go's
+    /// connector (no session cache) does.
+    pub(crate) fn for_connection(&self) -> Result<Arc<ClientConfig>, Error> {
+        let client_auth = ClientAuthProbe::default();
+        let verifier = ServerVerifier::new(
+            self.roots.clone(),
+            self.identity.clone(),
+            self.provider.signature_verification_algorithms,
+            client_auth.clone(),
+        );
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(format!("the crypto provider cannot do TLS 1.3: {e}")))?
+            // Not a relaxation: ServerVerifier checks chain, identity and client auth itself.
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_cert_resolver(Arc::new(ClientCertResolver::new(
+                self.client_cert.clone(),
+                client_auth,
+            )));
+        config.resumption = Resumption::disabled();
+        // IP targets never carry SNI (rustls sends none for an IP). For PSC names
+        // AlloyDB's connectors send it, Cloud SQL's PSC endpoints refuse it.
+        config.enable_sni = self.identity == ServerIdentity::Address;
+        Ok(Arc::new(config))
+    }
 }
 
 /// The pure-Rust provider with TLS 1.3's suites in the order that is
@@ -53,8 +95,8 @@ pub(crate) fn client_config(
 /// throughput in wasm without AES instructions; scripts/bench row 4, and Go
 /// servers, Cloud SQL's proxy among them, honour a client that puts it first),
 /// then AES-GCM. X25519 is already its first key exchange group.
-fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::CryptoProvider {
+fn provider() -> CryptoProvider {
+    CryptoProvider {
         cipher_suites: vec![
             rustls_rustcrypto::TLS13_CHACHA20_POLY1305_SHA256,
             rustls_rustcrypto::TLS13_AES_128_GCM_SHA256,
@@ -83,7 +125,9 @@ pub(crate) fn handshake_error(e: &io::Error) -> Error {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
             Error::Timeout("the TLS handshake did not finish in time".into())
         }
-        io::ErrorKind::UnexpectedEof => {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted => {
             Error::Tls("the server closed the connection during the TLS handshake".into())
         }
         _ => Error::Tls(format!("the TLS handshake failed: {e}")),
@@ -92,7 +136,21 @@ pub(crate) fn handshake_error(e: &io::Error) -> Error {
 
 fn from_rustls(e: &rustls::Error) -> Error {
     let rustls::Error::InvalidCertificate(ce) = e else {
-        return Error::Tls(e.to_string());
+        return match e {
+            rustls::Error::AlertReceived(AlertDescription::ProtocolVersion)
+            | rustls::Error::PeerIncompatible(
+                PeerIncompatible::ServerDoesNotSupportTls12Or13
+                | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
+                | PeerIncompatible::SupportedVersionsExtensionRequired,
+            ) => Error::ServerVerification {
+                check: VerificationCheck::ProtocolVersion,
+                message: format!(
+                    "the server does not speak TLS 1.3 ({e}); Cloud SQL and AlloyDB servers \
+                     do, and the connector accepts nothing older"
+                ),
+            },
+            _ => Error::Tls(e.to_string()),
+        };
     };
     let check = match ce {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -106,6 +164,9 @@ fn from_rustls(e: &rustls::Error) -> Error {
         }
         CertificateError::Other(o) if o.0.downcast_ref::<IdentityMismatch>().is_some() => {
             VerificationCheck::Identity
+        }
+        CertificateError::Other(o) if o.0.downcast_ref::<ClientCertNotRequested>().is_some() => {
+            VerificationCheck::ClientAuth
         }
         _ => VerificationCheck::Other,
     };
@@ -135,12 +196,17 @@ mod tests {
         InstanceName::parse("proj:us-central1:db").unwrap()
     }
 
+    /// The CA of the client certificates in [`info`].
+    fn client_ca() -> &'static Ca {
+        static CA: std::sync::OnceLock<Ca> = std::sync::OnceLock::new();
+        CA.get_or_init(|| Ca::new("Google Cloud SQL Signing CA proj:db"))
+    }
+
     fn info(
         server_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
         dns: Option<&str>,
     ) -> ConnectionInfo {
-        let client_ca = Ca::new("Google Cloud SQL Signing CA proj:db");
-        let pem = client_ca.client_cert_pem(&key().spki_der, 60);
+        let pem = client_ca().client_cert_pem(&key().spki_der, 60);
         ConnectionInfo {
             addresses: Addresses::default(),
             trust_anchors: server_ca,
@@ -155,21 +221,36 @@ mod tests {
         }
     }
 
-    /// A real TLS 1.3 handshake in memory with a server that asks for no
-    /// client certificate; the client's error, if any.
+    /// A real TLS 1.3 handshake in memory with a Cloud SQL-shaped server
+    /// presenting `chain` and requiring a client certificate from
+    /// [`client_ca`]; the client's error, if any.
     fn handshake(
         info: &ConnectionInfo,
         chain: Vec<rustls_pki_types::CertificateDer<'static>>,
         leaf: Leaf,
     ) -> Result<(), Error> {
-        let server = ServerConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_no_client_auth()
+        let provider = Arc::new(provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(client_ca().der()).unwrap();
+        let clients =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let server = server_builder()
+            .with_client_cert_verifier(clients)
             .with_single_cert(chain, leaf.key)
             .unwrap();
-        let target = Target::Ip("127.0.0.1".parse().unwrap());
-        handshake_with(info, server, &target)
+        handshake_with(info, server, &localhost())
+    }
+
+    fn server_builder() -> rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier> {
+        ServerConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+    }
+
+    fn localhost() -> Target {
+        Target::Ip("127.0.0.1".parse().unwrap())
     }
 
     /// A real TLS 1.3 handshake in memory with `server`, dialling `target`;
@@ -180,7 +261,7 @@ mod tests {
         server: ServerConfig,
         target: &Target,
     ) -> Result<(), Error> {
-        let client_cfg = client_config(info, key(), &name())?;
+        let client_cfg = TlsConfig::new(info, key(), &name())?.for_connection()?;
         let mut c = ClientConnection::new(client_cfg, server_name(target)?).unwrap();
         let mut s = ServerConnection::new(Arc::new(server)).unwrap();
         for _ in 0..10 {
@@ -255,7 +336,7 @@ mod tests {
     /// An AlloyDB-shaped server: leaf from `root` with `sans`, requiring a
     /// client certificate that chains to `root`.
     fn alloydb_server(root: &Ca, sans: &[&str]) -> ServerConfig {
-        let provider = Arc::new(rustls_rustcrypto::provider());
+        let provider = Arc::new(provider());
         let leaf = root.server(Some("uid.server.alloydb"), sans, (-1, 365));
         let mut roots = RootCertStore::empty();
         roots.add(root.der()).unwrap();
@@ -377,5 +458,77 @@ mod tests {
             check_of(handshake(&info(vec![ca.der()], None), chain, leaf)),
             VerificationCheck::Chain
         );
+    }
+
+    /// A server that does not ask for the client certificate is not the
+    /// instance's; the client refuses it before its Finished, so data queued
+    /// before the handshake (as the metadata exchange is) never leaves.
+    #[test]
+    fn a_server_asking_for_no_client_certificate_is_refused_before_any_data() {
+        let ca = Ca::new("Google Cloud SQL Server CA");
+        let leaf = ca.server(Some("proj:db"), &[], (-1, 365));
+        let server = server_builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.cert.clone()], leaf.key)
+            .unwrap();
+        let config = TlsConfig::new(&info(vec![ca.der()], None), key(), &name()).unwrap();
+        let mut c = ClientConnection::new(
+            config.for_connection().unwrap(),
+            server_name(&localhost()).unwrap(),
+        )
+        .unwrap();
+        io::Write::write_all(&mut c.writer(), b"queued before the handshake").unwrap();
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut refused = None;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            let _ = s.process_new_packets();
+            if refused.is_some() {
+                break;
+            }
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            refused = c.process_new_packets().err();
+        }
+        let refused = from_rustls(&refused.expect("the client went on"));
+        assert_eq!(
+            check_of(Err(refused.clone())),
+            VerificationCheck::ClientAuth
+        );
+        assert!(refused
+            .to_string()
+            .contains("did not ask for the client certificate"));
+        // The client's last flight (its alert included) reached the server,
+        // which never saw a client Finished, so no data was ever readable.
+        assert!(s.is_handshaking());
+        let mut sink = [0u8; 64];
+        assert!(io::Read::read(&mut s.reader(), &mut sink).is_err());
+    }
+
+    #[test]
+    fn a_server_without_tls_1_3_fails_the_protocol_version_check() {
+        for e in [
+            rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),
+            rustls::Error::PeerIncompatible(
+                PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig,
+            ),
+        ] {
+            let refused = from_rustls(&e);
+            assert!(refused.to_string().contains("TLS 1.3"), "{refused}");
+            assert_eq!(check_of(Err(refused)), VerificationCheck::ProtocolVersion);
+        }
+        assert!(matches!(
+            from_rustls(&rustls::Error::AlertReceived(
+                AlertDescription::HandshakeFailure
+            )),
+            Error::Tls(_)
+        ));
     }
 }

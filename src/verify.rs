@@ -11,16 +11,25 @@
 //!
 //! Stock hostname checks cannot do the first (the CN fallback, names with
 //! `:`, SANs with a trailing dot), hence a custom [`ServerCertVerifier`].
+//!
+//! Last, the server must have asked for the client certificate: every Cloud
+//! SQL and AlloyDB server-side proxy does, as the certificate is how it
+//! authorizes the client. rustls asks the [`ClientCertResolver`] for it only
+//! when the server's CertificateRequest arrives, which in TLS 1.3 comes before
+//! the server's certificate; so the verifier, the last callback before the
+//! client's Finished and its first data, knows and can refuse.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, ResolvesClientCert};
 use rustls::crypto::{verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
 use crate::certs::CertInfo;
@@ -50,6 +59,66 @@ impl fmt::Display for IdentityMismatch {
 }
 
 impl std::error::Error for IdentityMismatch {}
+
+/// The server did not ask for the client certificate: the error carried
+/// inside rustls's `CertificateError::Other`, so the connector can report it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCertNotRequested;
+
+impl fmt::Display for ClientCertNotRequested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the server did not ask for the client certificate; every Cloud SQL and AlloyDB \
+             server does, so this is not the instance's server",
+        )
+    }
+}
+
+impl std::error::Error for ClientCertNotRequested {}
+
+/// Whether the server of one connection asked for the client certificate.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientAuthProbe(Arc<AtomicBool>);
+
+impl ClientAuthProbe {
+    /// Notes that the server asked (its CertificateRequest arrived).
+    pub(crate) fn note(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn asked(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Gives rustls the client certificate when the server asks for it, and
+/// notes the ask in the connection's [`ClientAuthProbe`].
+#[derive(Debug)]
+pub(crate) struct ClientCertResolver {
+    cert: Arc<CertifiedKey>,
+    asked: ClientAuthProbe,
+}
+
+impl ClientCertResolver {
+    pub(crate) fn new(cert: Arc<CertifiedKey>, asked: ClientAuthProbe) -> Self {
+        Self { cert, asked }
+    }
+}
+
+impl ResolvesClientCert for ClientCertResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.asked.note();
+        Some(self.cert.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
 
 /// Checks the leaf's identity (not its chain); `dialled` is the name rustls
 /// was given for the address dialled.
@@ -127,25 +196,29 @@ pub(crate) fn dns_name_matches(presented: &str, reference: &str) -> bool {
     }
 }
 
-/// The connector's [`ServerCertVerifier`]: chain to the trust anchors, then
-/// identity. rustls's own hostname check is replaced, not skipped.
+/// The connector's [`ServerCertVerifier`] for one connection: chain to the
+/// trust anchors, then identity, then that the server asked for the client
+/// certificate. rustls's own hostname check is replaced, not skipped.
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
     roots: Arc<RootCertStore>,
     expected: ServerIdentity,
     algorithms: WebPkiSupportedAlgorithms,
+    client_auth: ClientAuthProbe,
 }
 
 impl ServerVerifier {
     pub(crate) fn new(
-        roots: RootCertStore,
+        roots: Arc<RootCertStore>,
         expected: ServerIdentity,
         algorithms: WebPkiSupportedAlgorithms,
+        client_auth: ClientAuthProbe,
     ) -> Self {
         Self {
-            roots: Arc::new(roots),
+            roots,
             expected,
             algorithms,
+            client_auth,
         }
     }
 }
@@ -167,9 +240,13 @@ impl ServerCertVerifier for ServerVerifier {
             now,
             self.algorithms.all,
         )?;
-        check_identity(end_entity, &self.expected, server_name).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-        })?;
+        let refuse = |e: Arc<dyn std::error::Error + Send + Sync>| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e)))
+        };
+        check_identity(end_entity, &self.expected, server_name).map_err(|e| refuse(Arc::new(e)))?;
+        if !self.client_auth.asked() {
+            return Err(refuse(Arc::new(ClientCertNotRequested)));
+        }
         Ok(ServerCertVerified::assertion())
     }
 

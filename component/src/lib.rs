@@ -244,6 +244,8 @@ fn to_wit_error(e: Error) -> wit::Error {
                     VerificationCheck::Expired => wit::VerificationCheck::Expired,
                     VerificationCheck::NotYetValid => wit::VerificationCheck::NotYetValid,
                     VerificationCheck::Identity => wit::VerificationCheck::Identity,
+                    VerificationCheck::ProtocolVersion => wit::VerificationCheck::ProtocolVersion,
+                    VerificationCheck::ClientAuth => wit::VerificationCheck::ClientAuth,
                     _ => wit::VerificationCheck::Other,
                 },
                 message,

@@ -1,8 +1,10 @@
 //! Per-method call counters, read and reset through the control endpoints so tests can
-//! assert how often a connector called Google (e.g. that it caches and refreshes).
+//! assert how often a connector called Google (e.g. that it caches and refreshes), and
+//! each proxy's traffic: connections, handshakes, bytes from clients, connections open.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -80,17 +82,62 @@ struct Counts {
     token: BTreeMap<&'static str, u64>,
     mdx: BTreeMap<String, u64>,
     mdx_client_protocol_types: BTreeMap<String, Vec<String>>,
-    proxy_connections: BTreeMap<String, u64>,
     connection_info: BTreeMap<String, u64>,
     generate_client_certificate: BTreeMap<String, u64>,
     alloydb_mdx: BTreeMap<String, u64>,
     alloydb_mdx_auth_types: BTreeMap<String, Vec<String>>,
 }
 
+/// What one proxy listener (one address) saw. Counters are zeroed by a reset; the number
+/// of open connections is a state, not a count, and is not.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    accepted: AtomicU64,
+    handshakes: AtomicU64,
+    client_bytes: AtomicU64,
+    open: AtomicU64,
+}
+
+impl ProxyStats {
+    /// Counts an accepted TCP connection, open until the returned guard drops.
+    pub fn accepted(self: &Arc<Self>) -> OpenConnection {
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(self.clone())
+    }
+
+    /// Counts a completed TLS handshake.
+    pub fn handshake_done(&self) {
+        self.handshakes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts `n` application bytes received from a client after its handshake.
+    pub fn received(&self, n: u64) {
+        self.client_bytes.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn reset(&self) {
+        for c in [&self.accepted, &self.handshakes, &self.client_bytes] {
+            c.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A proxy connection that is open (see [`ProxyStats::accepted`]).
+#[derive(Debug)]
+pub struct OpenConnection(Arc<ProxyStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Counts every request received, failed ones included.
 #[derive(Debug, Default)]
 pub struct Calls {
     counts: Mutex<Counts>,
+    proxies: Mutex<BTreeMap<String, Arc<ProxyStats>>>,
 }
 
 impl Calls {
@@ -144,18 +191,29 @@ impl Calls {
         }
     }
 
-    /// Counts a TCP connection accepted by a proxy listening on `addr` (so
-    /// tests can tell which of an instance's addresses a client dialled).
-    pub fn record_proxy_connection(&self, addr: &str) {
-        *self
-            .lock()
-            .proxy_connections
-            .entry(addr.to_string())
-            .or_default() += 1;
+    /// The traffic of the proxy listening on `addr` (so tests can tell which of an
+    /// instance's addresses a client dialled, and what it sent).
+    pub fn proxy(&self, addr: &str) -> Arc<ProxyStats> {
+        let mut proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        proxies.entry(addr.to_string()).or_default().clone()
+    }
+
+    /// One figure of every proxy, by address; zeros left out, as for other counters.
+    fn per_proxy(&self, figure: impl Fn(&ProxyStats) -> &AtomicU64) -> BTreeMap<String, u64> {
+        let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        proxies
+            .iter()
+            .map(|(addr, stats)| (addr.clone(), figure(stats).load(Ordering::SeqCst)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// The counters as served by `GET /emulator/v1/calls`.
     pub fn snapshot(&self) -> Value {
+        let proxy_connections = self.per_proxy(|p| &p.accepted);
+        let proxy_handshakes = self.per_proxy(|p| &p.handshakes);
+        let proxy_client_bytes = self.per_proxy(|p| &p.client_bytes);
+        let proxy_open = self.per_proxy(|p| &p.open);
         let c = self.lock();
         let mut token = json!({"jwt-bearer": 0, "refresh_token": 0, "metadata": 0});
         for (k, v) in &c.token {
@@ -167,7 +225,10 @@ impl Calls {
             "token": token,
             "mdx": c.mdx,
             "mdxClientProtocolType": c.mdx_client_protocol_types,
-            "proxyConnections": c.proxy_connections,
+            "proxyConnections": proxy_connections,
+            "proxyHandshakes": proxy_handshakes,
+            "proxyClientBytes": proxy_client_bytes,
+            "proxyOpenConnections": proxy_open,
             "connectionInfo": c.connection_info,
             "generateClientCertificate": c.generate_client_certificate,
             "alloydbMdx": c.alloydb_mdx,
@@ -178,6 +239,8 @@ impl Calls {
     /// Zeroes every counter.
     pub fn reset(&self) {
         *self.lock() = Counts::default();
+        let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        proxies.values().for_each(|p| p.reset());
     }
 }
 
@@ -196,7 +259,13 @@ mod tests {
         calls.record_mdx("p:i", Some("TCP"));
         calls.record_mdx("p:i", None);
         calls.record_mdx("p:i", Some("UDS"));
-        calls.record_proxy_connection("127.0.0.9");
+        let proxy = calls.proxy("127.0.0.9");
+        let open = proxy.accepted();
+        proxy.handshake_done();
+        proxy.received(12);
+        calls.proxy("127.0.0.9").received(30);
+        let closed = calls.proxy("127.0.0.8").accepted();
+        drop(closed);
         let uri = "projects/p/locations/r/clusters/c/instances/i";
         calls.record_admin(AdminMethod::ConnectionInfo, uri);
         calls.record_admin(
@@ -211,7 +280,10 @@ mod tests {
             json!({"connectSettings":{"p:i":2},"generateEphemeralCert":{"p:j":1},
                    "token":{"jwt-bearer":1,"refresh_token":0,"metadata":1},
                    "mdx":{"p:i":3},"mdxClientProtocolType":{"p:i":["TCP","UDS"]},
-                   "proxyConnections":{"127.0.0.9":1},
+                   "proxyConnections":{"127.0.0.8":1,"127.0.0.9":1},
+                   "proxyHandshakes":{"127.0.0.9":1},
+                   "proxyClientBytes":{"127.0.0.9":42},
+                   "proxyOpenConnections":{"127.0.0.9":1},
                    "connectionInfo":{uri:1},
                    "generateClientCertificate":{"projects/p/locations/r/clusters/c":1},
                    "alloydbMdx":{uri:3},
@@ -223,9 +295,13 @@ mod tests {
             json!({"connectSettings":{},"generateEphemeralCert":{},
                    "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
                    "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{},
+                   "proxyHandshakes":{},"proxyClientBytes":{},
+                   "proxyOpenConnections":{"127.0.0.9":1},
                    "connectionInfo":{},"generateClientCertificate":{},
                    "alloydbMdx":{},"alloydbMdxAuthType":{}})
         );
+        drop(open);
+        assert_eq!(calls.snapshot()["proxyOpenConnections"], json!({}));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Certificate authorities and certificates, shaped like Google's: the per-instance server
-//! CA hierarchy (legacy or CAS), the server leaves the proxy presents (valid and the two
-//! deliberately wrong variants), the client signing CA, and ephemeral client certificates.
+//! CA hierarchy (legacy or CAS), the server leaves the proxy presents (valid and the
+//! deliberately wrong variants: another CA, another instance, expired, not yet valid,
+//! self-signed), the client signing CA, and ephemeral client certificates.
 //! Every key is RSA-2048, as Google's are.
 
 use rand::Rng;
@@ -272,7 +273,8 @@ pub(crate) fn leaf_params(
     (p, serial)
 }
 
-/// Which server certificate the proxy presents (set by the control endpoint).
+/// What the proxy presents in the TLS handshake (set by the control endpoint): a
+/// certificate, or the valid certificate with hostile TLS settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerCertMode {
     /// The normal chain.
@@ -283,17 +285,48 @@ pub enum ServerCertMode {
     /// Issued by the right CA, but for `<project>:other-instance` / `other.<dns>` (AlloyDB:
     /// only for IP 10.255.255.1 and `other.alloydb-psc.goog`).
     WrongCn,
+    /// The normal leaf, but its NotAfter is a day ago.
+    Expired,
+    /// The normal leaf, but its NotBefore is a day ahead.
+    NotYetValid,
+    /// The normal leaf's names and key, signed by itself.
+    SelfSigned,
+    /// The normal chain, over TLS 1.2 only.
+    Tls12Only,
+    /// The normal chain, without asking for a client certificate.
+    NoClientAuth,
 }
 
 impl ServerCertMode {
-    /// Parses `valid`, `wrong-ca` or `wrong-cn`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "valid" => Some(Self::Valid),
-            "wrong-ca" => Some(Self::WrongCa),
-            "wrong-cn" => Some(Self::WrongCn),
-            _ => None,
+    /// Every mode.
+    pub const ALL: [Self; 8] = [
+        Self::Valid,
+        Self::WrongCa,
+        Self::WrongCn,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::SelfSigned,
+        Self::Tls12Only,
+        Self::NoClientAuth,
+    ];
+
+    /// Its name at the control endpoint.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::WrongCa => "wrong-ca",
+            Self::WrongCn => "wrong-cn",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not-yet-valid",
+            Self::SelfSigned => "self-signed",
+            Self::Tls12Only => "tls12-only",
+            Self::NoClientAuth => "no-client-auth",
         }
+    }
+
+    /// Parses a [`ServerCertMode::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
     }
 }
 
@@ -340,6 +373,81 @@ impl InstanceKeys {
     }
 }
 
+/// Every chain a proxy can present, leaf first, and the leaf key they share.
+pub struct ServerChains {
+    /// The normal chain.
+    pub valid: ServerChain,
+    /// A chain to an unrelated CA.
+    pub wrong_ca: ServerChain,
+    /// A chain to the right CA for another instance's name.
+    pub wrong_cn: ServerChain,
+    /// The normal chain with a leaf that expired a day ago.
+    pub expired: ServerChain,
+    /// The normal chain with a leaf valid from tomorrow.
+    pub not_yet_valid: ServerChain,
+    /// The normal leaf signed by its own key, alone.
+    pub self_signed: ServerChain,
+    /// PKCS#8 DER of the leaf key.
+    pub key_pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerChains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerChains").finish_non_exhaustive()
+    }
+}
+
+/// The parameters of a server leaf valid from the first time to the second.
+pub(crate) type LeafParams<'a> =
+    &'a dyn Fn(OffsetDateTime, OffsetDateTime) -> (CertificateParams, u64);
+
+/// How a server's chains are made: its leaf, who issues it, what follows it.
+pub(crate) struct ChainSpec<'a> {
+    /// The leaf's parameters for given dates.
+    pub leaf: LeafParams<'a>,
+    /// NotAfter of the valid leaf.
+    pub valid_until: OffsetDateTime,
+    /// The instance's CA, which issues the valid leaf.
+    pub issuer: &'a CertAuthority,
+    /// What follows the leaf in the valid chain (intermediates, AlloyDB's root).
+    pub tail: Vec<CertificateDer<'static>>,
+    /// The leaf key.
+    pub key: &'a SigningKeyMaterial,
+}
+
+impl ServerChains {
+    /// The valid, expired, not-yet-valid and self-signed chains of `spec`, with
+    /// `wrong_ca` and `wrong_cn` as the caller made them.
+    pub(crate) fn build(
+        spec: &ChainSpec<'_>,
+        wrong_ca: ServerChain,
+        wrong_cn: ServerChain,
+    ) -> Result<Self, String> {
+        let now = OffsetDateTime::now_utc();
+        let day = Duration::days(1);
+        let issued = |not_before, not_after| -> Result<ServerChain, String> {
+            let (p, serial) = (spec.leaf)(not_before, not_after);
+            let leaf = spec.issuer.sign(&p, &spec.key.key_pair, serial)?;
+            let mut certs = vec![leaf.der];
+            certs.extend(spec.tail.iter().cloned());
+            Ok(ServerChain { certs })
+        };
+        let (p, _) = (spec.leaf)(now - BACKDATE, spec.valid_until);
+        let self_signed = p.self_signed(&spec.key.key_pair).map_err(cert_err)?;
+        Ok(Self {
+            valid: issued(now - BACKDATE, spec.valid_until)?,
+            wrong_ca,
+            wrong_cn,
+            expired: issued(now - 2 * day, now - day)?,
+            not_yet_valid: issued(now + day, spec.valid_until)?,
+            self_signed: ServerChain {
+                certs: vec![self_signed.der().clone()],
+            },
+            key_pkcs8: spec.key.pkcs8_der.clone(),
+        })
+    }
+}
+
 /// Everything certificate-related about one instance.
 pub struct InstanceCerts {
     /// `serverCaCert.cert`: the root (legacy) or intermediate + root (CAS).
@@ -348,14 +456,8 @@ pub struct InstanceCerts {
     pub server_ca: CertInfo,
     /// Signs ephemeral client certificates; the proxy trusts only it.
     pub client_ca: CertAuthority,
-    /// The normal chain.
-    pub valid: ServerChain,
-    /// A chain to an unrelated CA.
-    pub wrong_ca: ServerChain,
-    /// A chain to the right CA for another instance's name.
-    pub wrong_cn: ServerChain,
-    /// PKCS#8 DER of the server leaf key.
-    pub server_key_pkcs8: Vec<u8>,
+    /// What the proxy can present.
+    pub server: ServerChains,
 }
 
 impl std::fmt::Debug for InstanceCerts {
@@ -382,7 +484,7 @@ impl InstanceCerts {
         let leaf_pub = &leaf_key.key_pair;
         let server_eku = ExtendedKeyUsagePurpose::ServerAuth;
 
-        let (server_ca_pem, server_ca, valid, wrong_ca, wrong_cn) = match spec.ca_mode {
+        let (server_ca_pem, server_ca, server) = match spec.ca_mode {
             CaMode::Legacy => {
                 let root_key = SigningKeyMaterial::from_rsa(&keys.server_root)?;
                 let (p, serial) = ca_params(
@@ -397,21 +499,16 @@ impl InstanceCerts {
                 );
                 let root = CertAuthority::self_signed(p, root_key.key_pair, serial)?;
                 let cn = format!("{}:{}", spec.project, spec.name);
-                let (p, serial) = leaf_params(
-                    name(ORG_LEGACY, Some(&cn), None),
-                    vec![],
-                    not_before,
-                    ten_years,
-                    server_eku.clone(),
-                );
-                let leaf = root.sign(&p, leaf_pub, serial)?;
-                let (p, serial) = leaf_params(
-                    name(ORG_LEGACY, Some(&cn), None),
-                    vec![],
-                    not_before,
-                    ten_years,
-                    server_eku.clone(),
-                );
+                let leaf = |nb, na| {
+                    leaf_params(
+                        name(ORG_LEGACY, Some(&cn), None),
+                        vec![],
+                        nb,
+                        na,
+                        server_eku.clone(),
+                    )
+                };
+                let (p, serial) = leaf(not_before, ten_years);
                 let bad_ca_leaf = unrelated.sign(&p, leaf_pub, serial)?;
                 let other_cn = format!("{}:other-instance", spec.project);
                 let (p, serial) = leaf_params(
@@ -422,13 +519,22 @@ impl InstanceCerts {
                     server_eku.clone(),
                 );
                 let bad_cn_leaf = root.sign(&p, leaf_pub, serial)?;
-                (
-                    root.cert.pem.clone(),
-                    root.cert.clone(),
-                    vec![leaf.der],
-                    vec![bad_ca_leaf.der],
-                    vec![bad_cn_leaf.der],
-                )
+                let chains = ServerChains::build(
+                    &ChainSpec {
+                        leaf: &leaf,
+                        valid_until: ten_years,
+                        issuer: &root,
+                        tail: vec![],
+                        key: &leaf_key,
+                    },
+                    ServerChain {
+                        certs: vec![bad_ca_leaf.der],
+                    },
+                    ServerChain {
+                        certs: vec![bad_cn_leaf.der],
+                    },
+                )?;
+                (root.cert.pem.clone(), root.cert.clone(), chains)
             }
             CaMode::Cas => {
                 let dns = dns_name.ok_or("a CAS instance needs a DNS name")?;
@@ -457,21 +563,17 @@ impl InstanceCerts {
                 );
                 let inter = CertAuthority::signed_by(p, int_key.key_pair, serial, &root)?;
                 let one_year = now + Duration::days(365);
-                let (p, serial) = leaf_params(
-                    name(ORG_CAS, None, None),
-                    vec![dns_san(dns)?],
-                    not_before,
-                    one_year,
-                    server_eku.clone(),
-                );
-                let leaf = inter.sign(&p, leaf_pub, serial)?;
-                let (p, serial) = leaf_params(
-                    name(ORG_CAS, None, None),
-                    vec![dns_san(dns)?],
-                    not_before,
-                    one_year,
-                    server_eku.clone(),
-                );
+                let san = dns_san(dns)?;
+                let leaf = |nb, na| {
+                    leaf_params(
+                        name(ORG_CAS, None, None),
+                        vec![san.clone()],
+                        nb,
+                        na,
+                        server_eku.clone(),
+                    )
+                };
+                let (p, serial) = leaf(not_before, one_year);
                 let bad_ca_leaf = unrelated.sign(&p, leaf_pub, serial)?;
                 let other_cn = format!("{}:other-instance", spec.project);
                 let other_dns = match dns.split_once('.') {
@@ -486,12 +588,25 @@ impl InstanceCerts {
                     server_eku.clone(),
                 );
                 let bad_cn_leaf = inter.sign(&p, leaf_pub, serial)?;
+                let chains = ServerChains::build(
+                    &ChainSpec {
+                        leaf: &leaf,
+                        valid_until: one_year,
+                        issuer: &inter,
+                        tail: vec![inter.cert.der.clone()],
+                        key: &leaf_key,
+                    },
+                    ServerChain {
+                        certs: vec![bad_ca_leaf.der],
+                    },
+                    ServerChain {
+                        certs: vec![bad_cn_leaf.der, inter.cert.der.clone()],
+                    },
+                )?;
                 (
                     format!("{}{}", inter.cert.pem, root.cert.pem),
                     inter.cert.clone(),
-                    vec![leaf.der, inter.cert.der.clone()],
-                    vec![bad_ca_leaf.der],
-                    vec![bad_cn_leaf.der, inter.cert.der.clone()],
+                    chains,
                 )
             }
         };
@@ -516,10 +631,7 @@ impl InstanceCerts {
             server_ca_pem,
             server_ca,
             client_ca,
-            valid: ServerChain { certs: valid },
-            wrong_ca: ServerChain { certs: wrong_ca },
-            wrong_cn: ServerChain { certs: wrong_cn },
-            server_key_pkcs8: leaf_key.pkcs8_der,
+            server,
         })
     }
 }
@@ -654,8 +766,8 @@ mod tests {
         assert_eq!(cn(&root).as_deref(), Some("Google Cloud SQL Server CA"));
         assert!(root.subject().to_string().contains("O=Google, Inc"));
         assert!(root.is_ca());
-        assert_eq!(c.valid.certs.len(), 1);
-        let leaf = parse(&c.valid.certs[0]);
+        assert_eq!(c.server.valid.certs.len(), 1);
+        let leaf = parse(&c.server.valid.certs[0]);
         assert_eq!(cn(&leaf).as_deref(), Some("example.com:proj:db"));
         assert!(leaf.subject_alternative_name().unwrap().is_none());
         assert!(
@@ -671,13 +783,13 @@ mod tests {
                 < OffsetDateTime::now_utc().unix_timestamp() - 60
         );
 
-        let wrong_cn = parse(&c.wrong_cn.certs[0]);
+        let wrong_cn = parse(&c.server.wrong_cn.certs[0]);
         assert_eq!(
             cn(&wrong_cn).as_deref(),
             Some("example.com:proj:other-instance")
         );
         verify_signed_by(&wrong_cn, &root);
-        let wrong_ca = parse(&c.wrong_ca.certs[0]);
+        let wrong_ca = parse(&c.server.wrong_ca.certs[0]);
         assert_eq!(cn(&wrong_ca).as_deref(), Some("example.com:proj:db"));
         assert!(wrong_ca.verify_signature(Some(root.public_key())).is_err());
     }
@@ -707,14 +819,14 @@ mod tests {
             "Google Cloud SQL Server CA Intermediate"
         );
 
-        assert_eq!(c.valid.certs.len(), 2);
-        let leaf = parse(&c.valid.certs[0]);
+        assert_eq!(c.server.valid.certs.len(), 2);
+        let leaf = parse(&c.server.valid.certs[0]);
         assert_eq!(cn(&leaf), None);
         let san = leaf.subject_alternative_name().unwrap().unwrap().value;
         assert_eq!(san.general_names, vec![GeneralName::DNSName(dns)]);
         verify_signed_by(&leaf, &inter);
 
-        let wrong_cn = parse(&c.wrong_cn.certs[0]);
+        let wrong_cn = parse(&c.server.wrong_cn.certs[0]);
         let san = wrong_cn.subject_alternative_name().unwrap().unwrap().value;
         assert_eq!(
             san.general_names,
@@ -723,8 +835,43 @@ mod tests {
             )]
         );
         verify_signed_by(&wrong_cn, &inter);
-        let wrong_ca = parse(&c.wrong_ca.certs[0]);
+        let wrong_ca = parse(&c.server.wrong_ca.certs[0]);
         assert!(wrong_ca.verify_signature(Some(inter.public_key())).is_err());
+    }
+
+    #[test]
+    fn expired_not_yet_valid_and_self_signed_leaves() {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for (mode, dns) in [
+            (CaMode::Legacy, None),
+            (
+                CaMode::Cas,
+                Some("0123456789ab.abcdefghij123.us-central1.sql.goog."),
+            ),
+        ] {
+            let c = build(mode, dns);
+            let valid = parse(&c.server.valid.certs[0]);
+            let issuer = &c.server.valid.certs[1..];
+            for (chain, past, future) in [
+                (&c.server.expired, true, false),
+                (&c.server.not_yet_valid, false, true),
+            ] {
+                // The same leaf, issuer and chain as the valid one, other dates.
+                assert_eq!(&chain.certs[1..], issuer);
+                let leaf = parse(&chain.certs[0]);
+                assert_eq!(leaf.subject(), valid.subject());
+                assert_eq!(leaf.issuer(), valid.issuer());
+                assert_eq!(leaf.public_key().raw, valid.public_key().raw);
+                assert_eq!(leaf.validity().not_after.timestamp() < now, past);
+                assert_eq!(leaf.validity().not_before.timestamp() > now, future);
+            }
+            assert_eq!(c.server.self_signed.certs.len(), 1);
+            let own = parse(&c.server.self_signed.certs[0]);
+            assert_eq!(own.subject(), valid.subject());
+            assert_eq!(own.public_key().raw, valid.public_key().raw);
+            verify_signed_by(&own, &own);
+            assert!(!own.is_ca());
+        }
     }
 
     #[test]

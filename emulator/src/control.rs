@@ -1,5 +1,5 @@
-//! Test control endpoints under `/emulator/v1`: call counters, injected Admin
-//! API failures, the server certificate each proxy presents, proxy faults, and how an
+//! Test control endpoints under `/emulator/v1`: call counters and proxy traffic, injected
+//! Admin API failures, what each proxy presents in the handshake, proxy faults, and how an
 //! AlloyDB proxy answers the metadata exchange.
 //!
 //! `{name}` is a Cloud SQL connection name (`project:region:name`) or an AlloyDB instance
@@ -77,9 +77,13 @@ async fn server_cert(
         .ok()
         .and_then(|r| ServerCertMode::parse(&r.mode));
     let Some(mode) = mode else {
+        let modes: Vec<String> = ServerCertMode::ALL
+            .iter()
+            .map(|m| format!("{:?}", m.name()))
+            .collect();
         return error(
             StatusCode::BAD_REQUEST,
-            "expected {\"mode\":\"valid\"|\"wrong-ca\"|\"wrong-cn\"}".into(),
+            format!("expected {{\"mode\":{}}}", modes.join("|")),
         );
     };
     inst.controls().set_server_cert_mode(mode);
@@ -157,7 +161,7 @@ async fn proxy_fault(
     let Ok(req) = serde_json::from_slice::<ProxyFaultRequest>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "expected {\"mode\":\"normal\"|\"refuse\"|\"drop-after-handshake\"|\"drop-after-bytes\",\"bytes\":N}".into(),
+            "expected {\"mode\":\"normal\"|\"refuse\"|\"drop-after-handshake\"|\"drop-after-bytes\"|\"cut-after-client-hello\"|\"cut-mid-server-flight\",\"bytes\":N}".into(),
         );
     };
     match ProxyFault::parse(&req.mode, req.bytes) {

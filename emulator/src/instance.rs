@@ -39,7 +39,7 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    /// Prepares the three TLS server configurations up front, so switching the
+    /// Prepares the proxy's TLS server configurations up front, so switching the
     /// presented certificate is instant.
     pub fn new(
         spec: InstanceSpec,
@@ -49,14 +49,8 @@ impl Instance {
         dns_name: Option<String>,
         certs: InstanceCerts,
     ) -> Result<Self, String> {
-        let controls = ProxyControls::new(
-            &certs.valid,
-            &certs.wrong_ca,
-            &certs.wrong_cn,
-            &certs.server_key_pkcs8,
-            &certs.client_ca.cert.der,
-            spec.tls_suite,
-        )?;
+        let controls =
+            ProxyControls::new(&certs.server, &certs.client_ca.cert.der, spec.tls_suite)?;
         Ok(Self {
             controls,
             spec,

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod alloydb;
 pub mod calls;
 pub mod certs;
+pub mod client_tls;
 pub mod config;
 pub mod control;
 pub mod credentials;

@@ -2,7 +2,8 @@
 //! verified client certificate; then, where configured, the metadata exchange (`mdx`) and
 //! the IAM login check (`iam` for Postgres, `mysql` for MySQL); then plain bytes to and
 //! from the instance's backend. A test can make the proxy misbehave ([`ProxyFault`]) or
-//! present a wrong server certificate ([`ProxyControls`]).
+//! present a wrong server certificate or hostile TLS settings ([`ProxyControls`]), and
+//! read what each proxy saw ([`crate::calls::ProxyStats`]).
 //!
 //! The accept loop, the TLS handshake, the faults and the relay are shared with the
 //! AlloyDB proxies (`alloydb::proxy`), which implement [`Endpoint`] for what follows
@@ -21,7 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::certs::{ServerCertMode, ServerChain};
+use crate::calls::ProxyStats;
+use crate::certs::{ServerCertMode, ServerChains};
+pub use crate::client_tls::ClientTls;
 use crate::config::TlsSuite;
 use crate::inbound::Inbound;
 use crate::instance::Instance;
@@ -56,28 +59,53 @@ fn server_provider(suite: Option<TlsSuite>) -> Arc<rustls::crypto::CryptoProvide
     })
 }
 
-/// A TLS 1.3-only server configuration presenting `chain` and requiring a client
-/// certificate issued by `client_ca`, with all cipher suites or only `suite`.
-/// No SNI is needed.
+/// The server configuration of `mode`: TLS 1.3 (only TLS 1.2 in `tls12-only`),
+/// presenting the mode's chain from `chains`, requiring a client certificate issued by
+/// `client_ca` (asking for none in `no-client-auth`), with every cipher suite or
+/// only `suite`. No SNI is needed.
 pub fn build_server_config(
-    chain: &ServerChain,
-    key_pkcs8: &[u8],
+    mode: ServerCertMode,
+    chains: &ServerChains,
     client_ca: &CertificateDer<'static>,
     suite: Option<TlsSuite>,
 ) -> Result<Arc<ServerConfig>, String> {
-    let provider = server_provider(suite);
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(client_ca.clone())
-        .map_err(|e| format!("bad client CA: {e}"))?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("cannot build the client verifier: {e}"))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| format!("TLS 1.3 unavailable: {e}"))?
-        .with_client_cert_verifier(verifier)
+    let chain = match mode {
+        ServerCertMode::Valid | ServerCertMode::Tls12Only | ServerCertMode::NoClientAuth => {
+            &chains.valid
+        }
+        ServerCertMode::WrongCa => &chains.wrong_ca,
+        ServerCertMode::WrongCn => &chains.wrong_cn,
+        ServerCertMode::Expired => &chains.expired,
+        ServerCertMode::NotYetValid => &chains.not_yet_valid,
+        ServerCertMode::SelfSigned => &chains.self_signed,
+    };
+    let version = match mode {
+        ServerCertMode::Tls12Only => &rustls::version::TLS12,
+        _ => &rustls::version::TLS13,
+    };
+    // A suite restricts TLS 1.3 only; tls12-only keeps its TLS 1.2 suites.
+    let provider = match mode {
+        ServerCertMode::Tls12Only => crypto_provider(),
+        _ => server_provider(suite),
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[version])
+        .map_err(|e| format!("{version:?} unavailable: {e}"))?;
+    let builder = match mode {
+        ServerCertMode::NoClientAuth => builder.with_no_client_auth(),
+        _ => {
+            let mut roots = RootCertStore::empty();
+            roots
+                .add(client_ca.clone())
+                .map_err(|e| format!("bad client CA: {e}"))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("cannot build the client verifier: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chains.key_pkcs8.clone()));
+    let config = builder
         .with_single_cert(chain.certs.clone(), key)
         .map_err(|e| format!("bad server certificate: {e}"))?;
     Ok(Arc::new(config))
@@ -125,10 +153,15 @@ pub enum ProxyFault {
     DropAfterHandshake,
     /// Relay, but cut both sides once this many backend bytes reached the client.
     DropAfterBytes(u64),
+    /// Read the client's ClientHello, then close the TCP connection.
+    CutAfterClientHello,
+    /// Answer the ClientHello with the first half of the server's flight, then close.
+    CutMidServerFlight,
 }
 
 impl ProxyFault {
-    /// `normal`, `refuse`, `drop-after-handshake`, or `drop-after-bytes` with `bytes`.
+    /// `normal`, `refuse`, `drop-after-handshake`, `drop-after-bytes` with `bytes`,
+    /// `cut-after-client-hello` or `cut-mid-server-flight`.
     pub fn parse(mode: &str, bytes: Option<u64>) -> Result<Self, String> {
         match (mode, bytes) {
             ("normal", _) => Ok(Self::Normal),
@@ -136,21 +169,22 @@ impl ProxyFault {
             ("drop-after-handshake", _) => Ok(Self::DropAfterHandshake),
             ("drop-after-bytes", Some(n)) => Ok(Self::DropAfterBytes(n)),
             ("drop-after-bytes", None) => Err("drop-after-bytes needs \"bytes\"".into()),
+            ("cut-after-client-hello", _) => Ok(Self::CutAfterClientHello),
+            ("cut-mid-server-flight", _) => Ok(Self::CutMidServerFlight),
             (other, _) => Err(format!(
-                "unknown mode {other:?}: expected normal, refuse, drop-after-handshake or \
-                 drop-after-bytes"
+                "unknown mode {other:?}: expected normal, refuse, drop-after-handshake, \
+                 drop-after-bytes, cut-after-client-hello or cut-mid-server-flight"
             )),
         }
     }
 }
 
-/// What a test can change about an instance's proxy: the server certificate it presents
-/// (three TLS configurations prepared up front, so switching is instant) and how it treats
-/// new connections.
+/// What a test can change about an instance's proxy: what it presents in the handshake
+/// (a TLS configuration per [`ServerCertMode`], prepared up front, so switching is
+/// instant) and how it treats new connections.
 pub struct ProxyControls {
-    valid: Arc<ServerConfig>,
-    wrong_ca: Arc<ServerConfig>,
-    wrong_cn: Arc<ServerConfig>,
+    /// One per mode, in the order of [`ServerCertMode::ALL`].
+    configs: Vec<Arc<ServerConfig>>,
     mode: RwLock<ServerCertMode>,
     fault: RwLock<ProxyFault>,
 }
@@ -165,33 +199,31 @@ impl std::fmt::Debug for ProxyControls {
 }
 
 impl ProxyControls {
-    /// Controls presenting `valid` (or, when told, `wrong_ca` / `wrong_cn`) with the key
-    /// `key_pkcs8`, requiring client certificates that chain to `client_ca`, and
-    /// offering every TLS 1.3 cipher suite or only `suite`.
+    /// Controls presenting `chains` (the valid one until told otherwise), requiring
+    /// client certificates that chain to `client_ca`, and offering every TLS 1.3
+    /// cipher suite or only `suite`.
     pub fn new(
-        valid: &ServerChain,
-        wrong_ca: &ServerChain,
-        wrong_cn: &ServerChain,
-        key_pkcs8: &[u8],
+        chains: &ServerChains,
         client_ca: &CertificateDer<'static>,
         suite: Option<TlsSuite>,
     ) -> Result<Self, String> {
-        let config = |chain| build_server_config(chain, key_pkcs8, client_ca, suite);
+        let configs = ServerCertMode::ALL
+            .into_iter()
+            .map(|mode| build_server_config(mode, chains, client_ca, suite))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            valid: config(valid)?,
-            wrong_ca: config(wrong_ca)?,
-            wrong_cn: config(wrong_cn)?,
+            configs,
             mode: RwLock::new(ServerCertMode::Valid),
             fault: RwLock::new(ProxyFault::Normal),
         })
     }
 
-    /// Chooses which server certificate new connections get.
+    /// Chooses what new connections are presented.
     pub fn set_server_cert_mode(&self, mode: ServerCertMode) {
         *self.mode.write().unwrap_or_else(|e| e.into_inner()) = mode;
     }
 
-    /// The server certificate new connections get.
+    /// What new connections are presented.
     pub fn server_cert_mode(&self) -> ServerCertMode {
         *self.mode.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -208,16 +240,15 @@ impl ProxyControls {
 
     /// The TLS configuration for the next connection.
     pub fn server_config(&self) -> Arc<ServerConfig> {
-        match self.server_cert_mode() {
-            ServerCertMode::Valid => self.valid.clone(),
-            ServerCertMode::WrongCa => self.wrong_ca.clone(),
-            ServerCertMode::WrongCn => self.wrong_cn.clone(),
-        }
+        let mode = self.server_cert_mode();
+        // `configs` holds one per mode of ALL, in order, so the position exists.
+        let i = ServerCertMode::ALL
+            .iter()
+            .position(|m| *m == mode)
+            .unwrap_or_default();
+        self.configs[i].clone()
     }
 }
-
-/// The client side of a proxied connection, after the TLS handshake.
-pub type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// An instance behind proxy listeners: its name, its [`ProxyControls`], and what happens on
 /// a connection once the TLS handshake is done (Cloud SQL: MDX if enabled, IAM login;
@@ -243,10 +274,11 @@ pub async fn serve<E: Endpoint>(listener: TcpListener, endpoint: Arc<E>, state: 
     let local = listener
         .local_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.ip().to_string());
+    let stats = state.calls.proxy(&local);
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
-                state.calls.record_proxy_connection(&local);
+                let open = stats.accepted();
                 let fault = endpoint.controls().proxy_fault();
                 if fault == ProxyFault::Refuse {
                     eprintln!("proxy {name}: fault: refusing the connection from {peer}");
@@ -256,10 +288,12 @@ pub async fn serve<E: Endpoint>(listener: TcpListener, endpoint: Arc<E>, state: 
                 let endpoint = endpoint.clone();
                 let state = state.clone();
                 let name = name.clone();
+                let stats = stats.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(tcp, peer, fault, endpoint, state).await {
+                    if let Err(e) = handle(tcp, peer, fault, endpoint, stats, state).await {
                         eprintln!("proxy {name}: connection from {peer}: {e}");
                     }
+                    drop(open);
                 });
             }
             Err(e) => {
@@ -271,20 +305,31 @@ pub async fn serve<E: Endpoint>(listener: TcpListener, endpoint: Arc<E>, state: 
     }
 }
 
-/// The TLS handshake and the handshake fault, then the endpoint's own work.
+/// The TLS handshake and the handshake faults, then the endpoint's own work.
 async fn handle<E: Endpoint>(
     tcp: TcpStream,
     peer: SocketAddr,
     fault: ProxyFault,
     endpoint: Arc<E>,
+    stats: Arc<ProxyStats>,
     state: SharedState,
 ) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(endpoint.controls().server_config());
+    let config = endpoint.controls().server_config();
+    if let ProxyFault::CutAfterClientHello | ProxyFault::CutMidServerFlight = fault {
+        eprintln!(
+            "proxy {}: fault: cutting the TLS handshake with {peer} ({fault:?})",
+            endpoint.name()
+        );
+        return cut_handshake(tcp, config, fault == ProxyFault::CutMidServerFlight).await;
+    }
+    let acceptor = TlsAcceptor::from(config);
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    stats.handshake_done();
+    let tls = ClientTls::new(tls, stats);
     if fault == ProxyFault::DropAfterHandshake {
         eprintln!(
             "proxy {}: fault: dropping the connection from {peer} after the TLS handshake",
@@ -295,6 +340,47 @@ async fn handle<E: Endpoint>(
         return Ok(());
     }
     endpoint.serve_tls(tls, peer, fault, state).await
+}
+
+/// Plays the server's side of a handshake up to its first flight, then closes the TCP
+/// connection (no alert, no close_notify): right after the ClientHello, or having sent
+/// the first half of the flight (`send_half`), which ends inside an encrypted record.
+/// The close is a FIN, and what the client sends meanwhile (its ChangeCipherSpec) is
+/// read, so it sees the server close rather than a reset.
+async fn cut_handshake(
+    mut tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    send_half: bool,
+) -> Result<(), String> {
+    let mut conn =
+        rustls::ServerConnection::new(config).map_err(|e| format!("cannot start TLS: {e}"))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // The server has something to say once the whole ClientHello is in.
+    while !conn.wants_write() {
+        let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.read(&mut buf))
+            .await
+            .map_err(|_| "no ClientHello in time".to_string())?
+            .map_err(|e| format!("reading the ClientHello: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.read_tls(&mut &buf[..n])
+            .map_err(|e| format!("reading the ClientHello: {e}"))?;
+        conn.process_new_packets()
+            .map_err(|e| format!("bad ClientHello: {e}"))?;
+    }
+    if send_half {
+        let mut flight = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut flight)
+                .map_err(|e| format!("writing the server's flight: {e}"))?;
+        }
+        tcp.write_all(&flight[..flight.len() / 2])
+            .await
+            .map_err(|e| format!("sending half the server's flight: {e}"))?;
+    }
+    close_after_refusal(Inbound::new(tcp)).await;
+    Ok(())
 }
 
 impl Endpoint for Instance {
@@ -335,6 +421,7 @@ async fn serve_cloudsql(
     state: &AppState,
 ) -> Result<(), String> {
     let serial = tls
+        .tls()
         .get_ref()
         .1
         .peer_certificates()
@@ -438,9 +525,9 @@ async fn before_relay(
     }
 }
 
-/// Closes a connection whose refusal is already written: close_notify and FIN, then
-/// whatever the client still sends is read and dropped for a moment, so that closing with
-/// unread bytes does not reset the connection before the client read the refusal.
+/// Closes a connection whose refusal (or cut) is already written: close_notify (on TLS)
+/// and FIN, then whatever the client still sends is read and dropped for a moment, so that
+/// closing with unread bytes does not reset the connection before the client read it all.
 pub(crate) async fn close_after_refusal<S: AsyncRead + AsyncWrite + Unpin>(
     mut inbound: Inbound<S>,
 ) {
@@ -531,7 +618,7 @@ async fn relay_until(
             }
         }
     }
-    tls.get_mut().0.shutdown().await
+    tls.tls_mut().get_mut().0.shutdown().await
 }
 
 /// True for the ways a peer ends a connection without saying goodbye.
@@ -561,6 +648,14 @@ mod tests {
             Ok(ProxyFault::DropAfterBytes(10))
         );
         assert!(ProxyFault::parse("drop-after-bytes", None).is_err());
+        assert_eq!(
+            ProxyFault::parse("cut-after-client-hello", None),
+            Ok(ProxyFault::CutAfterClientHello)
+        );
+        assert_eq!(
+            ProxyFault::parse("cut-mid-server-flight", None),
+            Ok(ProxyFault::CutMidServerFlight)
+        );
         assert!(ProxyFault::parse("explode", None).is_err());
     }
 }

@@ -470,6 +470,7 @@ async fn emulator_end_to_end() {
             "generateEphemeralCert": {"my-project:legacy-db": 1, "example.com:my-project:cas-db": 4},
             "token": {"jwt-bearer": 2, "refresh_token": 2, "metadata": 1},
             "mdx": {}, "mdxClientProtocolType": {}, "proxyConnections": {},
+            "proxyHandshakes": {}, "proxyClientBytes": {}, "proxyOpenConnections": {},
             "connectionInfo": {}, "generateClientCertificate": {},
             "alloydbMdx": {}, "alloydbMdxAuthType": {}
         })
@@ -482,6 +483,7 @@ async fn emulator_end_to_end() {
         json!({"connectSettings":{},"generateEphemeralCert":{},
                "token":{"jwt-bearer":0,"refresh_token":0,"metadata":0},
                "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{},
+               "proxyHandshakes":{},"proxyClientBytes":{},"proxyOpenConnections":{},
                "connectionInfo":{},"generateClientCertificate":{},
                "alloydbMdx":{},"alloydbMdxAuthType":{}})
     );
@@ -615,6 +617,34 @@ async fn emulator_end_to_end() {
         None,
         "my-project:legacy-db"
     ));
+    // The hostile modes, as an independent TLS 1.3 client sees them.
+    let legacy_name = "my-project:us-central1:legacy-db";
+    for (mode, want) in [
+        ("expired", "Expired"),
+        ("not-yet-valid", "NotValidYet"),
+        ("self-signed", "UnknownIssuer"),
+        ("tls12-only", "ProtocolVersion"),
+    ] {
+        assert_eq!(set_mode(legacy_name, mode).await, 200);
+        let d = dial(
+            legacy_ip,
+            &legacy_ca,
+            Some((legacy_client_cert.as_str(), &client_key)),
+        )
+        .await;
+        let e = d
+            .result
+            .err()
+            .unwrap_or_else(|| panic!("{mode} was accepted"));
+        let inner = e.get_ref().map(|i| format!("{i:?}")).unwrap_or_default();
+        assert!(inner.contains(want), "{mode}: {inner}");
+    }
+    // Without asking for a client certificate, the server completes a handshake with a
+    // client that has none.
+    assert_eq!(set_mode(legacy_name, "no-client-auth").await, 200);
+    let d = dial(legacy_ip, &legacy_ca, None).await;
+    assert!(d.result.is_ok(), "no-client-auth asked for a certificate");
+    assert_eq!(set_mode(legacy_name, "valid").await, 200);
     assert_eq!(set_mode("p:r:unknown", "valid").await, 404);
     assert_eq!(
         set_mode("my-project:us-central1:legacy-db", "sideways").await,

@@ -289,6 +289,33 @@ impl Emulator {
         self.instance_control(instance, "server-cert", serde_json::json!({"mode": mode}));
     }
 
+    /// Makes the proxy of `instance` treat new connections as `mode` says
+    /// (`normal`, `refuse`, `drop-after-handshake`, `drop-after-bytes` with
+    /// `bytes`, `cut-after-client-hello`, `cut-mid-server-flight`).
+    pub fn set_proxy(&self, instance: &str, mode: &str, bytes: Option<u64>) {
+        self.instance_control(
+            instance,
+            "proxy",
+            serde_json::json!({"mode": mode, "bytes": bytes}),
+        );
+    }
+
+    /// What every proxy of the emulator saw, summed over their addresses.
+    pub fn proxy_traffic(&self) -> ProxyTraffic {
+        let calls = self.calls();
+        let sum = |key: &str| {
+            calls[key]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+        };
+        ProxyTraffic {
+            connections: sum("proxyConnections"),
+            handshakes: sum("proxyHandshakes"),
+            client_bytes: sum("proxyClientBytes"),
+            open: sum("proxyOpenConnections"),
+        }
+    }
+
     /// Makes the AlloyDB proxy of `instance` answer the metadata exchange
     /// `normal`ly, with an `error` (`message`), `truncated`, `oversized`,
     /// `not-mdx` or `silent`.
@@ -309,6 +336,71 @@ impl Emulator {
             .send(body.to_string())
             .unwrap();
     }
+}
+
+/// What the emulator's proxies saw (see [`Emulator::proxy_traffic`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyTraffic {
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// TLS handshakes completed.
+    pub handshakes: u64,
+    /// Application bytes received from clients after their handshakes.
+    pub client_bytes: u64,
+    /// Connections open now.
+    pub open: u64,
+}
+
+impl ProxyTraffic {
+    /// What happened between `before` and `self` (`open` is `self`'s).
+    pub fn since(self, before: ProxyTraffic) -> ProxyTraffic {
+        ProxyTraffic {
+            connections: self.connections - before.connections,
+            handshakes: self.handshakes - before.handshakes,
+            client_bytes: self.client_bytes - before.client_bytes,
+            open: self.open,
+        }
+    }
+}
+
+/// Fails if `text` (an error message or a log line) holds one of `secrets`
+/// (tokens, keys: empty ones are ignored), a PEM private key, or something
+/// shaped like a JWT (base64url segments joined by dots, the first starting
+/// `eyJ`, as every JSON header does). The panic message shows `text` with the
+/// secrets blanked out.
+pub fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    let redacted = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |t, s| t.replace(s, "<SECRET>"));
+    for (i, secret) in secrets.iter().enumerate() {
+        assert!(
+            secret.is_empty() || !text.contains(secret),
+            "secret #{i} appears in: {redacted}"
+        );
+    }
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "a private key appears in: {redacted}"
+    );
+    if let Some(jwt) = find_jwt(text) {
+        panic!("a JWT ({} characters) appears in: {redacted}", jwt.len());
+    }
+}
+
+/// The first JWT-shaped substring of `text`: `eyJ…` then at least two more
+/// dot-separated base64url segments.
+fn find_jwt(text: &str) -> Option<&str> {
+    let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").find_map(|(start, _)| {
+        let rest = &text[start..];
+        let end = rest
+            .find(|c: char| !(b64url(c) || c == '.'))
+            .unwrap_or(rest.len());
+        let candidate = &rest[..end];
+        let segments: Vec<&str> = candidate.split('.').collect();
+        (segments.len() >= 3 && segments[..3].iter().all(|s| !s.is_empty())).then_some(candidate)
+    })
 }
 
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

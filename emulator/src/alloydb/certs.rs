@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::certs::{
     ca_params, decode_rsa_public_key_der, dns_san, leaf_params, rsa_bits, rsa_spki, CertAuthority,
-    CertInfo, ServerChain, SigningKeyMaterial, BACKDATE,
+    CertInfo, ChainSpec, ServerChain, ServerChains, SigningKeyMaterial, BACKDATE,
 };
 
 /// Subject CN of every cluster's root CA.
@@ -76,71 +76,59 @@ impl ClusterCa {
     }
 }
 
-/// What an instance's proxy can present.
-pub struct ServerCerts {
-    /// `[leaf, root]`: the leaf for the instance's addresses, signed by the cluster root.
-    pub valid: ServerChain,
-    /// `[leaf, unrelated root]`: the same names, signed by a CA clients do not trust.
-    pub wrong_ca: ServerChain,
-    /// `[leaf, root]`: signed by the right root for [`OTHER_IP`] and [`OTHER_DNS`] only.
-    pub wrong_cn: ServerChain,
-    /// PKCS#8 DER of the leaf key (shared by all three).
-    pub key_pkcs8: Vec<u8>,
-}
-
-impl std::fmt::Debug for ServerCerts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCerts").finish_non_exhaustive()
+/// What an instance's proxy can present: `[leaf, root]` for the instance's addresses,
+/// signed by the cluster root (valid, expired, not yet valid); `[leaf, unrelated root]`
+/// with the same names (`wrong_ca`); `[leaf, root]` signed by the right root for
+/// [`OTHER_IP`] and [`OTHER_DNS`] only (`wrong_cn`); the leaf signed by itself. `ips` are
+/// the instance's addresses and `psc_dns` (trailing dot allowed; the SAN has none) its
+/// PSC name.
+pub fn server_chains(
+    ca: &ClusterCa,
+    uid: &str,
+    ips: &[IpAddr],
+    psc_dns: Option<&str>,
+    leaf_key: &RsaPrivateKey,
+    unrelated: &CertAuthority,
+) -> Result<ServerChains, String> {
+    let now = OffsetDateTime::now_utc();
+    let (not_before, not_after) = (now - BACKDATE, now + Duration::days(365));
+    let key = SigningKeyMaterial::from_rsa(leaf_key)?;
+    let mut sans: Vec<SanType> = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    if let Some(dns) = psc_dns {
+        sans.push(dns_san(dns.trim_end_matches('.'))?);
     }
-}
-
-impl ServerCerts {
-    /// The leaves of instance `uid` reachable at `ips` and, for PSC, `psc_dns` (trailing
-    /// dot allowed; the SAN has none).
-    pub fn build(
-        ca: &ClusterCa,
-        uid: &str,
-        ips: &[IpAddr],
-        psc_dns: Option<&str>,
-        leaf_key: &RsaPrivateKey,
-        unrelated: &CertAuthority,
-    ) -> Result<Self, String> {
-        let now = OffsetDateTime::now_utc();
-        let (not_before, not_after) = (now - BACKDATE, now + Duration::days(365));
-        let key = SigningKeyMaterial::from_rsa(leaf_key)?;
-        let mut sans: Vec<SanType> = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
-        if let Some(dns) = psc_dns {
-            sans.push(dns_san(dns.trim_end_matches('.'))?);
-        }
-        let cn = format!("{uid}.server.alloydb");
-        let leaf = |issuer: &CertAuthority, cn: &str, sans: Vec<SanType>| {
-            let (p, serial) = leaf_params(
-                cn_only(cn),
-                sans,
-                not_before,
-                not_after,
-                ExtendedKeyUsagePurpose::ServerAuth,
-            );
-            issuer.sign(&p, &key.key_pair, serial)
-        };
-        let valid = leaf(&ca.root, &cn, sans.clone())?;
-        let wrong_ca = leaf(unrelated, &cn, sans)?;
-        let other_sans = vec![SanType::IpAddress(OTHER_IP), dns_san(OTHER_DNS)?];
-        let wrong_cn = leaf(&ca.root, "other.server.alloydb", other_sans)?;
-        let root = ca.root.cert.der.clone();
-        Ok(Self {
-            valid: ServerChain {
-                certs: vec![valid.der, root.clone()],
-            },
-            wrong_ca: ServerChain {
-                certs: vec![wrong_ca.der, unrelated.cert.der.clone()],
-            },
-            wrong_cn: ServerChain {
-                certs: vec![wrong_cn.der, root],
-            },
-            key_pkcs8: key.pkcs8_der,
-        })
-    }
+    let cn = format!("{uid}.server.alloydb");
+    let params = |cn: &str, sans: Vec<SanType>, nb, na| {
+        leaf_params(
+            cn_only(cn),
+            sans,
+            nb,
+            na,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    };
+    let (p, serial) = params(&cn, sans.clone(), not_before, not_after);
+    let wrong_ca = unrelated.sign(&p, &key.key_pair, serial)?;
+    let other_sans = vec![SanType::IpAddress(OTHER_IP), dns_san(OTHER_DNS)?];
+    let (p, serial) = params("other.server.alloydb", other_sans, not_before, not_after);
+    let wrong_cn = ca.root.sign(&p, &key.key_pair, serial)?;
+    let root = ca.root.cert.der.clone();
+    let leaf = |nb, na| params(&cn, sans.clone(), nb, na);
+    ServerChains::build(
+        &ChainSpec {
+            leaf: &leaf,
+            valid_until: not_after,
+            issuer: &ca.root,
+            tail: vec![root.clone()],
+            key: &key,
+        },
+        ServerChain {
+            certs: vec![wrong_ca.der, unrelated.cert.der.clone()],
+        },
+        ServerChain {
+            certs: vec![wrong_cn.der, root],
+        },
+    )
 }
 
 /// Decodes `generateClientCertificate`'s `publicKey`: a PEM holding an RSA key of at least
@@ -216,9 +204,9 @@ pub(crate) mod tests {
         vec!["127.1.2.3".parse().unwrap(), "127.4.5.6".parse().unwrap()]
     }
 
-    fn server() -> ServerCerts {
+    fn server() -> ServerChains {
         let unrelated = CertAuthority::unrelated(&keys()[3]).unwrap();
-        ServerCerts::build(cluster_ca(), UID, &ips(), Some(PSC), &keys()[2], &unrelated).unwrap()
+        server_chains(cluster_ca(), UID, &ips(), Some(PSC), &keys()[2], &unrelated).unwrap()
     }
 
     fn parse(der: &[u8]) -> X509Certificate<'_> {
@@ -336,6 +324,14 @@ pub(crate) mod tests {
             assert!(webpki_verifies(&s.wrong_cn, name).is_err());
         }
         assert!(webpki_verifies(&s.valid, ip("127.9.9.9")).is_err());
+        for (chain, want) in [
+            (&s.expired, "Expired"),
+            (&s.not_yet_valid, "NotValidYet"),
+            (&s.self_signed, "UnknownIssuer"),
+        ] {
+            let e = webpki_verifies(chain, ip("127.1.2.3")).unwrap_err();
+            assert!(format!("{e:?}").contains(want), "{e:?}");
+        }
         webpki_verifies(&s.wrong_cn, ip("10.255.255.1")).unwrap();
         webpki_verifies(&s.wrong_cn, dns(OTHER_DNS)).unwrap();
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use rsa::RsaPrivateKey;
 use tokio::net::TcpListener;
 
-use super::certs::{ClusterCa, ServerCerts};
+use super::certs::{server_chains, ClusterCa};
 use super::mdx::MdxMode;
 use super::proxy::ALLOYDB_PROXY_PORT;
 use super::spec::{AlloyDbSpec, InstanceUri};
@@ -85,15 +85,8 @@ impl AlloyDbInstance {
         };
         let uid = generate_uid();
         let psc_dns = psc.as_ref().map(|p| p.dns_name.as_str());
-        let certs = ServerCerts::build(&ca, &uid, &ips, psc_dns, leaf_key, unrelated)?;
-        let controls = ProxyControls::new(
-            &certs.valid,
-            &certs.wrong_ca,
-            &certs.wrong_cn,
-            &certs.key_pkcs8,
-            &ca.root.cert.der,
-            None,
-        )?;
+        let chains = server_chains(&ca, &uid, &ips, psc_dns, leaf_key, unrelated)?;
+        let controls = ProxyControls::new(&chains, &ca.root.cert.der, None)?;
         let instance = Self {
             spec,
             uid,
