@@ -5,7 +5,8 @@
 //! that arrive meanwhile wait for that refresh instead of starting their own
 //! (single flight). Entries are reused until [`REFRESH_BUFFER`] before they
 //! expire, marked stale after a failed dial, and refreshes are rate-limited per
-//! instance as Google's connectors do.
+//! instance as Google's connectors do. A refresh refused for quota empties the
+//! instance's bucket: the next one waits a whole interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +44,9 @@ struct Slot<T> {
     current: Option<Arc<T>>,
     stale: bool,
     limiter: RateLimiter,
+    /// Why the last refresh failed, until one succeeds: a rate-limited
+    /// caller is told the cause.
+    last_error: Option<Error>,
 }
 
 impl<T: Expiring> Cache<T> {
@@ -68,6 +72,7 @@ impl<T: Expiring> Cache<T> {
                     current: None,
                     stale: false,
                     limiter: RateLimiter::new(Instant::now()),
+                    last_error: None,
                 }))
             })
             .clone();
@@ -86,14 +91,29 @@ impl<T: Expiring> Cache<T> {
                     return Err(Error::RateLimited {
                         instance: key.name.to_string(),
                         retry_after: wait,
+                        last_error: slot.last_error.clone().map(Box::new),
                     })
                 }
             }
         }
-        let fresh = Arc::new(refresh()?);
-        slot.current = Some(fresh.clone());
-        slot.stale = false;
-        Ok((fresh, false))
+        match refresh() {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                slot.current = Some(fresh.clone());
+                slot.stale = false;
+                slot.last_error = None;
+                Ok((fresh, false))
+            }
+            Err(e) => {
+                // Google's quota is per minute: the next try would only be
+                // refused again and spend more of it.
+                if matches!(e, Error::QuotaExceeded(_)) {
+                    slot.limiter.drain(Instant::now());
+                }
+                slot.last_error = Some(e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// Makes the next connect refresh (after a failed dial or handshake). The
@@ -144,6 +164,12 @@ impl RateLimiter {
         } else {
             Err(RATE_INTERVAL.mul_f64(1.0 - self.tokens))
         }
+    }
+
+    /// Spends every token: the next one is a whole interval after `now`.
+    pub(crate) fn drain(&mut self, now: Instant) {
+        self.tokens = 0.0;
+        self.last = now;
     }
 }
 
@@ -274,8 +300,10 @@ mod tests {
             Err(Error::RateLimited {
                 retry_after,
                 instance,
+                last_error,
             }) => {
                 assert_eq!(instance, "p:r:i");
+                assert_eq!(last_error, None, "both refreshes succeeded");
                 assert!(
                     retry_after > Duration::from_secs(29) && retry_after <= Duration::from_secs(30)
                 );
@@ -299,5 +327,82 @@ mod tests {
         assert!(l.try_acquire(later).is_ok());
         assert!(l.try_acquire(later).is_ok());
         assert!(l.try_acquire(later).is_err());
+    }
+
+    #[test]
+    fn a_drained_limiter_waits_a_whole_interval() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(t0);
+        l.drain(t0);
+        assert_eq!(l.try_acquire(t0), Err(Duration::from_secs(30)));
+        let wait = l.try_acquire(t0 + Duration::from_secs(29)).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6);
+        assert!(l.try_acquire(t0 + Duration::from_secs(30)).is_ok());
+        assert!(l.try_acquire(t0 + Duration::from_secs(30)).is_err());
+    }
+
+    fn quota_error() -> Error {
+        Error::QuotaExceeded(crate::ApiError {
+            call: "connectSettings for p:r:i".into(),
+            status: 429,
+            code: "RESOURCE_EXHAUSTED".into(),
+            message: "Quota exceeded".into(),
+        })
+    }
+
+    #[test]
+    fn a_quota_error_holds_the_next_refresh_and_is_named_when_limited() {
+        let cache: Cache<V> = Cache::new();
+        let calls = Cell::new(0);
+        let quota = || {
+            calls.set(calls.get() + 1);
+            Err(quota_error())
+        };
+        let first = cache.get_or_refresh(&key(), soon(), quota).map(|_| ());
+        assert_eq!(first, Err(quota_error()));
+        // The burst had a second token, but after a quota error nothing is
+        // called again within the interval.
+        for _ in 0..9 {
+            match cache.get_or_refresh(&key(), soon(), quota) {
+                Err(Error::RateLimited {
+                    retry_after,
+                    last_error,
+                    ..
+                }) => {
+                    assert!(retry_after > Duration::from_secs(29), "{retry_after:?}");
+                    assert_eq!(last_error.as_deref(), Some(&quota_error()));
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        }
+        assert_eq!(calls.get(), 1);
+        let text = Error::RateLimited {
+            instance: "p:r:i".into(),
+            retry_after: Duration::from_secs(30),
+            last_error: Some(Box::new(quota_error())),
+        }
+        .to_string();
+        assert!(
+            text.contains("retry in 30 s")
+                && text.contains("the last refresh failed: Admin API quota exhausted"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_refresh_errors_keep_the_burst() {
+        let cache: Cache<V> = Cache::new();
+        let failed = || Err(Error::InstanceMetadata("x".into()));
+        assert!(cache.get_or_refresh(&key(), soon(), failed).is_err());
+        // The second token of the burst is still there, and a success
+        // forgets the failure.
+        let (_, cached) = cache
+            .get_or_refresh(&key(), soon(), || Ok(V(SystemTime::now())))
+            .unwrap();
+        assert!(!cached);
+        match cache.get_or_refresh(&key(), soon(), || Ok(V(SystemTime::now()))) {
+            Err(Error::RateLimited { last_error, .. }) => assert_eq!(last_error, None),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 }

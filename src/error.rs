@@ -28,6 +28,11 @@ pub enum Error {
     Http(String),
     /// The Admin API answered with an error status.
     AdminApi(ApiError),
+    /// The Admin API refused the call for quota (HTTP 429 or
+    /// `RESOURCE_EXHAUSTED`). Not retried, as Google's connectors do not:
+    /// the quota is per minute, so the instance's next refresh is held for
+    /// one rate-limit interval (30 s).
+    QuotaExceeded(ApiError),
     /// The Admin API answered with a body the connector cannot use.
     InstanceMetadata(String),
     /// The region in the instance name is not the region the Admin API reports.
@@ -54,6 +59,8 @@ pub enum Error {
         instance: String,
         /// How long until a refresh is allowed again.
         retry_after: Duration,
+        /// Why the last refresh failed, if it did (e.g. a quota error).
+        last_error: Option<Box<Error>>,
     },
     /// The TCP connection to the instance failed.
     Dial(String),
@@ -134,13 +141,13 @@ impl fmt::Display for Error {
             Self::InvalidConfig(m) => write!(f, "invalid connector config: {m}"),
             Self::Credentials(m) => write!(f, "credentials: {m}"),
             Self::Http(m) => write!(f, "HTTP request failed: {m}"),
-            Self::AdminApi(e) => write!(
+            Self::AdminApi(e) => write!(f, "Admin API {e}"),
+            Self::QuotaExceeded(e) => write!(
                 f,
-                "Admin API {} failed with HTTP {}{}: {}",
-                e.call,
-                e.status,
-                if e.code.is_empty() { String::new() } else { format!(" {}", e.code) },
-                e.message
+                "Admin API quota exhausted: {e}; not retried, and this instance's next refresh \
+                 waits 30 s. Wait a minute before retrying, reuse one connector per process (it \
+                 caches certificates for about an hour), or raise the Admin API quota in the \
+                 Google Cloud console"
             ),
             Self::InstanceMetadata(m) => write!(f, "unusable Admin API response: {m}"),
             Self::RegionMismatch { instance, given, actual } => write!(
@@ -152,11 +159,17 @@ impl fmt::Display for Error {
                 f,
                 "instance {instance} has no {ip_type} address; pick another IP type or enable it on the instance"
             ),
-            Self::RateLimited { instance, retry_after } => write!(
-                f,
-                "certificate refreshes for {instance} are rate-limited (burst 2, one per 30 s); retry in {} s",
-                retry_after.as_secs().max(1)
-            ),
+            Self::RateLimited { instance, retry_after, last_error } => {
+                write!(
+                    f,
+                    "certificate refreshes for {instance} are rate-limited (burst 2, one per 30 s); retry in {} s",
+                    retry_after.as_secs().max(1)
+                )?;
+                match last_error {
+                    Some(e) => write!(f, "; the last refresh failed: {e}"),
+                    None => Ok(()),
+                }
+            }
             Self::Dial(m) => write!(f, "dial: {m}"),
             Self::ServerVerification { check, message } => {
                 let what = match check {
@@ -175,6 +188,17 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl fmt::Display for ApiError {
+    /// `connectSettings for p:r:i failed with HTTP 404 NOT_FOUND: …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed with HTTP {}", self.call, self.status)?;
+        if !self.code.is_empty() {
+            write!(f, " {}", self.code)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
 
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {

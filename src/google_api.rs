@@ -89,7 +89,8 @@ pub(crate) fn finish(
 }
 
 /// Passes a success through; turns an error status into [`Error::AdminApi`]
-/// with Google's `error.message` and `error.status`.
+/// with Google's `error.message` and `error.status`, or into
+/// [`Error::QuotaExceeded`] when Google says the quota is spent.
 pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Error> {
     if resp.is_success() {
         return Ok(resp);
@@ -101,12 +102,18 @@ pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Err
         ),
         Err(_) => (String::new(), body_excerpt(&resp.body)),
     };
-    Err(Error::AdminApi(ApiError {
+    let error = ApiError {
         call,
         status: resp.status,
         code,
         message,
-    }))
+    };
+    // Google answers a spent quota with 429 RESOURCE_EXHAUSTED.
+    if error.status == 429 || error.code == "RESOURCE_EXHAUSTED" {
+        Err(Error::QuotaExceeded(error))
+    } else {
+        Err(Error::AdminApi(error))
+    }
 }
 
 /// The start of a non-JSON error body, as text, for the error message.
@@ -164,5 +171,40 @@ mod tests {
             body: vec![],
         };
         assert!(check_status("c".into(), ok).is_ok());
+    }
+
+    #[test]
+    fn a_spent_quota_is_its_own_error_saying_what_to_do() {
+        let resp = Response {
+            status: 429,
+            body: br#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Queries'.","status":"RESOURCE_EXHAUSTED"}}"#.to_vec(),
+        };
+        let e = check_status("connectSettings for p:r:i".into(), resp).unwrap_err();
+        match &e {
+            Error::QuotaExceeded(api) => {
+                assert_eq!((api.status, api.code.as_str()), (429, "RESOURCE_EXHAUSTED"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = e.to_string();
+        for want in [
+            "quota exhausted",
+            "connectSettings for p:r:i failed with HTTP 429 RESOURCE_EXHAUSTED",
+            "Quota exceeded for quota metric",
+            "not retried",
+            "Wait a minute",
+            "reuse one connector",
+        ] {
+            assert!(text.contains(want), "{text:?} lacks {want:?}");
+        }
+        // A 429 without Google's body is still a quota error.
+        let bare = Response {
+            status: 429,
+            body: b"Too Many Requests".to_vec(),
+        };
+        assert!(matches!(
+            check_status("c".into(), bare),
+            Err(Error::QuotaExceeded(_))
+        ));
     }
 }

@@ -1,6 +1,10 @@
 //! Retries of Google API calls: 5xx only, up to five attempts, with the
 //! exponential backoff of Google's connectors (`retry50x`):
 //! 200 ms × 1.618^(attempt + 1 + jitter), jitter uniform in [0, 1).
+//!
+//! A 429 is not retried, as in Go's `retry50x` (`Code < 500`: give up): the
+//! quota is per minute, so retrying within a refresh only spends more of it.
+//! The cache holds the instance's next refresh instead (`cache`).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +15,11 @@ use crate::Error;
 
 /// Attempts per call, the first included.
 pub(crate) const MAX_ATTEMPTS: u32 = 5;
+
+/// Whether an answer with `status` is tried again: server errors only.
+pub(crate) fn is_retried(status: u16) -> bool {
+    (500..600).contains(&status)
+}
 
 /// The pause after failed attempt `attempt` (0-based).
 pub(crate) fn backoff(attempt: u32, jitter: f64) -> Duration {
@@ -32,7 +41,7 @@ pub(crate) fn finish_with_retry(
 ) -> Result<Response, Error> {
     let mut resp = first.wait()?;
     for attempt in 0..MAX_ATTEMPTS - 1 {
-        if resp.status < 500 {
+        if !is_retried(resp.status) {
             break;
         }
         let pause = backoff(attempt, jitter());
@@ -61,6 +70,16 @@ mod tests {
         // Out-of-range jitter is clamped, never negative or huge.
         assert_eq!(backoff(0, -3.0), backoff(0, 0.0));
         assert_eq!(backoff(0, 9.0), backoff(0, 1.0));
+    }
+
+    #[test]
+    fn only_server_errors_are_retried() {
+        for status in [500, 502, 503, 504, 599] {
+            assert!(is_retried(status), "{status}");
+        }
+        for status in [200, 400, 401, 403, 404, 429, 600] {
+            assert!(!is_retried(status), "{status}");
+        }
     }
 
     #[test]

@@ -231,6 +231,7 @@ fn to_wit_error(e: Error) -> wit::Error {
             code: a.code,
             message: a.message,
         }),
+        Error::QuotaExceeded(_) => wit::Error::QuotaExceeded(message),
         Error::InstanceMetadata(_) => wit::Error::InstanceMetadata(message),
         Error::RegionMismatch { .. } => wit::Error::RegionMismatch(message),
         Error::Unsupported(_) => wit::Error::Unsupported(message),

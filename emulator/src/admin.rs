@@ -22,6 +22,7 @@ use crate::errors::GoogleError;
 use crate::iam::IamBinding;
 use crate::instance::Instance;
 use crate::state::{AppState, SharedState};
+use crate::tamper::{Issue, Tamper};
 use crate::tokens::{SCOPE_CLOUD_PLATFORM, SCOPE_SQLSERVICE_ADMIN, SCOPE_SQLSERVICE_LOGIN};
 
 /// A parsed Admin API path.
@@ -183,6 +184,7 @@ pub async fn handle(
     if let Some(fault) = prelude(&state, route.method, &key).await {
         return fault.into_response();
     }
+    let tamper = state.tampering.take(route.method);
 
     let Some(token) = bearer(&headers).and_then(|t| state.tokens.lookup_valid(t)) else {
         return GoogleError::unauthenticated().into_response();
@@ -196,17 +198,19 @@ pub async fn handle(
     let Some(inst) = state.instances.get(&key) else {
         return GoogleError::instance_not_found().into_response();
     };
+    let issue = tamper.as_ref().map_or(Issue::Normal, Tamper::issue);
     let result = match route.method {
         AdminMethod::ConnectSettings => Ok(connect_settings_body(inst)),
-        AdminMethod::GenerateEphemeralCert => generate_ephemeral_cert(&state, inst, &body),
+        AdminMethod::GenerateEphemeralCert => generate_ephemeral_cert(&state, inst, &body, issue),
         // parse_admin_path yields only the two Cloud SQL methods.
         AdminMethod::ConnectionInfo | AdminMethod::GenerateClientCertificate => {
             Err(GoogleError::route_not_found(method.as_str(), uri.path()))
         }
     };
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
+    match (result, tamper) {
+        (Ok(v), Some(t)) => t.response(route.method, v),
+        (Ok(v), None) => Json(v).into_response(),
+        (Err(e), _) => e.into_response(),
     }
 }
 
@@ -219,10 +223,12 @@ struct GenerateRequest {
     access_token: Option<String>,
 }
 
+/// Issues the certificate; `issue` says how a test wants it broken.
 fn generate_ephemeral_cert(
     state: &SharedState,
     inst: &Instance,
     body: &[u8],
+    issue: Issue,
 ) -> Result<Value, GoogleError> {
     let req: GenerateRequest = serde_json::from_slice(body).map_err(|e| {
         GoogleError::invalid_argument(format!("Invalid JSON payload received. {e}"))
@@ -258,7 +264,10 @@ fn generate_ephemeral_cert(
             token_expiry: info.expiry,
         });
     }
-    let cert = issue_ephemeral(&inst.certs.client_ca, &key, now, not_after)
+    let (key, issued_at, not_after) = issue
+        .apply(key, now, not_after)
+        .map_err(GoogleError::internal)?;
+    let cert = issue_ephemeral(&inst.certs.client_ca, &key, issued_at, not_after)
         .map_err(GoogleError::internal)?;
     if let Some(b) = binding {
         state.ephemeral_principals.bind(cert.serial.clone(), b);

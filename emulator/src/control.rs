@@ -1,5 +1,6 @@
-//! Test control endpoints under `/emulator/v1`: call counters and proxy traffic, injected
-//! Admin API failures, what each proxy presents in the handshake, proxy faults, and how an
+//! Test control endpoints under `/emulator/v1`: call counters and proxy traffic, the access
+//! tokens issued (so tests can check no client leaks one), injected Admin API failures and
+//! broken answers, what each proxy presents in the handshake, proxy faults, and how an
 //! AlloyDB proxy answers the metadata exchange.
 //!
 //! `{name}` is a Cloud SQL connection name (`project:region:name`) or an AlloyDB instance
@@ -20,16 +21,19 @@ use crate::calls::AdminMethod;
 use crate::certs::ServerCertMode;
 use crate::proxy::ProxyFault;
 use crate::state::{NamedInstance, SharedState};
+use crate::tamper::Tamper;
 
 /// Routes, to be nested under `/emulator/v1`.
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/calls", get(calls))
         .route("/calls/reset", post(reset))
+        .route("/tokens", get(tokens))
         .route("/instances/{name}/server-cert", post(server_cert))
         .route("/instances/{name}/proxy", post(proxy_fault))
         .route("/instances/{name}/mdx", post(mdx_mode))
         .route("/faults", post(add_fault))
+        .route("/faults/response", post(tamper_response))
         .route("/faults/reset", post(reset_faults))
 }
 
@@ -40,6 +44,12 @@ async fn calls(State(state): State<SharedState>) -> Response {
 async fn reset(State(state): State<SharedState>) -> Response {
     state.calls.reset();
     done()
+}
+
+/// `GET /tokens`: `{"issued":["ya29.emu-…",…]}`, every access token the emulator
+/// issued (and has not forgotten).
+async fn tokens(State(state): State<SharedState>) -> Response {
+    Json(json!({"issued": state.tokens.issued()})).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,9 +147,51 @@ async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
     }
 }
 
+/// Clears the faults and the broken answers.
 async fn reset_faults(State(state): State<SharedState>) -> Response {
     state.faults.clear();
+    state.tampering.clear();
     done()
+}
+
+#[derive(Debug, Deserialize)]
+struct TamperRequest {
+    method: String,
+    mode: String,
+    field: Option<String>,
+    count: Option<u32>,
+}
+
+/// `POST /faults/response {"method":"connectSettings","mode":"drop-field",
+/// "field":"serverCaCert.cert","count":N}`: the next `count` (default 1) calls of that
+/// method are answered broken that way (see `tamper`); one that fails anyway (401,
+/// 404) gets its error. Modes: `malformed`, `truncated`, `oversized`, `drop-field`,
+/// `ca-not-pem`, `cert-other-key`, `cert-expired`.
+async fn tamper_response(State(state): State<SharedState>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<TamperRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\"|\"connectionInfo\"|\"generateClientCertificate\",\"mode\":\"malformed\"|\"truncated\"|\"oversized\"|\"drop-field\"|\"ca-not-pem\"|\"cert-other-key\"|\"cert-expired\",\"field\":\"…\",\"count\":N}".into(),
+        );
+    };
+    let Some(method) = AdminMethod::parse(&req.method) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown method {:?}", req.method),
+        );
+    };
+    // cert-other-key makes an RSA key: off the async workers.
+    let parsed =
+        tokio::task::spawn_blocking(move || Tamper::parse(&req.mode, req.field.as_deref(), method))
+            .await
+            .unwrap_or_else(|e| Err(format!("parsing the mode failed: {e}")));
+    match parsed {
+        Ok(tamper) => {
+            state.tampering.push(method, tamper, req.count.unwrap_or(1));
+            done()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 #[derive(Debug, Deserialize)]

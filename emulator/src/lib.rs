@@ -29,6 +29,7 @@ pub mod proto;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod tamper;
 pub mod tokens;
 
 pub use config::Options;

@@ -10,6 +10,7 @@ use crate::credentials::Credentials;
 use crate::faults::Faults;
 use crate::iam::IamBindings;
 use crate::instance::Instance;
+use crate::tamper::Tampering;
 use crate::tokens::TokenStore;
 
 /// Google's own token endpoint; assertions addressed to it are accepted too.
@@ -30,6 +31,8 @@ pub struct AppState {
     pub calls: Calls,
     /// Injected Admin API failures.
     pub faults: Faults,
+    /// Injected broken Admin API answers.
+    pub tampering: Tampering,
     /// Principals' secrets.
     pub credentials: Credentials,
     /// The token endpoint URL the emulator advertises (`http://127.0.0.1:P/token`).
@@ -69,6 +72,7 @@ impl AppState {
             tokens,
             calls: Calls::default(),
             faults: Faults::default(),
+            tampering: Tampering::default(),
             credentials,
             audiences: vec![token_uri.clone(), GOOGLE_TOKEN_URI.to_string()],
             token_uri,

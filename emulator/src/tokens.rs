@@ -87,6 +87,15 @@ impl TokenStore {
         tokens.get(token).cloned()
     }
 
+    /// Every token issued and not yet forgotten, for tests that check no client
+    /// leaks one.
+    pub fn issued(&self) -> Vec<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<String> = tokens.keys().cloned().collect();
+        all.sort();
+        all
+    }
+
     /// Seconds the client is told in `expires_in`: one less than the lifetime, as Google does.
     pub fn expires_in(&self) -> u64 {
         self.lifetime.as_secs().saturating_sub(1)
@@ -108,6 +117,10 @@ mod tests {
         assert!(!info.has_scope(SCOPE_SQLSERVICE_LOGIN));
         assert_eq!(store.lookup_valid("ya29.other"), None);
         assert_eq!(store.expires_in(), 59);
+        let (other, _) = store.issue("c@d", vec![]);
+        let mut both = vec![tok, other];
+        both.sort();
+        assert_eq!(store.issued(), both);
     }
 
     #[test]

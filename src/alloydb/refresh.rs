@@ -116,7 +116,7 @@ pub(crate) fn connection_info(
         })?);
     }
     let not_after = certs::check_client_cert(&client_chain[0], key, now)
-        .map_err(|e| meta(&format!("the client certificate {e}")))?;
+        .map_err(|e| meta(&format!("pemCertificateChain[0] {e}")))?;
     // The exchange token must outlive the entry, or connects would fail on
     // an expired token while the certificate is still cached.
     let expiry = login.expiry.map_or(not_after, |t| t.min(not_after));

@@ -127,6 +127,12 @@ pub(crate) fn connection_info(
             .or(s.dns_name.as_deref())
             .map(strip_dot);
     }
+    if addresses == Addresses::default() {
+        return Err(meta(
+            "connectSettings lists no PRIMARY or PRIVATE address in ipAddresses and no PSC DNS \
+             name: the instance has no supported IP addresses",
+        ));
+    }
     let server_name = s
         .dns_names
         .first()
@@ -138,15 +144,15 @@ pub(crate) fn connection_info(
     let ca_pem = s
         .server_ca_cert
         .and_then(|c| c.cert)
-        .ok_or_else(|| meta("the instance has no server CA certificate (serverCaCert)"))?;
+        .ok_or_else(|| meta("connectSettings has no server CA certificate (serverCaCert.cert)"))?;
     let server_ca = certs::parse_pem_list(&ca_pem)
         .ok_or_else(|| meta("serverCaCert.cert is not a list of PEM certificates"))?;
 
     let client_cert = certs::parse_pem_list(cert_pem)
         .and_then(|c| c.into_iter().next())
-        .ok_or_else(|| meta("the ephemeral certificate is not a PEM certificate"))?;
+        .ok_or_else(|| meta("ephemeralCert.cert is not a PEM certificate"))?;
     let not_after = certs::check_client_cert(&client_cert, key, now)
-        .map_err(|e| meta(&format!("the ephemeral certificate {e}")))?;
+        .map_err(|e| meta(&format!("ephemeralCert.cert {e}")))?;
     // An unknown token expiry (a caller's static token) does not cap it.
     let expiry = login_expiry.map_or(not_after, |t| t.min(not_after));
 
@@ -335,7 +341,7 @@ mod tests {
                 "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
                 None,
             ),
-            "ephemeral certificate is not",
+            "ephemeralCert.cert is not",
         );
 
         let other_key = ClientKey::generate().unwrap();
@@ -358,5 +364,19 @@ mod tests {
         let mut s = settings(&ca.pem());
         s.region = None;
         metadata_error(build(s, &good, None), "no region");
+
+        // OUTGOING is not for clients; PSC alone would do.
+        let mut s = settings(&ca.pem());
+        s.ip_addresses
+            .retain(|m| m.kind.as_deref() == Some("OUTGOING"));
+        build(s, &good, None).unwrap();
+        let mut s = settings(&ca.pem());
+        s.ip_addresses
+            .retain(|m| m.kind.as_deref() == Some("OUTGOING"));
+        s.psc_enabled = false;
+        metadata_error(
+            build(s, &good, None),
+            "no PRIMARY or PRIVATE address in ipAddresses",
+        );
     }
 }

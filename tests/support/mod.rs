@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gcp_db_host::connector::{Config, ConnectOptions, Credentials, Error, IpType, ResourceAny};
 use gcp_db_host::query::{Login, QueryError};
@@ -119,6 +119,8 @@ pub struct Emulator {
     child: Child,
     pub ready: Value,
     pub state_dir: PathBuf,
+    /// Its stderr (the request log), also passed through to the test's.
+    log: Arc<Mutex<String>>,
 }
 
 impl Emulator {
@@ -148,9 +150,20 @@ impl Emulator {
         }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -161,7 +174,23 @@ impl Emulator {
             child,
             ready,
             state_dir,
+            log,
         }
+    }
+
+    /// Everything the emulator wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every access token the emulator issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.control_json("/tokens")["issued"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
     }
 
     pub fn admin_endpoint(&self) -> String {
@@ -236,7 +265,12 @@ impl Emulator {
 
     /// The Admin API call counters.
     pub fn calls(&self) -> Value {
-        let body = ureq::get(&self.control("/calls"))
+        self.control_json("/calls")
+    }
+
+    /// The JSON a control endpoint answers a GET of `path` with.
+    fn control_json(&self, path: &str) -> Value {
+        let body = ureq::get(&self.control(path))
             .call()
             .unwrap()
             .body_mut()
@@ -273,6 +307,33 @@ impl Emulator {
                 r#"{{"method":"{method}","status":{status},"count":{count}}}"#
             ))
             .unwrap();
+    }
+
+    /// The next `count` calls of `method` get a broken answer: `mode` is
+    /// `malformed`, `truncated`, `oversized`, `drop-field` (with `field`, a
+    /// dotted path), `ca-not-pem`, `cert-other-key` or `cert-expired`.
+    pub fn tamper(&self, method: &str, mode: &str, field: Option<&str>, count: u32) {
+        ureq::post(&self.control("/faults/response"))
+            .content_type("application/json")
+            .send(
+                serde_json::json!({"method": method, "mode": mode, "field": field, "count": count})
+                    .to_string(),
+            )
+            .unwrap();
+    }
+
+    /// Clears every queued failure, latency and broken answer.
+    pub fn reset_faults(&self) {
+        ureq::post(&self.control("/faults/reset"))
+            .send_empty()
+            .unwrap();
+    }
+
+    /// Makes the proxy of `instance` treat new connections `normal`ly, or
+    /// `refuse` them (accept, then close at once), or drop them after the
+    /// handshake (`drop-after-handshake`).
+    pub fn set_proxy_fault(&self, instance: &str, mode: &str) {
+        self.instance_control(instance, "proxy", serde_json::json!({"mode": mode}));
     }
 
     /// Every later call of `method` is answered after `ms` milliseconds.
@@ -363,46 +424,6 @@ impl ProxyTraffic {
     }
 }
 
-/// Fails if `text` (an error message or a log line) holds one of `secrets`
-/// (tokens, keys: empty ones are ignored), a PEM private key, or something
-/// shaped like a JWT (base64url segments joined by dots, the first starting
-/// `eyJ`, as every JSON header does). The panic message shows `text` with the
-/// secrets blanked out.
-pub fn assert_no_secrets(text: &str, secrets: &[&str]) {
-    let redacted = secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |t, s| t.replace(s, "<SECRET>"));
-    for (i, secret) in secrets.iter().enumerate() {
-        assert!(
-            secret.is_empty() || !text.contains(secret),
-            "secret #{i} appears in: {redacted}"
-        );
-    }
-    assert!(
-        !text.contains("PRIVATE KEY"),
-        "a private key appears in: {redacted}"
-    );
-    if let Some(jwt) = find_jwt(text) {
-        panic!("a JWT ({} characters) appears in: {redacted}", jwt.len());
-    }
-}
-
-/// The first JWT-shaped substring of `text`: `eyJ…` then at least two more
-/// dot-separated base64url segments.
-fn find_jwt(text: &str) -> Option<&str> {
-    let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    text.match_indices("eyJ").find_map(|(start, _)| {
-        let rest = &text[start..];
-        let end = rest
-            .find(|c: char| !(b64url(c) || c == '.'))
-            .unwrap_or(rest.len());
-        let candidate = &rest[..end];
-        let segments: Vec<&str> = candidate.split('.').collect();
-        (segments.len() >= 3 && segments[..3].iter().all(|s| !s.is_empty())).then_some(candidate)
-    })
-}
-
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Drop for Emulator {
@@ -450,4 +471,63 @@ impl Drop for HostsEntry {
             let _ = std::fs::write(HOSTS, kept);
         }
     }
+}
+
+/// Panics if `text` (an error message or a log line) holds a secret: any of
+/// `secrets` (a PEM counts line by line, so part of a key is caught too; empty
+/// ones are ignored), a PEM private key, a Google OAuth access token (`ya29.`),
+/// or a JWT (`eyJ….….…`). The panic message shows `text` with the secrets
+/// blanked out.
+pub fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    let parts: Vec<&str> = secrets
+        .iter()
+        .flat_map(|secret| {
+            if secret.contains("-----BEGIN") {
+                secret
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                    .collect()
+            } else {
+                vec![secret.trim()]
+            }
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    let redacted = parts
+        .iter()
+        .fold(text.to_string(), |t, p| t.replace(p, "<SECRET>"));
+    for part in &parts {
+        assert!(
+            !text.contains(part),
+            "a secret ({} characters) leaked into: {redacted}",
+            part.len()
+        );
+    }
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "a private key leaked into: {redacted}"
+    );
+    assert!(
+        !text.contains("ya29."),
+        "an access token leaked into: {redacted}"
+    );
+    if let Some(jwt) = find_jwt(text) {
+        panic!("a JWT ({} characters) leaked into: {redacted}", jwt.len());
+    }
+}
+
+/// The first JWT-shaped run in `text`: `eyJ` (base64url of `{"`) and three
+/// non-empty base64url parts joined by dots.
+fn find_jwt(text: &str) -> Option<&str> {
+    let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").find_map(|(start, _)| {
+        let run = &text[start..];
+        let end = run
+            .find(|c: char| !(b64url(c) || c == '.'))
+            .unwrap_or(run.len());
+        let candidate = &run[..end];
+        let parts: Vec<&str> = candidate.split('.').collect();
+        (parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty())).then_some(candidate)
+    })
 }

@@ -21,6 +21,7 @@ use crate::admin::{bearer, prelude};
 use crate::calls::AdminMethod;
 use crate::errors::GoogleError;
 use crate::state::AppState;
+use crate::tamper::{Issue, Tamper};
 use crate::tokens::SCOPE_CLOUD_PLATFORM;
 
 /// `certDuration` when the request has none (the connectors ask for this anyway).
@@ -257,17 +258,22 @@ pub async fn handle(
     if let Some(fault) = prelude(state, route.method, &key).await {
         return fault.modern().into_response();
     }
-    match answer(state, &route, headers, body) {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
+    let tamper = state.tampering.take(route.method);
+    let issue = tamper.as_ref().map_or(Issue::Normal, Tamper::issue);
+    match (answer(state, &route, headers, body, issue), tamper) {
+        (Ok(v), Some(t)) => t.response(route.method, v),
+        (Ok(v), None) => Json(v).into_response(),
+        (Err(e), _) => e.into_response(),
     }
 }
 
+/// The answer to `route`; `issue` says how a test wants the certificate broken.
 fn answer(
     state: &AppState,
     route: &Route,
     headers: &HeaderMap,
     body: &[u8],
+    issue: Issue,
 ) -> Result<Value, GoogleError> {
     let token = bearer(headers).ok_or_else(|| unauthenticated(route, true))?;
     let token = state
@@ -315,10 +321,12 @@ fn answer(
                     .map_err(|e| invalid_argument(format!("invalid certDuration {d:?}: {e}")))?,
             };
             let now = OffsetDateTime::now_utc();
-            let not_after = now + clamp_cert_duration(duration);
+            let (key, issued_at, not_after) = issue
+                .apply(key, now, now + clamp_cert_duration(duration))
+                .map_err(GoogleError::internal)?;
             let ca = cluster.as_ref();
             let cert =
-                issue_client_cert(ca, &key, now, not_after).map_err(GoogleError::internal)?;
+                issue_client_cert(ca, &key, issued_at, not_after).map_err(GoogleError::internal)?;
             let root = &ca.root.cert.pem;
             Ok(json!({
                 "pemCertificateChain": [cert.pem, ca.intermediate.cert.pem, root],
