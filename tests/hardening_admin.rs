@@ -938,9 +938,13 @@ fn the_secrets_check_catches_tokens_keys_and_jwts() {
     // One line of a key is enough.
     assert!(caught("… MIIEvQIBADANBgkqhkiG9w0BAQEFAASC …", &[key]));
     assert!(caught("-----BEGIN RSA PRIVATE KEY-----", &[]));
-    // Clean text passes, including a lone `eyJ` and dotted words.
+    // Clean text passes, including a lone `eyJ`, a JWT header alone and dotted words.
     assert!(!caught(
         "Admin API connectSettings for p:r:i failed with HTTP 429 RESOURCE_EXHAUSTED: eyJ. a.b.c",
         &["s3cr3t-t0k3n", key]
+    ));
+    assert!(!caught(
+        "a version like 1.2.3, eyJhbGciOiJSUzI1NiJ9 and one dot.",
+        &[]
     ));
 }

@@ -233,21 +233,3 @@ async fn every_hostile_server_is_refused_before_anything_is_sent() {
         secrets.check(e);
     }
 }
-
-/// The secrets check itself catches what it is for.
-#[test]
-fn the_secrets_check_catches_tokens_keys_and_jwts() {
-    let caught = |text: &str| {
-        std::panic::catch_unwind(|| assert_no_secrets(text, &["ya29.secret-token"])).is_err()
-    };
-    assert!(!caught("dial: TCP connect to 10.0.0.1:3307 failed"));
-    assert!(!caught(
-        "a version like 1.2.3, eyJ alone, eyJhbGciOiJSUzI1NiJ9 and one dot."
-    ));
-    assert!(caught("HTTP 401 for token ya29.secret-token"));
-    assert!(caught("-----BEGIN PRIVATE KEY-----\nMIIE"));
-    assert!(caught("-----BEGIN RSA PRIVATE KEY-----"));
-    assert!(caught(
-        "assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzYUBwLmlhbSJ9.c2lnbmF0dXJl&grant"
-    ));
-}

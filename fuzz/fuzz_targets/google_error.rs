@@ -1,6 +1,7 @@
 //! An Admin API answer: two bytes of HTTP status, then the body. A 2xx passes
-//! through; anything else is an `AdminApi` error with that status and a
-//! message without control characters when it is not Google's JSON.
+//! through; a 429 is a `QuotaExceeded` error and anything else an `AdminApi`
+//! error, with that status and a message without control characters when it
+//! is not Google's JSON.
 #![no_main]
 
 use gcp_db_connector::{fuzzing, Error};
@@ -13,11 +14,16 @@ fuzz_target!(|data: &[u8]| {
     };
     match fuzzing::admin_api_answer(status, body) {
         Ok(()) => assert!((200..300).contains(&status)),
+        Err(Error::QuotaExceeded(e)) => {
+            assert_eq!(status, 429);
+            assert_eq!(e.status, status);
+            let _ = Error::QuotaExceeded(e).to_string();
+        }
         Err(Error::AdminApi(e)) => {
-            assert!(!(200..300).contains(&status));
+            assert!(!(200..300).contains(&status) && status != 429);
             assert_eq!(e.status, status);
             let _ = Error::AdminApi(e).to_string();
         }
-        Err(other) => panic!("not an AdminApi error: {other:?}"),
+        Err(other) => panic!("not an AdminApi or QuotaExceeded error: {other:?}"),
     }
 });
