@@ -131,13 +131,17 @@ pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
     serde_json::to_vec(&Entry::encode(&info, &client_key, keep_private_key)).ok()
 }
 
-/// Google's error body in an Admin API answer of HTTP `status`.
+/// The token [`admin_api_answer`] says its call was made with.
+pub const ADMIN_API_TOKEN: &str = "fuzz-token";
+
+/// Google's error body in an Admin API answer of HTTP `status`, to a call
+/// made with [`ADMIN_API_TOKEN`].
 pub fn admin_api_answer(status: u16, body: &[u8]) -> Result<(), Error> {
     let resp = Response {
         status,
         body: body.to_vec(),
     };
-    google_api::check_status("fuzz call".into(), resp).map(drop)
+    google_api::check_status("fuzz call".into(), resp, Some(ADMIN_API_TOKEN)).map(drop)
 }
 
 /// A token endpoint's (or the metadata server's) answer of HTTP `status`;

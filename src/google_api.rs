@@ -85,22 +85,48 @@ pub(crate) fn finish(
     deadline: Instant,
     call: impl FnOnce() -> String,
 ) -> Result<Response, Error> {
-    retry::finish_with_retry(pending, req, deadline).and_then(|r| check_status(call(), r))
+    retry::finish_with_retry(pending, req, deadline)
+        .and_then(|r| check_status(call(), r, bearer_token(req)))
+}
+
+/// The token `req` carries, so that an error answer echoing it (a proxy's
+/// error page repeating the request's headers, say) cannot carry it into an
+/// error message.
+fn bearer_token(req: &Request) -> Option<&str> {
+    req.headers
+        .iter()
+        .find(|(name, _)| *name == "authorization")
+        .and_then(|(_, value)| value.strip_prefix("Bearer "))
+        .filter(|token| !token.is_empty())
 }
 
 /// Passes a success through; turns an error status into [`Error::AdminApi`]
 /// with Google's `error.message` and `error.status`, or into
-/// [`Error::QuotaExceeded`] when Google says the quota is spent.
-pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Error> {
+/// [`Error::QuotaExceeded`] when Google says the quota is spent. `token`,
+/// the one the call was made with, is blanked out of the message.
+pub(crate) fn check_status(
+    call: String,
+    resp: Response,
+    token: Option<&str>,
+) -> Result<Response, Error> {
     if resp.is_success() {
         return Ok(resp);
     }
+    let redact = |text: String| match token {
+        Some(t) if text.contains(t) => text.replace(t, "<token>"),
+        _ => text,
+    };
     let (code, message) = match serde_json::from_slice::<GoogleErrorBody>(&resp.body) {
         Ok(b) => (
-            b.error.status.unwrap_or_default(),
-            b.error.message.unwrap_or_default(),
+            redact(b.error.status.unwrap_or_default()),
+            redact(b.error.message.unwrap_or_default()),
         ),
-        Err(_) => (String::new(), body_excerpt(&resp.body)),
+        // Control characters go first, so none can split the token and be
+        // dropped after; the cut comes last, so no part of the token is left.
+        Err(_) => {
+            let text = String::from_utf8_lossy(&resp.body);
+            (String::new(), excerpt(&redact(without_controls(&text))))
+        }
     };
     let error = ApiError {
         call,
@@ -116,16 +142,18 @@ pub(crate) fn check_status(call: String, resp: Response) -> Result<Response, Err
     }
 }
 
-/// The start of a non-JSON error body, as text, for the error message.
-fn body_excerpt(body: &[u8]) -> String {
+fn without_controls(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// The start of a non-JSON error body, for the error message.
+fn excerpt(text: &str) -> String {
     const MAX: usize = 200;
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    let text: String = text.chars().filter(|c| !c.is_control()).collect();
-    if body.len() > MAX {
-        format!("{text}…")
-    } else {
-        text
+    let mut cut: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        cut.push('…');
     }
+    cut
 }
 
 #[cfg(test)]
@@ -150,7 +178,7 @@ mod tests {
             status: 404,
             body: br#"{"error":{"code":404,"message":"The Cloud SQL instance does not exist.","errors":[{"reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}}"#.to_vec(),
         };
-        match check_status("connectSettings for p:r:i".into(), resp) {
+        match check_status("connectSettings for p:r:i".into(), resp, None) {
             Err(Error::AdminApi(e)) => {
                 assert_eq!(e.status, 404);
                 assert_eq!(e.code, "NOT_FOUND");
@@ -162,7 +190,7 @@ mod tests {
             status: 502,
             body: b"Bad Gateway\n".to_vec(),
         };
-        match check_status("c".into(), resp) {
+        match check_status("c".into(), resp, None) {
             Err(Error::AdminApi(e)) => assert_eq!(e.message, "Bad Gateway"),
             other => panic!("{other:?}"),
         }
@@ -170,7 +198,7 @@ mod tests {
             status: 200,
             body: vec![],
         };
-        assert!(check_status("c".into(), ok).is_ok());
+        assert!(check_status("c".into(), ok, None).is_ok());
     }
 
     #[test]
@@ -179,7 +207,7 @@ mod tests {
             status: 429,
             body: br#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Queries'.","status":"RESOURCE_EXHAUSTED"}}"#.to_vec(),
         };
-        let e = check_status("connectSettings for p:r:i".into(), resp).unwrap_err();
+        let e = check_status("connectSettings for p:r:i".into(), resp, None).unwrap_err();
         match &e {
             Error::QuotaExceeded(api) => {
                 assert_eq!((api.status, api.code.as_str()), (429, "RESOURCE_EXHAUSTED"));
@@ -203,8 +231,32 @@ mod tests {
             body: b"Too Many Requests".to_vec(),
         };
         assert!(matches!(
-            check_status("c".into(), bare),
+            check_status("c".into(), bare, None),
             Err(Error::QuotaExceeded(_))
         ));
+    }
+
+    #[test]
+    fn an_echoed_token_is_blanked_out_of_the_error() {
+        let token = "ya29.a0-the-secret-token";
+        let req = ApiClient::new("http://127.0.0.1:9", "ua/1".into(), None).get("v1/x", token);
+        assert_eq!(bearer_token(&req), Some(token));
+        // A proxy's error page repeating the request, the token astride the
+        // excerpt's 200-character cut and split by a control character; and
+        // Google's JSON, should it ever quote it.
+        let split = token.replacen("secret", "sec\u{7}ret", 1);
+        let page = format!("{}Authorization: Bearer {split}\r\n", "x".repeat(168));
+        let json =
+            format!(r#"{{"error":{{"message":"bad token {token}","status":"UNAUTHENTICATED"}}}}"#);
+        for body in [page, json] {
+            let resp = Response {
+                status: 401,
+                body: body.into_bytes(),
+            };
+            let e = check_status("c".into(), resp, bearer_token(&req)).unwrap_err();
+            let text = e.to_string();
+            assert!(!text.contains("secret"), "{text}");
+            assert!(!text.contains("ya29."), "{text}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! An Admin API answer: two bytes of HTTP status, then the body. A 2xx passes
 //! through; a 429 is a `QuotaExceeded` error and anything else an `AdminApi`
 //! error, with that status and a message without control characters when it
-//! is not Google's JSON.
+//! is not Google's JSON, and never the call's token.
 #![no_main]
 
 use gcp_db_connector::{fuzzing, Error};
@@ -17,12 +17,14 @@ fuzz_target!(|data: &[u8]| {
         Err(Error::QuotaExceeded(e)) => {
             assert_eq!(status, 429);
             assert_eq!(e.status, status);
-            let _ = Error::QuotaExceeded(e).to_string();
+            let text = Error::QuotaExceeded(e).to_string();
+            assert!(!text.contains(fuzzing::ADMIN_API_TOKEN), "{text}");
         }
         Err(Error::AdminApi(e)) => {
             assert!(!(200..300).contains(&status) && status != 429);
             assert_eq!(e.status, status);
-            let _ = Error::AdminApi(e).to_string();
+            let text = Error::AdminApi(e).to_string();
+            assert!(!text.contains(fuzzing::ADMIN_API_TOKEN), "{text}");
         }
         Err(other) => panic!("not an AdminApi or QuotaExceeded error: {other:?}"),
     }
