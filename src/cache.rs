@@ -17,9 +17,9 @@ use crate::{Error, Instance};
 /// Refresh this long before the certificate expires (Google: 4 min).
 pub const REFRESH_BUFFER: Duration = Duration::from_secs(4 * 60);
 /// Refreshes allowed at once per instance.
-const RATE_BURST: f64 = 2.0;
+pub(crate) const RATE_BURST: f64 = 2.0;
 /// One more refresh allowed per this interval.
-const RATE_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const RATE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What the cache is keyed by: the instance and whether IAM authentication is
 /// on (a Cloud SQL certificate carries the login token; AlloyDB's exchange
@@ -154,15 +154,13 @@ impl RateLimiter {
 
     /// Takes a token, or says how long until one is available.
     pub(crate) fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
-        let earned =
-            now.saturating_duration_since(self.last).as_secs_f64() / RATE_INTERVAL.as_secs_f64();
-        self.tokens = (self.tokens + earned).min(RATE_BURST);
+        self.tokens = refill(self.tokens, now.saturating_duration_since(self.last));
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(RATE_INTERVAL.mul_f64(1.0 - self.tokens))
+            Err(until_a_token(self.tokens))
         }
     }
 
@@ -171,6 +169,23 @@ impl RateLimiter {
         self.tokens = 0.0;
         self.last = now;
     }
+}
+
+/// A bucket of `tokens` after `elapsed` more of refilling: one token per
+/// [`RATE_INTERVAL`], at most [`RATE_BURST`]. A count read from a host store
+/// may be anything, so it is clamped first.
+pub(crate) fn refill(tokens: f64, elapsed: Duration) -> f64 {
+    let tokens = if tokens.is_finite() {
+        tokens.clamp(0.0, RATE_BURST)
+    } else {
+        0.0
+    };
+    (tokens + elapsed.as_secs_f64() / RATE_INTERVAL.as_secs_f64()).min(RATE_BURST)
+}
+
+/// How long a bucket of `tokens` (from [`refill`]) waits for a whole one.
+pub(crate) fn until_a_token(tokens: f64) -> Duration {
+    RATE_INTERVAL.mul_f64((1.0 - tokens).clamp(0.0, 1.0))
 }
 
 #[cfg(test)]

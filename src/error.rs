@@ -53,7 +53,9 @@ pub enum Error {
         /// The type that was asked for.
         ip_type: IpType,
     },
-    /// Certificate refreshes for this instance are rate-limited.
+    /// Certificate refreshes for this instance are rate-limited: by this
+    /// connector's limiter, or, after the Admin API refused them, by the
+    /// bucket shared through the host store ([`crate::Config::store`]).
     RateLimited {
         /// The instance, `project:region:instance`.
         instance: String,

@@ -16,13 +16,14 @@ use prost::Message;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::RootCertStore;
 
+use crate::cache::until_a_token;
 use crate::certs::{self, CertInfo};
 use crate::connection_info::{ConnectionInfo, ServerIdentity};
 use crate::credentials::{Endpoints, Source};
 use crate::http::Response;
 use crate::key::{ClientKey, KeySlot};
 use crate::mdx::Exchange;
-use crate::store::Entry;
+use crate::store::{Entry, Refusals};
 use crate::verify::{check_identity, ClientAuthProbe, ServerVerifier};
 use crate::{alloydb, cloudsql, google_api, tls, AlloyDbInstanceUri, Error, InstanceName, IpType};
 
@@ -129,6 +130,15 @@ pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
     let (info, client_key) = entry.decode(&key.slot(), now())?;
     let _ = tls::TlsConfig::new(&info, &client_key, &"stored entry");
     serde_json::to_vec(&Entry::encode(&info, &client_key, keep_private_key)).ok()
+}
+
+/// A record of the Admin API's refusals read back from a host store, as a
+/// connector weighs it at [`now`]: how long it holds refreshes back, and the
+/// error it reports.
+pub fn store_refusals(bytes: &[u8]) -> Option<(Duration, String)> {
+    let r = Refusals::decode(bytes)?;
+    let tokens = r.tokens_at(now());
+    Some((until_a_token(tokens), r.error().to_string()))
 }
 
 /// The token [`admin_api_answer`] says its call was made with.

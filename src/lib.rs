@@ -159,7 +159,9 @@ pub struct Config {
     /// A host store that outlives the component instance (see [`Store`]):
     /// connection info is shared through it with later instances, so a
     /// fresh instance per request needs no key generation and no Admin API
-    /// call. `None`: the cache lives as long as the connector.
+    /// call. The Admin API's refusals of an instance's refreshes are shared
+    /// too, so a broken instance is rate-limited across instances as within
+    /// one. `None`: the cache lives as long as the connector.
     pub store: Option<Arc<dyn Store>>,
     /// Keep the RSA private key in the store with the certificate (default).
     /// Off: the key stays in the instance, and a stored certificate serves

@@ -22,6 +22,15 @@
 //! with an atomic increment, the first instance to take the lease refreshes
 //! while the others wait (at most [`LEASE_WAIT`]) for the entry it writes;
 //! without one, every instance that misses refreshes.
+//!
+//! The Admin API's refusals (an error status, quota included) are shared too:
+//! each connector's own rate limiter dies with its instance, so without them
+//! a broken instance would cost a refresh on every request. Refused refreshes
+//! spend a bucket in the store (burst 2, one per 30 s, emptied by a quota
+//! error, as each connector's limiter); while it is empty, instances fail at
+//! once with [`Error::RateLimited`] naming the last refusal. A successful
+//! refresh clears it, and only refusals spend it, so healthy refreshes never
+//! wait on it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,11 +41,11 @@ use base64::Engine;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{is_fresh, CacheKey};
+use crate::cache::{is_fresh, refill, until_a_token, CacheKey, RATE_BURST};
 use crate::connection_info::{Addresses, ConnectionInfo, MdxKind, ServerIdentity};
 use crate::credentials::Secret;
 use crate::key::{ClientKey, KeySlot};
-use crate::Error;
+use crate::{ApiError, Error};
 
 /// A host key-value store that outlives a component instance. Keys are at
 /// most a few hundred bytes of `[A-Za-z0-9:/._@-]`; values a few KiB.
@@ -97,16 +106,37 @@ impl SharedCache {
         if let Some(found) = self.load(&entry_key, keys) {
             return Ok(found);
         }
+        let refusals_key = format!("{entry_key}/refusals");
+        let refused = self.refusals(&refusals_key);
+        if let Some(r) = &refused {
+            let tokens = r.tokens_at(SystemTime::now());
+            if tokens < 1.0 {
+                // Not slept off, unlike the connector's own limiter: the
+                // Admin API said no, and a request should not hang on it.
+                return Err(Error::RateLimited {
+                    instance: key.name.to_string(),
+                    retry_after: until_a_token(tokens),
+                    last_error: Some(Box::new(r.error())),
+                });
+            }
+        }
         let lease_key = format!("{entry_key}/lease");
         let leased = match self.store.increment(&lease_key, 1) {
             Ok(Some(1)) => true,
             Ok(Some(_)) => {
-                // Another instance is refreshing: wait for its entry.
+                // Another instance is refreshing: wait for its entry, or
+                // share its refusal.
+                let waiting_since = unix_ms(SystemTime::now());
                 let until = deadline.min(Instant::now() + LEASE_WAIT);
                 while Instant::now() + POLL < until {
                     std::thread::sleep(POLL);
                     if let Some(found) = self.load(&entry_key, keys) {
                         return Ok(found);
+                    }
+                    if let Some(r) = self.refusals(&refusals_key) {
+                        if r.at_unix_ms >= waiting_since {
+                            return Err(r.error());
+                        }
                     }
                 }
                 // It died or is slow: take over, and free the lease for later.
@@ -115,8 +145,22 @@ impl SharedCache {
             Ok(None) | Err(_) => false,
         };
         let result = refresh();
-        if let Ok((info, client_key)) = &result {
-            self.save(&entry_key, info, client_key);
+        match &result {
+            Ok((info, client_key)) => {
+                self.save(&entry_key, info, client_key);
+                if refused.is_some() {
+                    let _ = self.store.delete(&refusals_key);
+                }
+            }
+            Err(e) => {
+                // Read again: another instance may have been refused meanwhile.
+                let before = self.refusals(&refusals_key);
+                if let Some(r) = Refusals::after(before.as_ref(), e, SystemTime::now()) {
+                    if let Ok(bytes) = serde_json::to_vec(&r) {
+                        let _ = self.store.set(&refusals_key, &bytes);
+                    }
+                }
+            }
         }
         if leased {
             let _ = self.store.delete(&lease_key);
@@ -145,6 +189,10 @@ impl SharedCache {
         })
     }
 
+    fn refusals(&self, refusals_key: &str) -> Option<Refusals> {
+        Refusals::decode(&self.store.get(refusals_key).ok()??)
+    }
+
     fn save(&self, entry_key: &str, info: &ConnectionInfo, key: &ClientKey) {
         let entry = Entry::encode(info, key, self.store_private_key);
         if let Ok(bytes) = serde_json::to_vec(&entry) {
@@ -157,6 +205,88 @@ impl SharedCache {
 fn entry_key(key: &CacheKey) -> String {
     let auth = if key.iam { "iam" } else { "native" };
     format!("gcp-db-connector/v{FORMAT}/{}/{auth}", key.name)
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The Admin API's refusals of one instance's refreshes, shared by every
+/// instance of the app (see the module's docs). The last refusal is kept as
+/// the Admin API gave it, whose message has the call's token blanked out.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Refusals {
+    format: u32,
+    /// Refreshes left in the bucket at `at_unix_ms`.
+    tokens: f64,
+    /// When the last refresh was refused, in ms since the Unix epoch.
+    at_unix_ms: u64,
+    /// Whether it was refused for quota.
+    quota: bool,
+    call: String,
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl Refusals {
+    /// A record read back from the store, if it is one of this format.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let r: Self = serde_json::from_slice(bytes).ok()?;
+        (r.format == FORMAT).then_some(r)
+    }
+
+    /// The bucket after `e` ended a refresh at `now`, if `e` is the Admin
+    /// API's refusal (other failures, such as the token endpoint's or the
+    /// network's, are left to each connector's own limiter).
+    fn after(before: Option<&Self>, e: &Error, now: SystemTime) -> Option<Self> {
+        let (api, quota) = match e {
+            Error::AdminApi(api) => (api, false),
+            Error::QuotaExceeded(api) => (api, true),
+            _ => return None,
+        };
+        let tokens = if quota {
+            0.0
+        } else {
+            before.map_or(RATE_BURST, |b| b.tokens_at(now)) - 1.0
+        };
+        Some(Self {
+            format: FORMAT,
+            tokens: tokens.max(0.0),
+            at_unix_ms: unix_ms(now),
+            quota,
+            call: api.call.clone(),
+            status: api.status,
+            code: api.code.clone(),
+            message: api.message.clone(),
+        })
+    }
+
+    /// The refreshes the bucket allows at `now`. A refusal stamped later than
+    /// `now` (another host's clock) has earned nothing yet.
+    pub(crate) fn tokens_at(&self, now: SystemTime) -> f64 {
+        let elapsed = UNIX_EPOCH
+            .checked_add(Duration::from_millis(self.at_unix_ms))
+            .and_then(|at| now.duration_since(at).ok());
+        refill(self.tokens, elapsed.unwrap_or_default())
+    }
+
+    /// The last refusal, as the error its refresh returned.
+    pub(crate) fn error(&self) -> Error {
+        let api = ApiError {
+            call: self.call.clone(),
+            status: self.status,
+            code: self.code.clone(),
+            message: self.message.clone(),
+        };
+        if self.quota {
+            Error::QuotaExceeded(api)
+        } else {
+            Error::AdminApi(api)
+        }
+    }
 }
 
 /// A stored [`ConnectionInfo`] and its key, DER in base64.
@@ -199,10 +329,7 @@ impl Entry {
         let der = |c: &CertificateDer<'_>| B64.encode(c.as_ref());
         Self {
             format: FORMAT,
-            expiry_unix_ms: info
-                .expiry
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            expiry_unix_ms: unix_ms(info.expiry),
             port: info.port,
             public_ip: info.addresses.public,
             private_ip: info.addresses.private,
@@ -526,6 +653,132 @@ pub(crate) mod tests {
                 want,
                 "no_atomics={no_atomics}"
             );
+        }
+    }
+
+    fn refused(status: u16, code: &str) -> Error {
+        let api = ApiError {
+            call: "connectionInfo for projects/p/locations/r/clusters/c/instances/i".into(),
+            status,
+            code: code.into(),
+            message: "the caller does not have permission".into(),
+        };
+        if status == 429 {
+            Error::QuotaExceeded(api)
+        } else {
+            Error::AdminApi(api)
+        }
+    }
+
+    /// Connects, each by a fresh instance on `store`, while every refresh
+    /// fails with `error`: how many refreshed, and the last connect's error.
+    fn fresh_instances_failing(store: &Arc<MemoryStore>, n: u32, error: &Error) -> (u32, Error) {
+        let refreshes = AtomicU32::new(0);
+        let mut last = None;
+        for _ in 0..n {
+            let cache = SharedCache::new(store.clone(), true);
+            let e = cache
+                .get_or_refresh(&cache_key(), &KeySlot::default(), soon(), || {
+                    refreshes.fetch_add(1, Ordering::SeqCst);
+                    Err(error.clone())
+                })
+                .map(|_| ())
+                .unwrap_err();
+            last = Some(e);
+        }
+        (refreshes.load(Ordering::SeqCst), last.unwrap())
+    }
+
+    #[test]
+    fn admin_api_refusals_are_rate_limited_across_instances() {
+        let store = Arc::new(MemoryStore::default());
+        let denied = refused(403, "PERMISSION_DENIED");
+        let (refreshes, last) = fresh_instances_failing(&store, 10, &denied);
+        // Burst 2, then the bucket is empty for fresh instances too.
+        assert_eq!(refreshes, 2);
+        match last {
+            Error::RateLimited {
+                retry_after,
+                last_error: Some(e),
+                ..
+            } => {
+                assert_eq!(*e, denied);
+                assert!(retry_after > Duration::from_secs(25), "{retry_after:?}");
+                assert!(retry_after <= Duration::from_secs(30), "{retry_after:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A quota refusal empties the bucket at once.
+        let store = Arc::new(MemoryStore::default());
+        let quota = refused(429, "RESOURCE_EXHAUSTED");
+        let (refreshes, last) = fresh_instances_failing(&store, 10, &quota);
+        assert_eq!(refreshes, 1);
+        assert!(
+            matches!(&last, Error::RateLimited { last_error: Some(e), .. } if **e == quota),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn other_refresh_failures_are_left_to_each_connector() {
+        let store = Arc::new(MemoryStore::default());
+        let error = Error::Credentials("the token endpoint refused the key".into());
+        let (refreshes, last) = fresh_instances_failing(&store, 5, &error);
+        assert_eq!(refreshes, 5);
+        assert_eq!(last, error);
+        assert!(store.map.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_bucket_refills_and_a_success_clears_it() {
+        let store = Arc::new(MemoryStore::default());
+        fresh_instances_failing(&store, 3, &refused(404, "NOT_FOUND"));
+        let refusals_key = format!("{}/refusals", entry_key(&cache_key()));
+        // Age the refusal by one interval: one more refresh is allowed.
+        let mut r: Refusals =
+            serde_json::from_slice(&store.map.lock().unwrap()[&refusals_key]).unwrap();
+        assert!(r.tokens < 0.01, "{}", r.tokens);
+        r.at_unix_ms -= 31_000;
+        store
+            .set(&refusals_key, &serde_json::to_vec(&r).unwrap())
+            .unwrap();
+        let found = SharedCache::new(store.clone(), true)
+            .get_or_refresh(&cache_key(), &KeySlot::default(), soon(), || {
+                Ok((info(60), key_of(client_key())))
+            })
+            .unwrap();
+        assert!(!found.from_store);
+        assert!(!store.map.lock().unwrap().contains_key(&refusals_key));
+    }
+
+    #[test]
+    fn a_corrupt_or_future_refusal_record_neither_panics_nor_blocks_forever() {
+        let refusals_key = format!("{}/refusals", entry_key(&cache_key()));
+        for (tokens, at) in [
+            ("-1e300", 0u64),
+            ("1e300", 0),
+            ("0.0", u64::MAX),
+            ("0.5", u64::MAX / 2),
+        ] {
+            let store = Arc::new(MemoryStore::default());
+            let record = format!(
+                r#"{{"format":{FORMAT},"tokens":{tokens},"at_unix_ms":{at},"quota":false,"call":"c","status":403,"code":"","message":"m"}}"#
+            );
+            store.set(&refusals_key, record.as_bytes()).unwrap();
+            let result = SharedCache::new(store.clone(), true).get_or_refresh(
+                &cache_key(),
+                &KeySlot::default(),
+                soon(),
+                || Ok((info(60), key_of(client_key()))),
+            );
+            match result {
+                Ok(_) => {}
+                Err(Error::RateLimited { retry_after, .. }) => {
+                    assert!(retry_after <= Duration::from_secs(30), "{retry_after:?}")
+                }
+                Err(e) => panic!("tokens {tokens}, at {at}: {e:?}"),
+            }
         }
     }
 }

@@ -663,6 +663,75 @@ async fn concurrent_connects_on_one_connector_make_one_refresh() {
     assert_eq!(CLOUD_SQL.calls(&emu), (1, 1));
 }
 
+/// A connector from `config` in a fresh instance of the
+/// `connector-component-kv` build, on the host's store, as a serverless host
+/// makes one per request. The store outlives the emulator: each test that
+/// uses it has an instance name of its own.
+async fn kv_connector(config: Config) -> (ConnectorInstance, ResourceAny) {
+    let wasm = std::path::PathBuf::from(
+        std::env::var("GCP_DB_CONNECTOR_KV_WASM")
+            .expect("GCP_DB_CONNECTOR_KV_WASM is not set: run the tests with scripts/test"),
+    );
+    let opts = ConnectorOptions {
+        keyvalue: true,
+        ..ConnectorOptions::default()
+    };
+    let mut inst = host()
+        .instantiate_connector_with(&wasm, &opts)
+        .await
+        .unwrap();
+    let config = Config {
+        store_bucket: Some("default".into()),
+        ..config
+    };
+    let connector = inst.new_connector(config).await.unwrap();
+    (inst, connector)
+}
+
+/// A broken instance behind a serverless host, which makes a fresh connector
+/// (with a fresh rate limiter) per request: the Admin API's refusals are
+/// shared through the host's store, so ten requests cost the burst of two
+/// refreshes for an instance that does not exist (404), and one under a
+/// persistent 429, then fail at once, rate-limited, naming Google's refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_rate_limited_across_fresh_instances_sharing_a_store() {
+    let quota = "proj:us-central1:kv-quota";
+    let emu = Emulator::start(&[&format!("{quota},backend={{pg}}")]);
+    let mut seen = Seen::default();
+    for (name, status, code, refreshes) in [
+        ("proj:us-central1:kv-missing", 404, "NOT_FOUND", 2),
+        (quota, 429, "RESOURCE_EXHAUSTED", 1),
+    ] {
+        if status == 429 {
+            emu.fail(CS, 429, 1_000);
+        }
+        let project_instance = name.replacen(":us-central1", "", 1);
+        let mut limited = 0;
+        for i in 0..10 {
+            let (mut inst, connector) = kv_connector(config(&emu)).await;
+            match connect(&mut inst, connector, name, &superuser()).await {
+                Err(e @ (Error::AdminApi(_) | Error::QuotaExceeded(_))) if i < refreshes => {
+                    assert!(format!("{e:?}").contains(code), "{e:?}");
+                    seen.error(&e);
+                }
+                Err(Error::RateLimited(m)) if i >= refreshes => {
+                    assert!(m.contains("rate-limited") && m.contains(code), "{m}");
+                    seen.0.push(m);
+                    limited += 1;
+                }
+                other => panic!("{name}, request {i}: {other:?}"),
+            }
+        }
+        let calls = emu.count(CS, &project_instance);
+        eprintln!(
+            "10 fresh instances sharing a store under a persistent {status}: {calls} \
+             connectSettings calls, {limited} rate-limited at once"
+        );
+        assert_eq!((calls, limited), (refreshes as u64, 10 - refreshes));
+    }
+    seen.assert_no_secrets(&emu, &[]);
+}
+
 /// Eight component instances at once, cold, sharing the host's store (the
 /// `connector-component-kv` build), as a serverless host runs concurrent
 /// requests: one refresh, the others wait for its entry.
@@ -671,29 +740,13 @@ async fn concurrent_instances_sharing_a_store_make_one_refresh() {
     // Its own instance name: the host's store outlives the emulator.
     let name = "proj:us-central1:hardening-kv";
     let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);
-    let wasm = std::path::PathBuf::from(
-        std::env::var("GCP_DB_CONNECTOR_KV_WASM")
-            .expect("GCP_DB_CONNECTOR_KV_WASM is not set: run the tests with scripts/test"),
-    );
     let start = Arc::new(tokio::sync::Barrier::new(8));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let start = start.clone();
-            let wasm = wasm.clone();
-            let config = Config {
-                store_bucket: Some("default".into()),
-                ..config(&emu)
-            };
+            let config = config(&emu);
             tokio::spawn(async move {
-                let opts = ConnectorOptions {
-                    keyvalue: true,
-                    ..ConnectorOptions::default()
-                };
-                let mut inst = host()
-                    .instantiate_connector_with(&wasm, &opts)
-                    .await
-                    .unwrap();
-                let connector = inst.new_connector(config).await.unwrap();
+                let (mut inst, connector) = kv_connector(config).await;
                 start.wait().await;
                 connect(&mut inst, connector, name, &superuser()).await
             })
