@@ -56,6 +56,8 @@ setup() {
   fi
 }
 
+# build [wasm-only]: the component and example guests, then (unless wasm-only)
+# the emulator and the wasmtime host.
 build() {
   log "building the component and the example guests (wasm32-wasip2)"
   # Separate builds, because one build unifies features: the component with
@@ -73,6 +75,7 @@ build() {
     -p pg-query -p mysql-query -p messages-http -p messages-composed)
   (cd "$ROOT" && cargo build --locked --profile wasm --target wasm32-wasip2 \
     -p gcp-db-connector-component)
+  if [ "${1:-}" = wasm-only ]; then return; fi
   log "building the emulator and the wasmtime host"
   (cd "$ROOT" && cargo build --locked --release -p gcp-emulator -p gcp-db-host)
 }
