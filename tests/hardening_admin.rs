@@ -8,7 +8,8 @@
 //!   error, each followed by a connect that works;
 //! - refresh discipline: one refresh for many concurrent connects, exactly
 //!   one after a failed dial, burst 2 then one per 30 s, and a persistent 429
-//!   costing one call, not a storm;
+//!   costing one call, not a storm, in one connector and across fresh
+//!   instances sharing the host's store;
 //! - no token, private key or JWT in any error or log line of all that.
 //!
 //! Call counts are exact where the protocol makes them so. When the first of
