@@ -1,40 +1,45 @@
-//! What a refresh produces and a dial consumes, for either service: the
-//! instance's addresses, whom to trust and how to recognise the server, the
-//! client certificate chain, when it all expires, and which metadata exchange
-//! follows the handshake.
+//! The plan of a dial, whichever service made it: the instance's addresses
+//! and the proxy's port, whom to trust and how to recognise the server,
+//! whether to send SNI, the client certificate chain, when it all expires,
+//! and the metadata exchange that follows the handshake. A service's refresh
+//! fills it in (`cloudsql::refresh`, `alloydb::refresh`); nothing below the
+//! connector asks which service it is for.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls_pki_types::CertificateDer;
 
-use crate::credentials::Secret;
-use crate::{Error, IpType};
+use crate::error::Error;
+use crate::ip_type::IpType;
+use crate::mdx::MetadataExchange;
 
 /// Everything a dial needs, valid until `expiry`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnectionInfo {
     pub addresses: Addresses,
-    /// The only trust anchors: Cloud SQL's serverCaCert (every certificate of
-    /// it), AlloyDB's caCert.
+    /// The server-side proxy's port.
+    pub port: u16,
+    /// The only trust anchors of the server's chain.
     pub trust_anchors: Vec<CertificateDer<'static>>,
     /// How the server certificate must name the instance.
     pub identity: ServerIdentity,
-    /// The client certificate first, then its issuers (AlloyDB's proxy needs
-    /// the intermediate).
+    /// Whether the handshake sends a DNS target's name as SNI (an IP target
+    /// never carries SNI).
+    pub sni: bool,
+    /// The client certificate first, then its issuers.
     pub client_chain: Vec<CertificateDer<'static>>,
     /// The certificate's NotAfter, capped by the expiry of a token the
-    /// connection relies on (Cloud SQL IAM login, AlloyDB exchange token).
+    /// connection relies on.
     pub expiry: SystemTime,
-    /// The exchange to run right after the handshake.
-    pub mdx: MdxKind,
-    /// The server-side proxy's port.
-    pub port: u16,
+    /// The exchange to run right after the handshake, if any.
+    pub exchange: Option<Arc<dyn MetadataExchange>>,
 }
 
 /// The instance's addresses by IP type.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Addresses {
     pub public: Option<IpAddr>,
     pub private: Option<IpAddr>,
@@ -52,28 +57,15 @@ pub(crate) enum Target {
 /// Who the server certificate must say it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServerIdentity {
-    /// Cloud SQL (Go connector's algorithm): a SAN DNS name equal to the
-    /// instance's DNS name, else the CN `project:instance`.
-    CloudSql {
+    /// A SAN DNS name equal to `dns_name`, else the subject CN `common_name`
+    /// (Go connector's algorithm; legacy certificates carry no SAN).
+    DnsNameOrCommonName {
         /// The instance's DNS name, without trailing dot, if it has one.
         dns_name: Option<String>,
-        /// `project:instance`.
         common_name: String,
     },
-    /// AlloyDB: the address dialled, as an IP SAN (or a DNS SAN for PSC).
-    Address,
-}
-
-/// Which metadata exchange follows the TLS handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum MdxKind {
-    /// None: the database protocol starts at once.
-    None,
-    /// Cloud SQL's `CSQLMDEX` exchange (connectSettings lists it).
-    CloudSql,
-    /// AlloyDB's exchange, carrying this alloydb.login token; `iam` selects
-    /// AUTO_IAM over DB_NATIVE.
-    AlloyDb { token: Secret, iam: bool },
+    /// The address dialled, as an IP SAN (or a DNS SAN for a name).
+    AddressDialled,
 }
 
 impl ConnectionInfo {
@@ -88,10 +80,7 @@ impl ConnectionInfo {
             IpType::Private => self.addresses.private.map(Target::Ip),
             IpType::Psc => self.addresses.psc.clone().map(Target::Dns),
         };
-        target.ok_or_else(|| Error::IpTypeNotAvailable {
-            instance: instance.to_string(),
-            ip_type,
-        })
+        target.ok_or_else(|| Error::ip_type_not_available(instance, ip_type))
     }
 }
 

@@ -12,20 +12,28 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prost::Message;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::RootCertStore;
 
-use crate::cache::until_a_token;
+use crate::alloydb::instance_uri::AlloyDbInstanceUri;
+use crate::cache::stored::{Entry, Refusals};
 use crate::certs::{self, CertInfo};
+use crate::cloudsql::instance_name::InstanceName;
 use crate::connection_info::{ConnectionInfo, ServerIdentity};
-use crate::credentials::{Endpoints, Source};
+use crate::credentials::file::CredentialsFile;
+use crate::credentials::token::{parse_token_response, Token};
+use crate::error::Error;
 use crate::http::Response;
+use crate::ip_type::IpType;
 use crate::key::{ClientKey, KeySlot};
-use crate::mdx::Exchange;
-use crate::store::{Entry, Refusals};
+use crate::mdx::{self as exchange, MetadataExchange};
+use crate::secret::Secret;
+use crate::service::Service;
 use crate::verify::{check_identity, ClientAuthProbe, ServerVerifier};
-use crate::{alloydb, cloudsql, google_api, tls, AlloyDbInstanceUri, Error, InstanceName, IpType};
+use crate::{alloydb, cloudsql, google_api, tls};
+
+/// The user agent the targets' exchanges send.
+const USER_AGENT: &str = "fuzz";
 
 /// The fuzz clock: 2026-01-01T00:00:00Z.
 pub fn now() -> SystemTime {
@@ -81,7 +89,16 @@ pub fn cloudsql_refresh(
 ) -> Result<Accepted, Error> {
     let settings = cloudsql::admin::parse_connect_settings(connect_settings)?;
     let cert = cloudsql::admin::parse_ephemeral_cert(ephemeral_cert)?;
-    let info = cloudsql::refresh::connection_info(name, iam, settings, &cert, &key.0, None, now())?;
+    let info = cloudsql::refresh::connection_info(
+        name,
+        iam,
+        settings,
+        &cert,
+        &key.0,
+        None,
+        now(),
+        USER_AGENT,
+    )?;
     Ok(accepted(info, key, name))
 }
 
@@ -96,11 +113,12 @@ pub fn alloydb_refresh(
 ) -> Result<Accepted, Error> {
     let info = alloydb::admin::parse_connection_info(connection_info)?;
     let cert = alloydb::admin::parse_client_certificate(client_certificate)?;
-    let login = crate::credentials::Token {
-        secret: crate::credentials::Secret::new("fuzz-login-token".into()),
+    let login = Token {
+        secret: Secret::new("fuzz-login-token".into()),
         expiry: None,
     };
-    let info = alloydb::refresh::connection_info(uri, iam, info, cert, &key.0, login, now())?;
+    let info =
+        alloydb::refresh::connection_info(uri, iam, info, cert, &key.0, login, now(), USER_AGENT)?;
     Ok(accepted(info, key, uri))
 }
 
@@ -121,15 +139,27 @@ fn accepted(info: ConnectionInfo, key: &FuzzKey, instance: &impl std::fmt::Displ
     }
 }
 
-/// An entry read back from a host store, as the connector loads it at
-/// [`now`] with `key` at hand; `Some` with the entry written anew if it
+/// An entry read back from a host store, as a connector for `service` loads
+/// it at [`now`] with `key` at hand; `Some` with the entry written anew if it
 /// would be used. Also builds the TLS config from it, as a dial would.
-pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
+fn store_entry_for(service: &dyn Service, bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
     let entry: Entry = serde_json::from_slice(bytes).ok()?;
     let keep_private_key = entry.private_key.is_some();
-    let (info, client_key) = entry.decode(&key.slot(), now())?;
+    let (info, client_key) = entry.decode(service, USER_AGENT, &key.slot(), now())?;
     let _ = tls::TlsConfig::new(&info, &client_key, &"stored entry");
     serde_json::to_vec(&Entry::encode(&info, &client_key, keep_private_key)).ok()
+}
+
+/// An entry read back from a host store, as a connector loads it at [`now`]
+/// with `key` at hand, for a Cloud SQL instance and else for an AlloyDB one
+/// (whose exchanges differ); `Some` with the entry written anew if either
+/// would use it. Also builds the TLS config from it, as a dial would.
+pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
+    let cloudsql = InstanceName::parse("proj:us-central1:db").ok()?;
+    let alloydb =
+        AlloyDbInstanceUri::parse("projects/proj/locations/us-central1/clusters/c/instances/i")
+            .ok()?;
+    store_entry_for(&cloudsql, bytes, key).or_else(|| store_entry_for(&alloydb, bytes, key))
 }
 
 /// A record of the Admin API's refusals read back from a host store, as a
@@ -137,8 +167,7 @@ pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
 /// error it reports.
 pub fn store_refusals(bytes: &[u8]) -> Option<(Duration, String)> {
     let r = Refusals::decode(bytes)?;
-    let tokens = r.tokens_at(now());
-    Some((until_a_token(tokens), r.error().to_string()))
+    Some((r.bucket_at(now()).wait(), r.error().to_string()))
 }
 
 /// The token [`admin_api_answer`] says its call was made with.
@@ -161,14 +190,13 @@ pub fn token_response(status: u16, body: &[u8]) -> Result<Option<SystemTime>, Er
         status,
         body: body.to_vec(),
     };
-    crate::credentials::parse_token_response(&resp, "https://oauth2.invalid/token", "fuzz")
-        .map(|t| t.expiry)
+    parse_token_response(&resp, "https://oauth2.invalid/token", "fuzz").map(|t| t.expiry)
 }
 
 /// A credentials JSON (service account or authorized user) as a caller or a
 /// file hands it in.
 pub fn credentials_json(json: &str) -> Result<(), Error> {
-    Source::from_json(json, "the fuzz credentials", &Endpoints::default()).map(drop)
+    CredentialsFile::parse(json, "the fuzz credentials", None).map(drop)
 }
 
 /// Every certificate of a PEM string (`serverCaCert`, `caCert`, a chain
@@ -225,11 +253,11 @@ impl Identity<'_> {
             Self::CloudSql {
                 dns_name,
                 common_name,
-            } => ServerIdentity::CloudSql {
+            } => ServerIdentity::DnsNameOrCommonName {
                 dns_name: dns_name.map(str::to_string),
                 common_name: common_name.to_string(),
             },
-            Self::Address => ServerIdentity::Address,
+            Self::Address => ServerIdentity::AddressDialled,
         }
     }
 }
@@ -296,74 +324,64 @@ pub enum Mdx {
     AlloyDb,
 }
 
+/// A service's exchange and its response codec, as the targets use them.
+struct Codec {
+    exchange: Box<dyn MetadataExchange>,
+    decode: fn(&[u8]) -> Option<(i32, String)>,
+    encode: fn(i32, &str) -> Vec<u8>,
+}
+
 impl Mdx {
-    fn exchange(self) -> Exchange<'static> {
+    fn codec(self) -> Codec {
         match self {
-            Self::CloudSql => Exchange::CloudSql { user_agent: "fuzz" },
-            Self::AlloyDb => Exchange::AlloyDb {
-                user_agent: "fuzz",
-                token: "fuzz-token",
-                iam: false,
+            Self::CloudSql => Codec {
+                exchange: Box::new(cloudsql::mdx::CloudSqlExchange {
+                    user_agent: USER_AGENT.into(),
+                }),
+                decode: cloudsql::mdx::decode_response,
+                encode: cloudsql::mdx::encode_response,
+            },
+            Self::AlloyDb => Codec {
+                exchange: Box::new(alloydb::mdx::AlloyDbExchange {
+                    user_agent: USER_AGENT.into(),
+                    token: Secret::new("fuzz-token".into()),
+                    iam: false,
+                }),
+                decode: alloydb::mdx::decode_response,
+                encode: alloydb::mdx::encode_response,
             },
         }
     }
 
     /// The response header's length.
     pub fn header_len(self) -> usize {
-        match self {
-            Self::CloudSql => cloudsql::mdx::HEADER_LEN,
-            Self::AlloyDb => alloydb::mdx::HEADER_LEN,
-        }
+        self.codec().exchange.header_len()
     }
 }
 
 /// Reads and checks a metadata exchange response from `stream`, as a dial
 /// does right after the handshake.
 pub fn mdx_read_response(mdx: Mdx, stream: &mut impl Read) -> Result<(), Error> {
-    crate::mdx::read_response(stream, &mdx.exchange())
+    exchange::read_response(stream, mdx.codec().exchange.as_ref())
 }
 
 /// The body length a response header announces.
 pub fn mdx_response_length(mdx: Mdx, header: &[u8]) -> Result<usize, Error> {
-    match mdx {
-        Mdx::CloudSql => cloudsql::mdx::response_length(header),
-        Mdx::AlloyDb => alloydb::mdx::response_length(header),
-    }
+    mdx.codec().exchange.body_len(header)
 }
 
 /// Decodes a response body into (status code, server message), without
 /// judging it.
 pub fn mdx_decode(mdx: Mdx, body: &[u8]) -> Option<(i32, String)> {
-    match mdx {
-        Mdx::CloudSql => cloudsql::mdx::MetadataExchangeResponse::decode(body)
-            .ok()
-            .map(|r| (r.response_status_code, r.error_message)),
-        Mdx::AlloyDb => alloydb::mdx::MetadataExchangeResponse::decode(body)
-            .ok()
-            .map(|r| (r.response_code, r.error)),
-    }
+    (mdx.codec().decode)(body)
 }
 
 /// Encodes a response body, as the server-side proxy would.
 pub fn mdx_encode(mdx: Mdx, code: i32, message: &str) -> Vec<u8> {
-    match mdx {
-        Mdx::CloudSql => cloudsql::mdx::MetadataExchangeResponse {
-            response_status_code: code,
-            error_message: message.to_string(),
-        }
-        .encode_to_vec(),
-        Mdx::AlloyDb => alloydb::mdx::MetadataExchangeResponse {
-            response_code: code,
-            error: message.to_string(),
-        }
-        .encode_to_vec(),
-    }
+    (mdx.codec().encode)(code, message)
 }
 
 /// Judges a response body: `Ok` if the server accepted.
 pub fn mdx_check_response(mdx: Mdx, body: &[u8]) -> Result<(), Error> {
-    match mdx {
-        Mdx::CloudSql => cloudsql::mdx::check_response(body),
-        Mdx::AlloyDb => alloydb::mdx::check_response(body),
-    }
+    mdx.codec().exchange.check(body)
 }

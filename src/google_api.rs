@@ -5,8 +5,9 @@ use serde::Deserialize;
 
 use std::time::Instant;
 
-use crate::http::{Pending, Request, Response};
-use crate::{retry, ApiError, Error};
+use crate::error::{ApiError, Error};
+use crate::http::{Pending, Request, Response, Transport};
+use crate::retry;
 
 /// A Google API at `base` (no trailing slash), called with these headers.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ impl ApiClient {
         api_token: &str,
     ) -> Result<Request, Error> {
         let body = serde_json::to_vec(body)
-            .map_err(|e| Error::InvalidConfig(format!("cannot encode the request: {e}")))?;
+            .map_err(|e| Error::invalid_config(format!("cannot encode the request: {e}")))?;
         Ok(self.authorize(
             Request::post(self.url(path), "application/json", body),
             api_token,
@@ -76,16 +77,17 @@ struct GoogleError {
     status: Option<String>,
 }
 
-/// Waits for the call `req` already in flight (retrying 5xx answers, see
-/// `retry`) and returns its successful response; an error status becomes
-/// [`Error::AdminApi`] for `call`.
+/// Waits for the call `req` already in flight (retrying 5xx answers on
+/// `transport`, see `retry`) and returns its successful response; an error
+/// status becomes an Admin API error for `call`.
 pub(crate) fn finish(
-    pending: Pending,
+    pending: Box<dyn Pending>,
     req: &Request,
+    transport: &dyn Transport,
     deadline: Instant,
     call: impl FnOnce() -> String,
 ) -> Result<Response, Error> {
-    retry::finish_with_retry(pending, req, deadline)
+    retry::finish_with_retry(pending, req, transport, deadline)
         .and_then(|r| check_status(call(), r, bearer_token(req)))
 }
 
@@ -100,10 +102,12 @@ fn bearer_token(req: &Request) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Passes a success through; turns an error status into [`Error::AdminApi`]
-/// with Google's `error.message` and `error.status`, or into
-/// [`Error::QuotaExceeded`] when Google says the quota is spent. `token`,
-/// the one the call was made with, is blanked out of the message.
+/// Passes a success through; turns an error status into an
+/// [`ErrorKind::AdminApi`](crate::ErrorKind::AdminApi) error with Google's
+/// `error.message` and `error.status`, or
+/// [`ErrorKind::QuotaExceeded`](crate::ErrorKind::QuotaExceeded) when Google
+/// says the quota is spent. `token`, the one the call was made with, is
+/// blanked out of the message.
 pub(crate) fn check_status(
     call: String,
     resp: Response,
@@ -128,18 +132,13 @@ pub(crate) fn check_status(
             (String::new(), excerpt(&redact(without_controls(&text))))
         }
     };
-    let error = ApiError {
+    // Google answers a spent quota with 429 RESOURCE_EXHAUSTED.
+    Err(Error::api(ApiError {
         call,
         status: resp.status,
         code,
         message,
-    };
-    // Google answers a spent quota with 429 RESOURCE_EXHAUSTED.
-    if error.status == 429 || error.code == "RESOURCE_EXHAUSTED" {
-        Err(Error::QuotaExceeded(error))
-    } else {
-        Err(Error::AdminApi(error))
-    }
+    }))
 }
 
 fn without_controls(text: &str) -> String {
@@ -159,6 +158,16 @@ fn excerpt(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+
+    /// The kind of `e` and Google's answer in it.
+    fn refusal(r: Result<Response, Error>) -> (ErrorKind, ApiError) {
+        let e = r.unwrap_err();
+        let api = e
+            .api_error()
+            .expect("an Admin API error carries Google's answer");
+        (e.kind(), api.clone())
+    }
 
     #[test]
     fn sends_googles_headers() {
@@ -178,22 +187,18 @@ mod tests {
             status: 404,
             body: br#"{"error":{"code":404,"message":"The Cloud SQL instance does not exist.","errors":[{"reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}}"#.to_vec(),
         };
-        match check_status("connectSettings for p:r:i".into(), resp, None) {
-            Err(Error::AdminApi(e)) => {
-                assert_eq!(e.status, 404);
-                assert_eq!(e.code, "NOT_FOUND");
-                assert_eq!(e.message, "The Cloud SQL instance does not exist.");
-            }
-            other => panic!("{other:?}"),
-        }
+        let (kind, e) = refusal(check_status("connectSettings for p:r:i".into(), resp, None));
+        assert_eq!(kind, ErrorKind::AdminApi);
+        assert_eq!(e.status, 404);
+        assert_eq!(e.code, "NOT_FOUND");
+        assert_eq!(e.message, "The Cloud SQL instance does not exist.");
         let resp = Response {
             status: 502,
             body: b"Bad Gateway\n".to_vec(),
         };
-        match check_status("c".into(), resp, None) {
-            Err(Error::AdminApi(e)) => assert_eq!(e.message, "Bad Gateway"),
-            other => panic!("{other:?}"),
-        }
+        let (kind, e) = refusal(check_status("c".into(), resp, None));
+        assert_eq!(kind, ErrorKind::AdminApi);
+        assert_eq!(e.message, "Bad Gateway");
         let ok = Response {
             status: 200,
             body: vec![],
@@ -208,12 +213,9 @@ mod tests {
             body: br#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Queries'.","status":"RESOURCE_EXHAUSTED"}}"#.to_vec(),
         };
         let e = check_status("connectSettings for p:r:i".into(), resp, None).unwrap_err();
-        match &e {
-            Error::QuotaExceeded(api) => {
-                assert_eq!((api.status, api.code.as_str()), (429, "RESOURCE_EXHAUSTED"));
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+        let api = e.api_error().unwrap();
+        assert_eq!((api.status, api.code.as_str()), (429, "RESOURCE_EXHAUSTED"));
         let text = e.to_string();
         for want in [
             "quota exhausted",
@@ -230,10 +232,8 @@ mod tests {
             status: 429,
             body: b"Too Many Requests".to_vec(),
         };
-        assert!(matches!(
-            check_status("c".into(), bare, None),
-            Err(Error::QuotaExceeded(_))
-        ));
+        let (kind, _) = refusal(check_status("c".into(), bare, None));
+        assert_eq!(kind, ErrorKind::QuotaExceeded);
     }
 
     #[test]

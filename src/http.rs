@@ -1,10 +1,11 @@
-//! Host-agnostic HTTP request and response values for the JSON calls the
-//! connector makes (token endpoint, metadata server, Admin API). The transport
-//! itself is `wasi:http`, in [`crate::wasi::http`].
+//! Host-agnostic HTTP for the JSON calls the connector makes (token endpoint,
+//! metadata server, Admin API): request and response values, and the
+//! [`Transport`] that carries them. The connector's transport is `wasi:http`
+//! (`crate::wasi::http`); tests script one.
 
 use std::time::Instant;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Largest response body read from any Google endpoint. Admin API answers are a
 /// few KiB; anything larger is a broken or hostile server.
@@ -20,8 +21,8 @@ pub(crate) enum Method {
 
 /// A request with its whole body in memory.
 #[derive(Debug, Clone)]
-// Native builds have no transport to read the method and body.
-#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+// Native builds outside tests have no transport to read the method and body.
+#[cfg_attr(not(any(target_os = "wasi", test)), allow(dead_code))]
 pub(crate) struct Request {
     pub method: Method,
     pub url: String,
@@ -67,9 +68,25 @@ impl Response {
     }
 }
 
-/// Sends `req` and waits for its response, bounded by `deadline`.
-pub(crate) fn send(req: &Request, deadline: Instant) -> Result<Response, Error> {
-    crate::wasi::http::start(req, deadline)?.wait()
+/// Sends requests. Starting and waiting are apart so that a refresh can
+/// keep several requests in flight (both Admin API calls) while it does
+/// other work (key generation).
+pub(crate) trait Transport: Send + Sync {
+    /// Sends `req` without waiting for its response; the whole exchange is
+    /// bounded by `deadline`.
+    fn start(&self, req: &Request, deadline: Instant) -> Result<Box<dyn Pending>, Error>;
+
+    /// Sends `req` and waits for its response.
+    fn send(&self, req: &Request, deadline: Instant) -> Result<Response, Error> {
+        self.start(req, deadline)?.wait()
+    }
+}
+
+/// A request in flight.
+pub(crate) trait Pending {
+    /// Blocks until the response and its whole body have arrived, or the
+    /// deadline given to [`Transport::start`] passes.
+    fn wait(self: Box<Self>) -> Result<Response, Error>;
 }
 
 /// The part of a URL that is safe to show in an error: scheme, host and path,
@@ -79,4 +96,14 @@ pub(crate) fn redact_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-pub(crate) use crate::wasi::http::{start, Pending};
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_shows_no_query() {
+        assert_eq!(redact_url("http://h/p?scopes=x#f"), "http://h/p");
+        assert_eq!(redact_url("http://h/p#f"), "http://h/p");
+        assert_eq!(redact_url("http://h/p"), "http://h/p");
+    }
+}

@@ -9,8 +9,8 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::error::Error;
 use crate::keygen::{self, KEY_BITS};
-use crate::Error;
 
 /// A key pair with the encodings the refresh and the handshake need.
 pub(crate) struct ClientKey {
@@ -32,12 +32,12 @@ impl ClientKey {
         let key = RsaPrivateKey::from_pkcs8_pem(pem)
             .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
             .map_err(|_| {
-                Error::InvalidConfig(
-                    "rsa-private-key is not an RSA private key in PEM (PKCS#8 or PKCS#1)".into(),
+                Error::invalid_config(
+                    "rsa-private-key is not an RSA private key in PEM (PKCS#8 or PKCS#1)",
                 )
             })?;
         if key.n().bits() < KEY_BITS {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "rsa-private-key has {} bits; Cloud SQL needs at least {KEY_BITS}",
                 key.n().bits()
             )));
@@ -48,7 +48,7 @@ impl ClientKey {
     /// A key kept in a host store (PKCS#8 DER), as [`Self::pkcs8_der`] wrote it.
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
         let key = RsaPrivateKey::from_pkcs8_der(der)
-            .map_err(|_| Error::InvalidConfig("the stored key is not an RSA PKCS#8 key".into()))?;
+            .map_err(|_| Error::invalid_config("the stored key is not an RSA PKCS#8 key"))?;
         Self::from_private(&key)
     }
 
@@ -88,7 +88,7 @@ impl std::fmt::Debug for ClientKey {
 }
 
 fn encoding_error(e: impl std::fmt::Display) -> Error {
-    Error::InvalidConfig(format!("RSA key encoding failed: {e}"))
+    Error::invalid_config(format!("RSA key encoding failed: {e}"))
 }
 
 /// Generates the key on first use, once, however many threads ask.

@@ -19,7 +19,7 @@ use getrandom::SysRng;
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Google's connectors use RSA-2048 with e = 65537; the Admin API signs it.
 pub(crate) const KEY_BITS: usize = 2048;
@@ -82,7 +82,7 @@ fn passes_rsa_crate_tests(rng: &mut Rng, candidate: &U1024) -> bool {
 }
 
 fn failed(e: impl std::fmt::Display) -> Error {
-    Error::InvalidConfig(format!("RSA key generation failed: {e}"))
+    Error::invalid_config(format!("RSA key generation failed: {e}"))
 }
 
 #[cfg(test)]

@@ -1,109 +1,50 @@
 //! The metadata exchange right after the TLS handshake: one framed protobuf
-//! request, one framed response, before any database byte. Framing and
-//! messages differ per service (`cloudsql::mdx`, `alloydb::mdx`); this reads
-//! either response over a blocking or a tokio stream, with its length bounded
+//! request, one framed response, before any database byte. Each service
+//! frames and words it its own way (`cloudsql::mdx`, `alloydb::mdx` implement
+//! [`MetadataExchange`]); this reads a response, whichever, from the
+//! plaintext the TLS connection has buffered, without reading a byte past it
+//! (a MySQL server speaks first, right after it) and with its length bounded
 //! before anything is allocated for it.
 //!
 //! The request is handed to rustls before the handshake starts (see
-//! `dial`): rustls holds it until the server is verified and the handshake
+//! `connect`): rustls holds it until the server is verified and the handshake
 //! done, then sends it in the same TCP send as the client's last handshake
 //! flight. Sent on its own it would wait for the server's delayed ACK
 //! (~40 ms): a guest's socket cannot turn Nagle off (wasi:sockets has no
 //! TCP_NODELAY).
 
+use std::fmt;
 use std::io::{self, Read};
 
-use crate::connection_info::MdxKind;
-use crate::{alloydb, cloudsql, Error};
+use crate::error::Error;
+use crate::secret::Secret;
 
 /// Google bounds a metadata exchange message at 16 KiB.
 pub(crate) const MAX_MESSAGE: u32 = 16 * 1024;
 
-/// One exchange, ready to run.
-#[derive(Debug)]
-pub(crate) enum Exchange<'a> {
-    CloudSql {
-        user_agent: &'a str,
-    },
-    AlloyDb {
-        user_agent: &'a str,
-        token: &'a str,
-        iam: bool,
-    },
-}
-
-impl<'a> Exchange<'a> {
-    /// The exchange a connection of `kind` needs, if any.
-    pub(crate) fn for_kind(kind: &'a MdxKind, user_agent: &'a str) -> Option<Self> {
-        match kind {
-            MdxKind::None => None,
-            MdxKind::CloudSql => Some(Self::CloudSql { user_agent }),
-            MdxKind::AlloyDb { token, iam } => Some(Self::AlloyDb {
-                user_agent,
-                token: token.expose(),
-                iam: *iam,
-            }),
-        }
-    }
-
+/// One service's metadata exchange, ready to run.
+pub(crate) trait MetadataExchange: Send + Sync + fmt::Debug {
     /// The framed request.
-    pub(crate) fn request(&self) -> Vec<u8> {
-        match self {
-            Self::CloudSql { user_agent } => cloudsql::mdx::request(user_agent),
-            Self::AlloyDb {
-                user_agent,
-                token,
-                iam,
-            } => alloydb::mdx::request(user_agent, token, *iam),
-        }
-    }
-
-    fn header_len(&self) -> usize {
-        match self {
-            Self::CloudSql { .. } => cloudsql::mdx::HEADER_LEN,
-            Self::AlloyDb { .. } => alloydb::mdx::HEADER_LEN,
-        }
-    }
-
-    /// Checks a response header; returns the body length.
-    fn body_length(&self, header: &[u8]) -> Result<usize, Error> {
-        match self {
-            Self::CloudSql { .. } => cloudsql::mdx::response_length(header),
-            Self::AlloyDb { .. } => alloydb::mdx::response_length(header),
-        }
-    }
-
-    /// `Ok` if the server accepted, else its message as an error.
-    fn check(&self, body: &[u8]) -> Result<(), Error> {
-        match self {
-            Self::CloudSql { .. } => cloudsql::mdx::check_response(body),
-            Self::AlloyDb { .. } => alloydb::mdx::check_response(body),
-        }
-    }
+    fn request(&self) -> Vec<u8>;
+    /// How long the response header is.
+    fn header_len(&self) -> usize;
+    /// Checks a response header; returns the body length, bounded by
+    /// [`MAX_MESSAGE`] (see [`bounded_length`]).
+    fn body_len(&self, header: &[u8]) -> Result<usize, Error>;
+    /// `Ok` if the server accepted the connection, else its message.
+    fn check(&self, body: &[u8]) -> Result<(), Error>;
+    /// What a host store keeps of it, to make it again.
+    fn record(&self) -> ExchangeRecord;
 }
 
-/// Reads and checks the response to `ex`'s request (blocking; the caller has
-/// set a read timeout).
-pub(crate) fn read_response<S: Read>(stream: &mut S, ex: &Exchange<'_>) -> Result<(), Error> {
-    let mut header = vec![0u8; ex.header_len()];
-    stream.read_exact(&mut header).map_err(io_error)?;
-    let mut body = vec![0u8; ex.body_length(&header)?];
-    stream.read_exact(&mut body).map_err(io_error)?;
-    ex.check(&body)
-}
-
-/// [`read_response`] for tokio streams (the caller bounds it with a timeout).
-#[cfg(feature = "tokio")]
-pub(crate) async fn read_response_async<S>(stream: &mut S, ex: &Exchange<'_>) -> Result<(), Error>
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    use tokio::io::AsyncReadExt;
-    let mut header = vec![0u8; ex.header_len()];
-    stream.read_exact(&mut header).await.map_err(io_error)?;
-    let mut body = vec![0u8; ex.body_length(&header)?];
-    stream.read_exact(&mut body).await.map_err(io_error)?;
-    ex.check(&body)
+/// An exchange as a host store keeps it: what it carries besides the user
+/// agent. The instance's service makes the exchange again from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExchangeRecord {
+    /// The token the exchange sends, if it sends one.
+    pub login_token: Option<Secret>,
+    /// Whether it asks the server to log the token's principal in.
+    pub auto_iam: bool,
 }
 
 /// The body length a response header announces, bounded by [`MAX_MESSAGE`]
@@ -111,7 +52,7 @@ where
 pub(crate) fn bounded_length(be_length: [u8; 4]) -> Result<usize, Error> {
     let len = u32::from_be_bytes(be_length);
     if len > MAX_MESSAGE {
-        return Err(Error::MetadataExchange(format!(
+        return Err(Error::metadata_exchange(format!(
             "the server's metadata exchange response claims {len} bytes, more than {MAX_MESSAGE}"
         )));
     }
@@ -124,7 +65,7 @@ pub(crate) fn bounded_length(be_length: [u8; 4]) -> Result<usize, Error> {
 pub(crate) fn outcome(code: i32, message: &str) -> Result<(), Error> {
     match code {
         1 => Ok(()),
-        2 => Err(Error::MetadataExchange(format!(
+        2 => Err(Error::metadata_exchange(format!(
             "the server refused the connection: {message}"
         ))),
         other => Err(malformed(format!("response code {other}"))),
@@ -132,80 +73,191 @@ pub(crate) fn outcome(code: i32, message: &str) -> Result<(), Error> {
 }
 
 /// A response that does not decode.
-pub(crate) fn malformed(what: impl std::fmt::Display) -> Error {
-    Error::MetadataExchange(format!("malformed metadata exchange response: {what}"))
+pub(crate) fn malformed(what: impl fmt::Display) -> Error {
+    Error::metadata_exchange(format!("malformed metadata exchange response: {what}"))
 }
 
-fn io_error(e: io::Error) -> Error {
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            Error::Timeout("the metadata exchange response did not arrive in time".into())
+/// How far a response has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The whole response is in, and the server accepted.
+    Accepted,
+    /// More bytes are needed than are buffered.
+    NeedMore,
+}
+
+/// Reads one response of an exchange, header then body, as the bytes
+/// arrive.
+#[derive(Debug)]
+pub(crate) struct ResponseReader {
+    buf: Vec<u8>,
+    filled: usize,
+    in_body: bool,
+}
+
+impl ResponseReader {
+    pub(crate) fn new(exchange: &dyn MetadataExchange) -> Self {
+        Self {
+            buf: vec![0; exchange.header_len()],
+            filled: 0,
+            in_body: false,
         }
-        io::ErrorKind::UnexpectedEof => Error::MetadataExchange(
-            "the server closed the connection during the metadata exchange".into(),
-        ),
-        _ => Error::MetadataExchange(format!("the metadata exchange failed: {e}")),
+    }
+
+    /// Reads the response to `exchange` from what `plaintext` holds, never
+    /// past it. A read that would block (nothing buffered yet) is
+    /// [`Progress::NeedMore`].
+    pub(crate) fn read_from(
+        &mut self,
+        exchange: &dyn MetadataExchange,
+        plaintext: &mut dyn Read,
+    ) -> Result<Progress, Error> {
+        loop {
+            if self.filled == self.buf.len() {
+                if self.in_body {
+                    return exchange.check(&self.buf).map(|()| Progress::Accepted);
+                }
+                let body_len = exchange.body_len(&self.buf)?;
+                self.buf = vec![0; body_len];
+                self.filled = 0;
+                self.in_body = true;
+                continue;
+            }
+            match plaintext.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(closed()),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Progress::NeedMore),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+    }
+}
+
+/// The response did not arrive before the deadline.
+pub(crate) fn timed_out() -> Error {
+    Error::timeout("the metadata exchange response did not arrive in time")
+}
+
+fn closed() -> Error {
+    Error::metadata_exchange("the server closed the connection during the metadata exchange")
+}
+
+/// A failed read or write of the connection during the exchange.
+pub(crate) fn io_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out(),
+        io::ErrorKind::UnexpectedEof => closed(),
+        _ => Error::metadata_exchange(format!("the metadata exchange failed: {e}")).with_source(e),
+    }
+}
+
+/// Reads and checks the response to `exchange` from a blocking stream (the
+/// fuzz targets' and tests' way in; a dial reads it as the bytes arrive).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_response(
+    stream: &mut impl Read,
+    exchange: &dyn MetadataExchange,
+) -> Result<(), Error> {
+    match ResponseReader::new(exchange).read_from(exchange, stream)? {
+        Progress::Accepted => Ok(()),
+        // A blocking stream would block only past its read timeout.
+        Progress::NeedMore => Err(timed_out()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::Secret;
+    use crate::error::ErrorKind;
 
-    fn answering(bytes: &[u8]) -> io::Cursor<Vec<u8>> {
-        io::Cursor::new(bytes.to_vec())
-    }
+    /// A made-up framing: one length byte, then `y` (accept) or `n`.
+    #[derive(Debug)]
+    struct OneByte;
 
-    /// What the exchange left unread.
-    fn rest(input: &mut io::Cursor<Vec<u8>>) -> Vec<u8> {
-        let mut rest = Vec::new();
-        input.read_to_end(&mut rest).unwrap();
-        rest
-    }
-
-    #[test]
-    fn each_kind_runs_its_own_exchange() {
-        assert!(Exchange::for_kind(&MdxKind::None, "ua").is_none());
-
-        // Cloud SQL: Google's OK response, then database bytes left unread.
-        let ex = Exchange::for_kind(&MdxKind::CloudSql, "ua/1").unwrap();
-        assert_eq!(ex.request(), cloudsql::mdx::request("ua/1"));
-        let mut server = answering(b"CSQLMDEX\x00\x00\x00\x02\x08\x01RHELLO");
-        read_response(&mut server, &ex).unwrap();
-        assert_eq!(rest(&mut server), b"RHELLO");
-
-        // AlloyDB: the spec's OK bytes.
-        let kind = MdxKind::AlloyDb {
-            token: Secret::new("tok".into()),
-            iam: true,
-        };
-        let ex = Exchange::for_kind(&kind, "ua/1").unwrap();
-        assert_eq!(ex.request(), alloydb::mdx::request("ua/1", "tok", true));
-        let mut server = answering(b"\x00\x00\x00\x02\x08\x01R");
-        read_response(&mut server, &ex).unwrap();
-        assert_eq!(rest(&mut server), b"R");
-    }
-
-    #[test]
-    fn a_server_closing_mid_response_is_a_typed_error() {
-        for (kind, bytes) in [
-            (MdxKind::CloudSql, &b"CSQLMDEX\x00\x00\x00\x05\x08"[..]),
-            (
-                MdxKind::AlloyDb {
-                    token: Secret::new("t".into()),
-                    iam: false,
-                },
-                &b"\x00\x00\x00\x0a\x08\x02\x12"[..],
-            ),
-            (MdxKind::CloudSql, &b"CSQL"[..]),
-        ] {
-            let ex = Exchange::for_kind(&kind, "ua").unwrap();
-            let e = read_response(&mut answering(bytes), &ex).unwrap_err();
-            assert!(
-                matches!(&e, Error::MetadataExchange(m) if m.contains("closed the connection")),
-                "{e:?}"
-            );
+    impl MetadataExchange for OneByte {
+        fn request(&self) -> Vec<u8> {
+            b"?".to_vec()
         }
+        fn header_len(&self) -> usize {
+            1
+        }
+        fn body_len(&self, header: &[u8]) -> Result<usize, Error> {
+            bounded_length([0, 0, 0, header[0]])
+        }
+        fn check(&self, body: &[u8]) -> Result<(), Error> {
+            outcome(if body == b"y" { 1 } else { 2 }, "no")
+        }
+        fn record(&self) -> ExchangeRecord {
+            ExchangeRecord {
+                login_token: None,
+                auto_iam: false,
+            }
+        }
+    }
+
+    /// Hands out its bytes `chunk` at a time, then would block.
+    struct Trickle {
+        data: Vec<u8>,
+        chunk: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.chunk).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_response_read_as_it_arrives_leaves_what_follows() {
+        let mut r = ResponseReader::new(&OneByte);
+        let mut wire = Trickle {
+            data: b"\x01".to_vec(),
+            chunk: 1,
+        };
+        assert_eq!(
+            r.read_from(&OneByte, &mut wire).unwrap(),
+            Progress::NeedMore
+        );
+        wire.data.extend_from_slice(b"yDATABASE");
+        assert_eq!(
+            r.read_from(&OneByte, &mut wire).unwrap(),
+            Progress::Accepted
+        );
+        assert_eq!(wire.data, b"DATABASE");
+    }
+
+    #[test]
+    fn a_refusal_and_a_close_are_typed_errors() {
+        let e = read_response(&mut &b"\x01n"[..], &OneByte).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+        assert!(e.message().contains("refused the connection"), "{e}");
+        for cut in [&b""[..], b"\x02y"] {
+            let e = read_response(&mut &cut[..], &OneByte).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+            assert!(e.message().contains("closed the connection"), "{e}");
+        }
+        let mut stalled = Trickle {
+            data: b"\x01".to_vec(),
+            chunk: 9,
+        };
+        assert_eq!(
+            read_response(&mut stalled, &OneByte).unwrap_err().kind(),
+            ErrorKind::Timeout
+        );
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocating() {
+        let e = bounded_length([0, 0, 0x40, 1]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+        assert!(e.message().contains("16385"), "{e}");
+        assert_eq!(bounded_length([0, 0, 0x40, 0]).unwrap(), 16384);
     }
 }

@@ -5,19 +5,33 @@
 //! are sent together and awaited, 5xx answers retried.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::credentials::TokenSource;
-use crate::http::{self, Request, Response};
+use crate::error::Error;
+use crate::google_api::{self, ApiClient};
+use crate::http::{Request, Response, Transport};
 use crate::key::{ClientKey, KeySlot};
-use crate::{google_api, ConnectTimings, Error};
 
-/// What a refresh uses, borrowed from the connector; `A` is the service's
-/// Admin API client.
-pub(crate) struct Refresher<'a, A> {
-    pub admin: &'a A,
+/// What a refresh uses, borrowed from the connector.
+pub(crate) struct RefreshContext<'a> {
+    pub config: &'a Config,
+    pub user_agent: &'a str,
     pub tokens: &'a TokenSource,
     pub key: &'a KeySlot,
+    pub transport: &'a dyn Transport,
+}
+
+/// How long each step of a refresh took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RefreshTimings {
+    /// Getting the tokens, less what was hidden behind key generation.
+    pub token: Duration,
+    /// The Admin API calls.
+    pub admin_api: Duration,
+    /// Generating the RSA key (zero if the connector had one).
+    pub key_generation: Duration,
 }
 
 /// An Admin API request and its name for errors (`connectSettings for p:r:i`).
@@ -26,16 +40,25 @@ pub(crate) struct Call {
     pub name: String,
 }
 
-impl<A> Refresher<'_, A> {
+impl RefreshContext<'_> {
+    /// A service's Admin API: at `configured` (the config's endpoint for it),
+    /// else at the service's `default`.
+    pub(crate) fn admin_api(&self, configured: Option<&str>, default: &str) -> ApiClient {
+        ApiClient::new(
+            configured.unwrap_or(default),
+            self.user_agent.to_string(),
+            self.config.quota_project.clone(),
+        )
+    }
+
     /// Runs `tokens` (which starts the token requests), makes (or reuses) the
-    /// key while they travel, then `wait` for the tokens. Fills in the token
-    /// and key generation timings (the token's share: what was not hidden
-    /// behind key generation).
+    /// key while they travel, then `wait`s for the tokens. Fills in the token
+    /// and key generation timings.
     pub(crate) fn tokens_and_key<P, T>(
         &self,
         tokens: impl FnOnce() -> P,
         wait: impl FnOnce(P) -> Result<T, Error>,
-        timings: &mut ConnectTimings,
+        timings: &mut RefreshTimings,
     ) -> Result<(T, Arc<ClientKey>), Error> {
         let started = Instant::now();
         let pending = tokens();
@@ -57,14 +80,22 @@ impl<A> Refresher<'_, A> {
         first: Call,
         second: Call,
         deadline: Instant,
-        timings: &mut ConnectTimings,
+        timings: &mut RefreshTimings,
     ) -> Result<(Response, Response), Error> {
         let started = Instant::now();
-        let first_pending = http::start(&first.req, deadline)?;
-        let second_pending = http::start(&second.req, deadline)?;
+        let first_pending = self.transport.start(&first.req, deadline)?;
+        let second_pending = self.transport.start(&second.req, deadline)?;
         // On a failure of the first, the second is dropped (cancelled).
-        let a = google_api::finish(first_pending, &first.req, deadline, || first.name)?;
-        let b = google_api::finish(second_pending, &second.req, deadline, || second.name)?;
+        let a = google_api::finish(first_pending, &first.req, self.transport, deadline, || {
+            first.name
+        })?;
+        let b = google_api::finish(
+            second_pending,
+            &second.req,
+            self.transport,
+            deadline,
+            || second.name,
+        )?;
         timings.admin_api = started.elapsed();
         Ok((a, b))
     }

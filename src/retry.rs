@@ -4,14 +4,14 @@
 //!
 //! A 429 is not retried, as in Go's `retry50x` (`Code < 500`: give up): the
 //! quota is per minute, so retrying within a refresh only spends more of it.
-//! The cache holds the instance's next refresh instead (`cache`).
+//! The rate limit holds the instance's next refresh instead (`rate_limit`).
 
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use crate::http::{self, Request, Response};
-use crate::Error;
+use crate::error::Error;
+use crate::http::{Pending, Request, Response, Transport};
 
 /// Attempts per call, the first included.
 pub(crate) const MAX_ATTEMPTS: u32 = 5;
@@ -31,12 +31,13 @@ fn jitter() -> f64 {
     f64::from(rand_core::OsRng.next_u32()) / (f64::from(u32::MAX) + 1.0)
 }
 
-/// Waits for `first` (an attempt already in flight) and retries `req` while
-/// the answer is a 5xx, within `deadline`. Returns the last response; the
-/// caller turns a non-success status into an error.
+/// Waits for `first` (an attempt already in flight) and retries `req` on
+/// `transport` while the answer is a 5xx, within `deadline`. Returns the last
+/// response; the caller turns a non-success status into an error.
 pub(crate) fn finish_with_retry(
-    first: http::Pending,
+    first: Box<dyn Pending>,
     req: &Request,
+    transport: &dyn Transport,
     deadline: Instant,
 ) -> Result<Response, Error> {
     let mut resp = first.wait()?;
@@ -49,7 +50,7 @@ pub(crate) fn finish_with_retry(
             break;
         }
         std::thread::sleep(pause);
-        resp = http::send(req, deadline)?;
+        resp = transport.send(req, deadline)?;
     }
     Ok(resp)
 }

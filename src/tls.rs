@@ -1,9 +1,8 @@
 //! The rustls client configuration for an instance: TLS 1.3 only, a pure-Rust
 //! crypto provider, the client certificate chain, and the [`ServerVerifier`];
-//! plus the mapping of handshake failures to [`Error`].
+//! plus the mapping of rustls's handshake failures to [`Error`].
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 
 use rustls::client::Resumption;
@@ -13,11 +12,11 @@ use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, CertificateError, ClientConfig, PeerIncompatible, RootCertStore};
 
 use crate::connection_info::{ConnectionInfo, ServerIdentity, Target};
+use crate::error::{Error, VerificationCheck};
 use crate::key::ClientKey;
 use crate::verify::{
     ClientAuthProbe, ClientCertNotRequested, ClientCertResolver, IdentityMismatch, ServerVerifier,
 };
-use crate::{Error, VerificationCheck};
 
 /// What the TLS client needs for one certificate lifetime, checked and parsed
 /// once; [`TlsConfig::for_connection`] makes each connection's config.
@@ -26,6 +25,7 @@ pub(crate) struct TlsConfig {
     provider: Arc<CryptoProvider>,
     roots: Arc<RootCertStore>,
     identity: ServerIdentity,
+    sni: bool,
     client_cert: Arc<CertifiedKey>,
 }
 
@@ -40,18 +40,22 @@ impl TlsConfig {
         let mut roots = RootCertStore::empty();
         for ca in &info.trust_anchors {
             roots.add(ca.clone()).map_err(|e| {
-                Error::InstanceMetadata(format!(
+                Error::instance_metadata(format!(
                     "{instance}: the server CA certificate cannot be a trust anchor: {e}"
                 ))
+                .with_source(e)
             })?;
         }
         let client_cert =
             CertifiedKey::from_der(info.client_chain.clone(), key.private_key_der(), &provider)
-                .map_err(|e| Error::Tls(format!("the client certificate is unusable: {e}")))?;
+                .map_err(|e| {
+                    Error::tls(format!("the client certificate is unusable: {e}")).with_source(e)
+                })?;
         let config = Self {
             provider,
             roots: Arc::new(roots),
             identity: info.identity.clone(),
+            sni: info.sni,
             client_cert: Arc::new(client_cert),
         };
         // Fails here, once, rather than at every connect.
@@ -74,7 +78,9 @@ impl TlsConfig {
         );
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| Error::Tls(format!("the crypto provider cannot do TLS 1.3: {e}")))?
+            .map_err(|e| {
+                Error::tls(format!("the crypto provider cannot do TLS 1.3: {e}")).with_source(e)
+            })?
             // Not a relaxation: ServerVerifier checks chain, identity and client auth itself.
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
@@ -83,9 +89,8 @@ impl TlsConfig {
                 client_auth,
             )));
         config.resumption = Resumption::disabled();
-        // IP targets never carry SNI (rustls sends none for an IP). For PSC names
-        // AlloyDB's connectors send it, Cloud SQL's PSC endpoints refuse it.
-        config.enable_sni = self.identity == ServerIdentity::Address;
+        // rustls sends no SNI for an IP target; for a DNS name the plan says.
+        config.enable_sni = self.sni;
         Ok(Arc::new(config))
     }
 }
@@ -106,35 +111,21 @@ fn provider() -> CryptoProvider {
     }
 }
 
-/// The name rustls is given for the target (no SNI is sent either way).
+/// The name rustls is given for the target (whether it goes out as SNI is
+/// the config's `enable_sni`).
 pub(crate) fn server_name(target: &Target) -> Result<ServerName<'static>, Error> {
     match target {
         Target::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
-        Target::Dns(name) => ServerName::try_from(name.clone()).map_err(|_| {
-            Error::InstanceMetadata(format!("the PSC DNS name {name:?} is not valid"))
+        Target::Dns(name) => ServerName::try_from(name.clone()).map_err(|e| {
+            Error::instance_metadata(format!("the PSC DNS name {name:?} is not valid"))
+                .with_source(e)
         }),
     }
 }
 
-/// Maps a failed handshake to the error that says which step failed.
-pub(crate) fn handshake_error(e: &io::Error) -> Error {
-    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return from_rustls(tls);
-    }
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            Error::Timeout("the TLS handshake did not finish in time".into())
-        }
-        io::ErrorKind::UnexpectedEof
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted => {
-            Error::Tls("the server closed the connection during the TLS handshake".into())
-        }
-        _ => Error::Tls(format!("the TLS handshake failed: {e}")),
-    }
-}
-
-fn from_rustls(e: &rustls::Error) -> Error {
+/// Maps a failed handshake to the error that says which step failed: a
+/// check of the server, or TLS itself.
+pub(crate) fn from_rustls(e: &rustls::Error) -> Error {
     let rustls::Error::InvalidCertificate(ce) = e else {
         return match e {
             rustls::Error::AlertReceived(AlertDescription::ProtocolVersion)
@@ -142,15 +133,16 @@ fn from_rustls(e: &rustls::Error) -> Error {
                 PeerIncompatible::ServerDoesNotSupportTls12Or13
                 | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
                 | PeerIncompatible::SupportedVersionsExtensionRequired,
-            ) => Error::ServerVerification {
-                check: VerificationCheck::ProtocolVersion,
-                message: format!(
+            ) => Error::verification(
+                VerificationCheck::ProtocolVersion,
+                format!(
                     "the server does not speak TLS 1.3 ({e}); Cloud SQL and AlloyDB servers \
                      do, and the connector accepts nothing older"
                 ),
-            },
-            _ => Error::Tls(e.to_string()),
-        };
+            ),
+            _ => Error::tls(e.to_string()),
+        }
+        .with_source(e.clone());
     };
     let check = match ce {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -173,27 +165,28 @@ fn from_rustls(e: &rustls::Error) -> Error {
     let message = match ce {
         CertificateError::Other(o) => o.0.to_string(),
         CertificateError::UnknownIssuer => {
-            "the server certificate was not issued by the instance's serverCaCert".into()
+            "the server certificate was not issued by the instance's server CA".into()
         }
         other => other.to_string(),
     };
-    Error::ServerVerification { check, message }
+    Error::verification(check, message).with_source(e.clone())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io;
     use std::time::SystemTime;
 
     use rustls::{ClientConnection, ServerConfig, ServerConnection};
 
     use super::*;
     use crate::certs;
-    use crate::connection_info::{Addresses, MdxKind};
-    use crate::test_certs::{client_key as key, Ca, Leaf};
-    use crate::InstanceName;
+    use crate::connection_info::Addresses;
+    use crate::error::ErrorKind;
+    use crate::testing::certs::{client_key as key, Ca, Leaf};
 
-    fn name() -> InstanceName {
-        InstanceName::parse("proj:us-central1:db").unwrap()
+    fn name() -> &'static str {
+        "proj:us-central1:db"
     }
 
     /// The CA of the client certificates in [`info`].
@@ -209,15 +202,16 @@ mod tests {
         let pem = client_ca().client_cert_pem(&key().spki_der, 60);
         ConnectionInfo {
             addresses: Addresses::default(),
+            port: 3307,
             trust_anchors: server_ca,
-            identity: ServerIdentity::CloudSql {
+            identity: ServerIdentity::DnsNameOrCommonName {
                 dns_name: dns.map(str::to_string),
-                common_name: name().legacy_common_name(),
+                common_name: "proj:db".into(),
             },
+            sni: false,
             client_chain: certs::parse_pem_list(&pem).unwrap(),
             expiry: SystemTime::now(),
-            mdx: MdxKind::None,
-            port: 3307,
+            exchange: None,
         }
     }
 
@@ -272,7 +266,7 @@ mod tests {
             s.read_tls(&mut buf.as_slice()).unwrap();
             let server_state = s.process_new_packets();
             if !c.is_handshaking() {
-                server_state.map_err(|e| Error::Tls(format!("server refused: {e}")))?;
+                server_state.map_err(|e| Error::tls(format!("server refused: {e}")))?;
                 assert!(!s.is_handshaking());
                 assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
                 return Ok(());
@@ -305,7 +299,9 @@ mod tests {
 
     fn check_of(r: Result<(), Error>) -> VerificationCheck {
         match r {
-            Err(Error::ServerVerification { check, .. }) => check,
+            Err(e) if e.kind() == ErrorKind::ServerVerification => e
+                .verification_check()
+                .expect("a verification error names its check"),
             other => panic!("expected a verification error, got {other:?}"),
         }
     }
@@ -360,12 +356,13 @@ mod tests {
     ) -> ConnectionInfo {
         ConnectionInfo {
             addresses: Addresses::default(),
+            port: 5433,
             trust_anchors: vec![root.der()],
-            identity: ServerIdentity::Address,
+            identity: ServerIdentity::AddressDialled,
+            sni: true,
             client_chain,
             expiry: SystemTime::now(),
-            mdx: MdxKind::None,
-            port: 5433,
+            exchange: None,
         }
     }
 
@@ -406,10 +403,9 @@ mod tests {
             alloydb_server(&root, &["10.0.0.2"]),
             &ip("10.0.0.2"),
         );
-        assert!(
-            matches!(&r, Err(Error::Tls(m)) if m.contains("server refused")),
-            "{r:?}"
-        );
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Tls);
+        assert!(e.message().contains("server refused"), "{e}");
     }
 
     #[test]
@@ -524,11 +520,12 @@ mod tests {
             assert!(refused.to_string().contains("TLS 1.3"), "{refused}");
             assert_eq!(check_of(Err(refused)), VerificationCheck::ProtocolVersion);
         }
-        assert!(matches!(
+        assert_eq!(
             from_rustls(&rustls::Error::AlertReceived(
                 AlertDescription::HandshakeFailure
-            )),
-            Error::Tls(_)
-        ));
+            ))
+            .kind(),
+            ErrorKind::Tls
+        );
     }
 }

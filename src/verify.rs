@@ -135,7 +135,7 @@ pub(crate) fn check_identity(
         .unwrap_or_default();
     let presented_cn = info.as_ref().and_then(CertInfo::common_name);
     let (matched, expected) = match expected {
-        ServerIdentity::CloudSql {
+        ServerIdentity::DnsNameOrCommonName {
             dns_name,
             common_name,
         } => {
@@ -151,7 +151,7 @@ pub(crate) fn check_identity(
             };
             (san || cn, expected)
         }
-        ServerIdentity::Address => match dialled {
+        ServerIdentity::AddressDialled => match dialled {
             ServerName::IpAddress(ip) => {
                 let ip = IpAddr::from(*ip);
                 (
@@ -277,10 +277,10 @@ impl ServerCertVerifier for ServerVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_certs::Ca;
+    use crate::testing::certs::Ca;
 
     fn expected(dns: Option<&str>) -> ServerIdentity {
-        ServerIdentity::CloudSql {
+        ServerIdentity::DnsNameOrCommonName {
             dns_name: dns.map(str::to_string),
             common_name: "example.com:proj:db".into(),
         }
@@ -367,7 +367,7 @@ mod tests {
             (psc("uid.server.alloydb"), false),
             (psc("10.0.0.2.example"), false),
         ] {
-            let r = check_identity(&leaf.cert, &ServerIdentity::Address, &dialled);
+            let r = check_identity(&leaf.cert, &ServerIdentity::AddressDialled, &dialled);
             assert_eq!(r.is_ok(), ok, "{dialled:?}: {r:?}");
             if let Err(e) = r {
                 assert!(e.to_string().contains("dialled"), "{e}");

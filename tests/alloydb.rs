@@ -73,6 +73,7 @@ fn counters(emu: &Emulator) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn native_auth_queries_through_the_exchange_and_reuses_the_certificate() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let private = emu.instance(URI)["private_ip"]
@@ -116,6 +117,7 @@ async fn native_auth_queries_through_the_exchange_and_reuses_the_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn auto_iam_logs_in_the_tokens_principal_without_a_password() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let sa = Login {
@@ -137,6 +139,7 @@ async fn auto_iam_logs_in_the_tokens_principal_without_a_password() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_ip_type_chooses_the_address_dialled() {
     let emu = Emulator::start(&[
         &format!("{URI},backend={{pg}},public-ip=auto,psc=true"),
@@ -178,6 +181,7 @@ async fn the_ip_type_chooses_the_address_dialled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn a_bad_exchange_token_is_refused_with_the_servers_message() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let api_token = emu.metadata_token("cloud-platform");
@@ -213,6 +217,7 @@ async fn a_bad_exchange_token_is_refused_with_the_servers_message() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn an_exchange_error_forces_a_refresh() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let config = Config {
@@ -239,6 +244,7 @@ async fn an_exchange_error_forces_a_refresh() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn a_wrong_server_certificate_is_refused_before_the_exchange() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     for (mode, check) in [
@@ -260,6 +266,7 @@ async fn a_wrong_server_certificate_is_refused_before_the_exchange() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn broken_exchange_responses_are_typed_errors() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     for (mode, want) in [
@@ -290,6 +297,7 @@ async fn broken_exchange_responses_are_typed_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn malformed_uris_and_unknown_instances_fail_clearly() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let (mut inst, c) = connector(emu.config()).await;
@@ -325,6 +333,7 @@ async fn malformed_uris_and_unknown_instances_fail_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_tokio_guest_connects_to_alloydb() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let out = host()

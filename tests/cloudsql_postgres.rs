@@ -79,16 +79,19 @@ async fn rows_and_cache_hit(ca: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn queries_through_the_component_with_a_cas_instance() {
     rows_and_cache_hit("cas").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn queries_through_the_component_with_a_legacy_instance() {
     rows_and_cache_hit("legacy").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn domain_scoped_projects_connect() {
     let name = "example.com:proj:europe-west1:db";
     let emu = Emulator::start(&[&format!("{name},backend={{pg}},ca=legacy")]);
@@ -98,6 +101,7 @@ async fn domain_scoped_projects_connect() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_example_guest_prints_rows_with_a_password_login() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let out = host()
@@ -141,6 +145,7 @@ async fn the_example_guest_prints_rows_with_a_password_login() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn a_token_google_never_issued_is_refused_without_leaking_it() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let out = host()
@@ -177,6 +182,7 @@ async fn a_token_google_never_issued_is_refused_without_leaking_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn server_certificates_from_another_ca_or_instance_are_refused() {
     for ca in ["legacy", "cas"] {
         let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},ca={ca}")]);
@@ -217,6 +223,7 @@ async fn server_certificates_from_another_ca_or_instance_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn bad_names_unknown_instances_and_region_mismatches_are_typed_errors() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
 
@@ -268,6 +275,7 @@ async fn bad_names_unknown_instances_and_region_mismatches_are_typed_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn server_errors_are_retried_with_backoff_and_then_succeed() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     emu.fail("connectSettings", 503, 2);
@@ -284,6 +292,7 @@ async fn server_errors_are_retried_with_backoff_and_then_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn client_errors_fail_fast_and_server_errors_give_up_after_five_attempts() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     emu.fail("connectSettings", 429, 1);
@@ -313,6 +322,7 @@ async fn client_errors_fail_fast_and_server_errors_give_up_after_five_attempts()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn automatic_iam_authentication_logs_in_the_principal_without_a_password() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     for (credentials, user, refusal) in [
@@ -375,6 +385,7 @@ async fn automatic_iam_authentication_logs_in_the_principal_without_a_password()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_metadata_exchange_runs_when_the_instance_advertises_it() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},mdx=true")]);
     // The blocking path (the component) ...
@@ -412,6 +423,7 @@ async fn the_metadata_exchange_runs_when_the_instance_advertises_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_ip_type_chooses_the_address_dialled() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},private-ip=auto")]);
     let (public, private) = emu.ips();
@@ -457,6 +469,7 @@ async fn the_ip_type_chooses_the_address_dialled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn a_slow_admin_api_gives_a_timeout_error_not_a_hang() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     emu.slow("connectSettings", 5_000);
@@ -477,6 +490,7 @@ async fn a_slow_admin_api_gives_a_timeout_error_not_a_hang() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn psc_dials_the_psc_dns_name() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}},psc=true")]);
     let i = &emu.ready["instances"][0];
@@ -500,6 +514,7 @@ async fn psc_dials_the_psc_dns_name() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn every_credential_source_connects() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let sql = "SELECT 'ok'";
@@ -586,6 +601,7 @@ async fn every_credential_source_connects() {
 /// every one answered: 100 connectors (each its own refresh: two Admin API
 /// calls) sharing a caller-supplied RSA key so no key is generated.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn two_hundred_admin_api_calls_in_a_row_are_all_answered() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let mut inst = host()
@@ -616,6 +632,7 @@ async fn two_hundred_admin_api_calls_in_a_row_are_all_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_component_imports_only_what_it_needs() {
     let imports = host().imports(&component()).unwrap();
     let allowed = [

@@ -455,6 +455,7 @@ const CLOUD_SQL_CASES: &[Case] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn cloud_sql_admin_api_faults_are_typed_errors_and_leave_nothing_broken() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let mut seen = Seen::default();
@@ -567,6 +568,7 @@ const ALLOYDB_CASES: &[Case] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn alloydb_admin_api_faults_are_typed_errors_and_leave_nothing_broken() {
     let emu = Emulator::start(&[&format!("{URI},backend={{pg}}")]);
     let mut seen = Seen::default();
@@ -579,6 +581,7 @@ async fn alloydb_admin_api_faults_are_typed_errors_and_leave_nothing_broken() {
 /// (its calls are not retried; the quota error empties the instance's rate
 /// limiter), and ten fresh connectors make one call each, never five.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn a_persistent_429_costs_one_call_per_refresh_and_no_storm() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     emu.fail(CS, 429, 1_000);
@@ -641,8 +644,9 @@ async fn a_persistent_429_costs_one_call_per_refresh_and_no_storm() {
 /// Eight connects at once on a cold connector: one refresh. The host runs
 /// one call into a component instance at a time, so the first connect
 /// refreshes and the other seven find its certificate; the cache's own
-/// lock (several threads in one process) is unit-tested in `cache`.
+/// lock (several threads in one process) is unit-tested in `cache::memory`.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn concurrent_connects_on_one_connector_make_one_refresh() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let (inst, connector) = support::connector(config(&emu)).await;
@@ -695,6 +699,7 @@ async fn kv_connector(config: Config) -> (ConnectorInstance, ResourceAny) {
 /// refreshes for an instance that does not exist (404), and one under a
 /// persistent 429, then fail at once, rate-limited, naming Google's refusal.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn refusals_are_rate_limited_across_fresh_instances_sharing_a_store() {
     let quota = "proj:us-central1:kv-quota";
     let emu = Emulator::start(&[&format!("{quota},backend={{pg}}")]);
@@ -737,6 +742,7 @@ async fn refusals_are_rate_limited_across_fresh_instances_sharing_a_store() {
 /// `connector-component-kv` build), as a serverless host runs concurrent
 /// requests: one refresh, the others wait for its entry.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn concurrent_instances_sharing_a_store_make_one_refresh() {
     // Its own instance name: the host's store outlives the emulator.
     let name = "proj:us-central1:hardening-kv";
@@ -768,6 +774,7 @@ async fn concurrent_instances_sharing_a_store_make_one_refresh() {
 /// A dial that fails (the proxy accepts and closes at once) marks the
 /// certificate stale: exactly one refresh follows, and only one.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn a_failed_dial_forces_exactly_one_refresh() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let (mut inst, connector) = support::connector(config(&emu)).await;
@@ -806,6 +813,7 @@ async fn a_failed_dial_forces_exactly_one_refresh() {
 /// even once the instance is healthy again, until the bucket refills (one
 /// per 30 s; the refill is unit-tested on the limiter with its own clock).
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn refreshes_are_rate_limited_burst_two_then_one_per_thirty_seconds() {
     let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
     let (mut inst, connector) = support::connector(config(&emu)).await;
@@ -861,6 +869,7 @@ async fn refreshes_are_rate_limited_burst_two_then_one_per_thirty_seconds() {
 /// No token, private key or JWT in any error, in the example guest's
 /// stderr, or in the emulator's log, across credential kinds and faults.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn no_token_key_or_jwt_appears_in_errors_or_logs() {
     let emu = Emulator::start(&[
         &format!("{INSTANCE},backend={{pg}}"),
@@ -980,6 +989,7 @@ async fn failing_pg_query(emu: &Emulator, credentials: &[&str]) -> String {
 
 /// The secrets check fails on what it must catch.
 #[test]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 fn the_secrets_check_catches_tokens_keys_and_jwts() {
     fn caught(text: &str, secrets: &[&str]) -> bool {
         std::panic::catch_unwind(|| assert_no_secrets(text, secrets)).is_err()

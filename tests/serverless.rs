@@ -247,11 +247,13 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_rust_handler_shares_one_certificate_across_instances() {
     load("messages-http", &artifact("GCPDB_MESSAGES_HTTP")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_composed_app_shares_one_certificate_across_instances() {
     let app = std::fs::read(artifact("GCPDB_MESSAGES_COMPOSED")).unwrap();
     let connector = std::fs::read(artifact("GCP_DB_CONNECTOR_KV_WASM")).unwrap();
@@ -263,6 +265,7 @@ async fn the_composed_app_shares_one_certificate_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn without_the_store_every_request_refreshes() {
     let (name, key) = instance("no-store");
     let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);
@@ -280,6 +283,7 @@ async fn without_the_store_every_request_refreshes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_rust_handler_serves_alloydb_from_the_store() {
     let uri = "projects/proj/locations/us-central1/clusters/cl/instances/inst";
     let emu = Emulator::start(&[&format!("{uri},backend={{pg}}")]);
@@ -295,6 +299,7 @@ async fn the_rust_handler_serves_alloydb_from_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn an_out_of_date_stored_entry_costs_one_refresh_not_a_failed_request() {
     let (name, key) = instance("moved");
     let app = artifact("GCPDB_MESSAGES_HTTP");
@@ -329,6 +334,7 @@ async fn an_out_of_date_stored_entry_costs_one_refresh_not_a_failed_request() {
 /// Its build without `spin-kv` (wasmtime has no `spin:key-value`), so each
 /// request refreshes.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_spin_app_runs_with_wasi_0_3() {
     let (name, key) = instance("spin");
     let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);
@@ -358,6 +364,7 @@ async fn the_spin_app_runs_with_wasi_0_3() {
 /// the project's host provides over the same shared store: the second
 /// request's fresh instance loads the certificate.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 async fn the_spin_app_keeps_its_certificate_in_spins_key_value_store() {
     let (name, key) = instance("spin-kv");
     let emu = Emulator::start(&[&format!("{name},backend={{pg}}")]);

@@ -14,14 +14,14 @@
 #![cfg(target_os = "wasi")]
 
 use std::cell::RefCell;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use exports::gcp::db_connector::connector as wit;
 
 use gcp_db_connector::{
-    Config, ConnectOptions, ConnectTimings, Connection, Connector, Credentials, Error, IpType,
-    VerificationCheck,
+    Config, ConnectOptions, ConnectTimings, Connection, Connector, Credentials, Error, ErrorKind,
+    IpType, VerificationCheck,
 };
 
 wit_bindgen::generate!({
@@ -61,17 +61,17 @@ impl wit::Guest for Component {
 
 /// A WIT constructor cannot fail, so a bad config is kept and reported by the
 /// first call.
-struct ConnectorResource(Result<Connector, Error>);
+struct ConnectorResource(Result<Connector, wit::Error>);
 
 impl ConnectorResource {
     fn connector(&self) -> Result<&Connector, wit::Error> {
-        self.0.as_ref().map_err(|e| to_wit_error(e.clone()))
+        self.0.as_ref().map_err(Clone::clone)
     }
 }
 
 impl wit::GuestConnector for ConnectorResource {
     fn new(config: wit::Config) -> Self {
-        Self(from_wit_config(config).and_then(Connector::new))
+        Self(from_wit_config(config).and_then(|c| Connector::new(c).map_err(to_wit_error)))
     }
 
     fn connect(
@@ -79,10 +79,14 @@ impl wit::GuestConnector for ConnectorResource {
         instance: String,
         options: wit::ConnectOptions,
     ) -> Result<wit::Connection, wit::Error> {
-        let options = ConnectOptions {
-            ip_type: options.ip_type.map(from_wit_ip_type),
-            enable_iam_auth: options.enable_iam_auth,
-        };
+        let mut opts = ConnectOptions::default();
+        if let Some(t) = options.ip_type {
+            opts = opts.with_ip_type(from_wit_ip_type(t));
+        }
+        if let Some(iam) = options.enable_iam_auth {
+            opts = opts.with_iam_auth(iam);
+        }
+        let options = opts;
         let conn = self
             .connector()?
             .connect(&instance, &options)
@@ -108,7 +112,7 @@ impl ConnectionResource {
         let mut slot = self.0.borrow_mut();
         let conn = slot.as_mut().ok_or(wit::Error::Closed)?;
         f(conn).map_err(|e| match e.kind() {
-            ErrorKind::UnexpectedEof => {
+            io::ErrorKind::UnexpectedEof => {
                 wit::Error::Io("the server closed the connection without TLS close_notify".into())
             }
             _ => wit::Error::Io(e.to_string()),
@@ -164,45 +168,44 @@ fn from_wit_ip_type(t: wit::IpType) -> IpType {
     }
 }
 
-fn from_wit_config(c: wit::Config) -> Result<Config, Error> {
-    let defaults = Config::default();
+fn from_wit_config(c: wit::Config) -> Result<Config, wit::Error> {
     let ms = |v: Option<u32>, d: Duration| v.map_or(d, |v| Duration::from_millis(v.into()));
     let store = match c.store_bucket {
         None => None,
         #[cfg(feature = "keyvalue")]
-        Some(bucket) => Some(gcp_db_connector::open_wasi_keyvalue(&bucket)?),
+        Some(bucket) => Some(gcp_db_connector::open_wasi_keyvalue(&bucket).map_err(to_wit_error)?),
         #[cfg(not(feature = "keyvalue"))]
         Some(_) => {
-            return Err(Error::InvalidConfig(
-                "store-bucket needs the wasi:keyvalue build of the component \
-                 (gcp_db_connector_component_kv.wasm, world connector-component-kv)"
+            return Err(wit::Error::InvalidConfig(
+                "invalid connector config: store-bucket needs the wasi:keyvalue build of the \
+                 component (gcp_db_connector_component_kv.wasm, world connector-component-kv)"
                     .into(),
             ))
         }
     };
-    Ok(Config {
-        credentials: c.credentials.map(|c| match c {
-            wit::Credentials::AccessToken(t) => Credentials::AccessToken {
-                api_token: t.api_token,
-                login_token: t.login_token,
-            },
-            wit::Credentials::Json(j) => Credentials::Json(j),
-            wit::Credentials::MetadataServer => Credentials::MetadataServer,
-        }),
-        ip_type: c.ip_type.map(from_wit_ip_type),
-        enable_iam_auth: c.enable_iam_auth,
-        admin_endpoint: c.admin_endpoint,
-        alloydb_admin_endpoint: c.alloydb_admin_endpoint,
-        token_endpoint: c.token_endpoint,
-        metadata_host: c.metadata_host,
-        quota_project: c.quota_project,
-        user_agent: c.user_agent,
-        rsa_private_key: c.rsa_private_key,
-        store,
-        store_private_key: c.store_private_key.unwrap_or(defaults.store_private_key),
-        refresh_timeout: ms(c.refresh_timeout_ms, defaults.refresh_timeout),
-        dial_timeout: ms(c.dial_timeout_ms, defaults.dial_timeout),
-    })
+    let mut config = Config::default();
+    config.credentials = c.credentials.map(|c| match c {
+        wit::Credentials::AccessToken(t) => Credentials::AccessToken {
+            api_token: t.api_token,
+            login_token: t.login_token,
+        },
+        wit::Credentials::Json(j) => Credentials::Json(j),
+        wit::Credentials::MetadataServer => Credentials::MetadataServer,
+    });
+    config.ip_type = c.ip_type.map(from_wit_ip_type);
+    config.enable_iam_auth = c.enable_iam_auth;
+    config.admin_endpoint = c.admin_endpoint;
+    config.alloydb_admin_endpoint = c.alloydb_admin_endpoint;
+    config.token_endpoint = c.token_endpoint;
+    config.metadata_host = c.metadata_host;
+    config.quota_project = c.quota_project;
+    config.user_agent = c.user_agent;
+    config.rsa_private_key = c.rsa_private_key;
+    config.store = store;
+    config.store_private_key = c.store_private_key.unwrap_or(config.store_private_key);
+    config.refresh_timeout = ms(c.refresh_timeout_ms, config.refresh_timeout);
+    config.dial_timeout = ms(c.dial_timeout_ms, config.dial_timeout);
+    Ok(config)
 }
 
 fn to_wit_timings(t: ConnectTimings) -> wit::ConnectTimings {
@@ -221,43 +224,44 @@ fn to_wit_timings(t: ConnectTimings) -> wit::ConnectTimings {
 
 fn to_wit_error(e: Error) -> wit::Error {
     let message = e.to_string();
-    match e {
-        Error::InvalidInstanceName { .. } => wit::Error::InvalidInstanceName(message),
-        Error::InvalidConfig(_) => wit::Error::InvalidConfig(message),
-        Error::Credentials(_) => wit::Error::Credentials(message),
-        Error::Http(_) => wit::Error::Http(message),
-        Error::AdminApi(a) => wit::Error::AdminApi(wit::ApiError {
-            status: a.status,
-            code: a.code,
-            message: a.message,
+    match e.kind() {
+        ErrorKind::InvalidInstanceName => wit::Error::InvalidInstanceName(message),
+        ErrorKind::InvalidConfig => wit::Error::InvalidConfig(message),
+        ErrorKind::Credentials => wit::Error::Credentials(message),
+        ErrorKind::Http => wit::Error::Http(message),
+        ErrorKind::AdminApi => match e.api_error() {
+            Some(a) => wit::Error::AdminApi(wit::ApiError {
+                status: a.status,
+                code: a.code.clone(),
+                message: a.message.clone(),
+            }),
+            None => wit::Error::Http(message),
+        },
+        ErrorKind::QuotaExceeded => wit::Error::QuotaExceeded(message),
+        ErrorKind::InstanceMetadata => wit::Error::InstanceMetadata(message),
+        ErrorKind::RegionMismatch => wit::Error::RegionMismatch(message),
+        ErrorKind::Unsupported => wit::Error::Unsupported(message),
+        ErrorKind::IpTypeNotAvailable => wit::Error::IpTypeNotAvailable(message),
+        ErrorKind::RateLimited => wit::Error::RateLimited(message),
+        ErrorKind::Dial => wit::Error::Dial(message),
+        ErrorKind::ServerVerification => wit::Error::ServerVerification(wit::VerificationError {
+            check: match e.verification_check() {
+                Some(VerificationCheck::Chain) => wit::VerificationCheck::Chain,
+                Some(VerificationCheck::Expired) => wit::VerificationCheck::Expired,
+                Some(VerificationCheck::NotYetValid) => wit::VerificationCheck::NotYetValid,
+                Some(VerificationCheck::Identity) => wit::VerificationCheck::Identity,
+                Some(VerificationCheck::ProtocolVersion) => wit::VerificationCheck::ProtocolVersion,
+                Some(VerificationCheck::ClientAuth) => wit::VerificationCheck::ClientAuth,
+                _ => wit::VerificationCheck::Other,
+            },
+            message: e.message().to_string(),
         }),
-        Error::QuotaExceeded(_) => wit::Error::QuotaExceeded(message),
-        Error::InstanceMetadata(_) => wit::Error::InstanceMetadata(message),
-        Error::RegionMismatch { .. } => wit::Error::RegionMismatch(message),
-        Error::Unsupported(_) => wit::Error::Unsupported(message),
-        Error::IpTypeNotAvailable { .. } => wit::Error::IpTypeNotAvailable(message),
-        Error::RateLimited { .. } => wit::Error::RateLimited(message),
-        Error::Dial(_) => wit::Error::Dial(message),
-        Error::ServerVerification { check, message } => {
-            wit::Error::ServerVerification(wit::VerificationError {
-                check: match check {
-                    VerificationCheck::Chain => wit::VerificationCheck::Chain,
-                    VerificationCheck::Expired => wit::VerificationCheck::Expired,
-                    VerificationCheck::NotYetValid => wit::VerificationCheck::NotYetValid,
-                    VerificationCheck::Identity => wit::VerificationCheck::Identity,
-                    VerificationCheck::ProtocolVersion => wit::VerificationCheck::ProtocolVersion,
-                    VerificationCheck::ClientAuth => wit::VerificationCheck::ClientAuth,
-                    _ => wit::VerificationCheck::Other,
-                },
-                message,
-            })
-        }
-        Error::Tls(_) => wit::Error::Tls(message),
-        Error::MetadataExchange(_) => wit::Error::MetadataExchange(message),
-        Error::Timeout(_) => wit::Error::Timeout(message),
-        Error::Io(_) => wit::Error::Io(message),
-        Error::Closed => wit::Error::Closed,
-        // `Error` is non-exhaustive; a variant added later keeps its message
+        ErrorKind::Tls => wit::Error::Tls(message),
+        ErrorKind::MetadataExchange => wit::Error::MetadataExchange(message),
+        ErrorKind::Timeout => wit::Error::Timeout(message),
+        ErrorKind::Io => wit::Error::Io(message),
+        ErrorKind::Closed => wit::Error::Closed,
+        // `ErrorKind` is non-exhaustive; a kind added later keeps its message
         // until it gets a WIT case of its own.
         _ => wit::Error::Io(message),
     }

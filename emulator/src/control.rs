@@ -17,14 +17,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::alloydb::mdx::MdxMode;
+use crate::app::{App, NamedInstance};
 use crate::calls::AdminMethod;
 use crate::certs::ServerCertMode;
 use crate::proxy::ProxyFault;
-use crate::state::{NamedInstance, SharedState};
+use crate::state::SharedState;
 use crate::tamper::Tamper;
 
 /// Routes, to be nested under `/emulator/v1`.
-pub fn router() -> Router<SharedState> {
+pub fn router() -> Router<App> {
     Router::new()
         .route("/calls", get(calls))
         .route("/calls/reset", post(reset))
@@ -75,12 +76,8 @@ fn error(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-async fn server_cert(
-    State(state): State<SharedState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let Some(inst) = state.instance_by_name(&name) else {
+async fn server_cert(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> Response {
+    let Some(inst) = app.instances.by_name(&name) else {
         return unknown_instance(&name);
     };
     let mode = serde_json::from_slice::<ServerCertRequest>(&body)
@@ -202,12 +199,8 @@ struct ProxyFaultRequest {
 
 /// `POST /instances/{name}/proxy {"mode":"drop-after-bytes","bytes":N}`:
 /// how that instance's proxy treats new connections, until set back to `normal`.
-async fn proxy_fault(
-    State(state): State<SharedState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let Some(inst) = state.instance_by_name(&name) else {
+async fn proxy_fault(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> Response {
+    let Some(inst) = app.instances.by_name(&name) else {
         return unknown_instance(&name);
     };
     let Ok(req) = serde_json::from_slice::<ProxyFaultRequest>(&body) else {
@@ -233,12 +226,8 @@ struct MdxModeRequest {
 
 /// `POST /instances/{alloydb uri}/mdx {"mode":"error","message":"…"}`: how that AlloyDB
 /// instance's proxy answers metadata exchanges, until set back to `normal`.
-async fn mdx_mode(
-    State(state): State<SharedState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let inst = match state.instance_by_name(&name) {
+async fn mdx_mode(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> Response {
+    let inst = match app.instances.by_name(&name) {
         Some(NamedInstance::AlloyDb(i)) => i,
         Some(NamedInstance::CloudSql(_)) => {
             return error(

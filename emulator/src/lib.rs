@@ -5,12 +5,22 @@
 //! answer the metadata exchanges and perform automatic IAM database authentication for
 //! Postgres (Cloud SQL and AlloyDB) and MySQL. See the project's
 //! shared/spec/cloudsql-protocol.md §3, §6, §7 and §8.3, and shared/spec/alloydb-protocol.md.
+//!
+//! The two services are laid out alike: `cloudsql` and `alloydb` each hold their Admin
+//! API (`admin`), PKI (`certs`), running instances (`instance`), metadata exchange
+//! (`mdx`), proxy (`proxy`) and configuration (`spec`). What they share sits at the top,
+//! often under the same name (`admin`, `certs`, `instance`, `proxy`, `spec`, `state`,
+//! and the tokens, counters, faults and wire protocols); the service folders import from
+//! it, never the other way round. Only `app`, `config`, `control` and `server` see both
+//! services, to dispatch between them.
 
 pub mod admin;
 pub mod alloydb;
+pub mod app;
 pub mod calls;
 pub mod certs;
 pub mod client_tls;
+pub mod cloudsql;
 pub mod config;
 pub mod control;
 pub mod credentials;
@@ -20,7 +30,6 @@ pub mod iam;
 pub mod inbound;
 pub mod instance;
 pub mod jwt;
-pub mod mdx;
 pub mod metadata;
 pub mod mysql;
 pub mod oauth;
@@ -28,6 +37,7 @@ pub mod pgwire;
 pub mod proto;
 pub mod proxy;
 pub mod server;
+pub mod spec;
 pub mod state;
 pub mod tamper;
 pub mod tokens;

@@ -1,18 +1,18 @@
-//! The server-side proxy of each instance: TLS 1.3 on `<public_ip>:3307` with a required,
-//! verified client certificate; then, where configured, the metadata exchange (`mdx`) and
-//! the IAM login check (`iam` for Postgres, `mysql` for MySQL); then plain bytes to and
-//! from the instance's backend. A test can make the proxy misbehave ([`ProxyFault`]) or
-//! present a wrong server certificate or hostile TLS settings ([`ProxyControls`]), and
-//! read what each proxy saw ([`crate::calls::ProxyStats`]).
+//! What every instance's server-side proxy shares, whichever service: the listeners (a
+//! random loopback address per endpoint), TLS 1.3 with a required, verified client
+//! certificate, the accept loop, the handshake faults, and the relay to and from the
+//! instance's backend. A test can make the proxy misbehave ([`ProxyFault`]) or present a
+//! wrong server certificate or hostile TLS settings ([`ProxyControls`]), and read what each
+//! proxy saw ([`crate::calls::ProxyStats`]).
 //!
-//! The accept loop, the TLS handshake, the faults and the relay are shared with the
-//! AlloyDB proxies (`alloydb::proxy`), which implement [`Endpoint`] for what follows
-//! the handshake.
+//! Each service implements [`Endpoint`] for what follows the handshake: Cloud SQL's proxy
+//! (`cloudsql::proxy`) runs the metadata exchange where configured and the IAM login check,
+//! AlloyDB's (`alloydb::proxy`) its mandatory metadata exchange and IAM login.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rand::Rng;
 use rustls::server::WebPkiClientVerifier;
@@ -25,14 +25,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::calls::ProxyStats;
 use crate::certs::{ServerCertMode, ServerChains};
 pub use crate::client_tls::ClientTls;
-use crate::config::TlsSuite;
 use crate::inbound::Inbound;
-use crate::instance::Instance;
-use crate::state::{AppState, SharedState};
-use crate::{iam, mdx, mysql};
+use crate::spec::TlsSuite;
+use crate::state::SharedState;
 
-/// Google's server-side proxy port; clients always dial `<ip>:3307`.
-pub const SERVER_PROXY_PORT: u16 = 3307;
 /// Give up on a TLS handshake or backend dial after this long.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -111,8 +107,8 @@ pub fn build_server_config(
     Ok(Arc::new(config))
 }
 
-/// Binds `<ip>:<port>` (3307 for Cloud SQL, 5433 for AlloyDB). Without a fixed IP, picks a
-/// random `127.a.b.c` (a in 2..=254) and tries others while the port is taken.
+/// Binds `<ip>:<port>` (the service's proxy port). Without a fixed IP, picks a random
+/// `127.a.b.c` (a in 2..=254) and tries others while the port is taken.
 pub async fn bind(fixed: Option<IpAddr>, port: u16) -> Result<TcpListener, String> {
     if let Some(ip) = fixed {
         return TcpListener::bind(SocketAddr::new(ip, port))
@@ -130,6 +126,13 @@ pub async fn bind(fixed: Option<IpAddr>, port: u16) -> Result<TcpListener, Strin
     Err(format!(
         "no free loopback address for a proxy (last: {last_err})"
     ))
+}
+
+/// [`bind`], and the address it bound.
+pub async fn bind_ip(fixed: Option<IpAddr>, port: u16) -> Result<(TcpListener, IpAddr), String> {
+    let listener = bind(fixed, port).await?;
+    let ip = listener.local_addr().map_err(|e| e.to_string())?.ip();
+    Ok((listener, ip))
 }
 
 fn random_loopback() -> IpAddr {
@@ -160,6 +163,14 @@ pub enum ProxyFault {
 }
 
 impl ProxyFault {
+    /// After how many backend bytes the relay cuts both sides, if at all.
+    pub fn cut_after(self) -> Option<u64> {
+        match self {
+            Self::DropAfterBytes(n) => Some(n),
+            _ => None,
+        }
+    }
+
     /// `normal`, `refuse`, `drop-after-handshake`, `drop-after-bytes` with `bytes`,
     /// `cut-after-client-hello` or `cut-mid-server-flight`.
     pub fn parse(mode: &str, bytes: Option<u64>) -> Result<Self, String> {
@@ -381,148 +392,6 @@ async fn cut_handshake(
     }
     close_after_refusal(Inbound::new(tcp)).await;
     Ok(())
-}
-
-impl Endpoint for Instance {
-    fn name(&self) -> String {
-        self.spec.connection_name()
-    }
-
-    fn controls(&self) -> &ProxyControls {
-        &self.controls
-    }
-
-    async fn serve_tls(
-        self: Arc<Self>,
-        tls: ClientTls,
-        peer: SocketAddr,
-        fault: ProxyFault,
-        state: SharedState,
-    ) -> Result<(), String> {
-        serve_cloudsql(tls, peer, fault, &self, &state).await
-    }
-}
-
-/// What the checks before the relay decided.
-enum Admission {
-    /// The client was refused (and told): close.
-    Refused,
-    /// Relay; `Some` if the backend is already connected (MySQL IAM logins), with how many
-    /// of its bytes already went to the client.
-    Relay(Option<(TcpStream, u64)>),
-}
-
-/// A Cloud SQL connection after its TLS handshake.
-async fn serve_cloudsql(
-    tls: ClientTls,
-    peer: SocketAddr,
-    fault: ProxyFault,
-    instance: &Instance,
-    state: &AppState,
-) -> Result<(), String> {
-    let serial = tls
-        .tls()
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|leaf| iam::certificate_serial(leaf));
-    let mut inbound = Inbound::new(tls);
-    // Google's proxy finishes these before it opens the database connection (MySQL: before
-    // it relays the login), and a refused client must never log in to the backend.
-    let admitted = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        before_relay(&mut inbound, instance, state, serial.as_deref(), peer.ip()),
-    )
-    .await
-    .map_err(|_| "client stalled before its login".to_string());
-    match admitted {
-        Ok(Ok(Admission::Relay(upstream))) => {
-            let cut_after = match fault {
-                ProxyFault::DropAfterBytes(n) => Some(n),
-                _ => None,
-            };
-            relay(inbound, upstream, &instance.spec.backend, cut_after).await
-        }
-        Ok(Ok(Admission::Refused)) => {
-            close_after_refusal(inbound).await;
-            Ok(())
-        }
-        Ok(Err(e)) if is_plain_close(&e) => Ok(()),
-        Ok(Err(e)) => Err(format!("before the relay: {e}")),
-        Err(e) => Err(e),
-    }
-}
-
-/// The metadata exchange and the IAM login check.
-async fn before_relay(
-    inbound: &mut Inbound<ClientTls>,
-    instance: &Instance,
-    state: &AppState,
-    serial: Option<&str>,
-    client_ip: IpAddr,
-) -> std::io::Result<Admission> {
-    let name = instance.spec.connection_name();
-    // Only if enabled: clients of MySQL (which speaks first) send nothing, so the wait for
-    // an MDX request would delay every one of their connections.
-    if instance.spec.mdx {
-        match mdx::serve(inbound).await? {
-            mdx::Outcome::Absent => {}
-            mdx::Outcome::Accepted(req) => {
-                let protocol = req.client_protocol_type.name();
-                state
-                    .calls
-                    .record_mdx(&instance.spec.api_key(), Some(&protocol));
-                eprintln!(
-                    "proxy {name}: metadata exchange: client_protocol_type={protocol} \
-                     user_agent={:?}",
-                    req.user_agent
-                );
-            }
-            mdx::Outcome::Rejected(why) => {
-                state.calls.record_mdx(&instance.spec.api_key(), None);
-                eprintln!("proxy {name}: metadata exchange refused: {why}");
-                return Ok(Admission::Refused);
-            }
-        }
-    }
-    let version = &instance.spec.database_version;
-    let (postgres, mysql) = (iam::is_postgres(version), version.starts_with("MYSQL"));
-    if !postgres && !mysql {
-        return Ok(Admission::Relay(None));
-    }
-    // Certificates without an IAM login are for password logins: nothing to check.
-    let Some(binding) = serial.and_then(|s| state.ephemeral_principals.get(s)) else {
-        return Ok(Admission::Relay(None));
-    };
-    if mysql {
-        let backend = &instance.spec.backend;
-        let mut upstream = connect_backend(backend)
-            .await
-            .map_err(std::io::Error::other)?;
-        return match mysql::login(inbound, &mut upstream, &binding, client_ip).await? {
-            mysql::Login::Admitted { user, greeting_len } => {
-                eprintln!("proxy {name}: IAM login as {user:?}");
-                Ok(Admission::Relay(Some((upstream, greeting_len as u64))))
-            }
-            mysql::Login::Refused { reason, .. } => {
-                eprintln!("proxy {name}: IAM login refused: {reason}");
-                Ok(Admission::Refused)
-            }
-        };
-    }
-    let check = |user: Option<&str>| iam::check_postgres_login(&binding, user, SystemTime::now());
-    match iam::postgres_login(inbound, check).await? {
-        iam::Login::Admitted(user) => {
-            eprintln!("proxy {name}: IAM login as {user:?}");
-            Ok(Admission::Relay(None))
-        }
-        iam::Login::Cancel => Ok(Admission::Relay(None)),
-        iam::Login::Refused(r) => {
-            eprintln!("proxy {name}: IAM login refused: {}", r.reason);
-            Ok(Admission::Refused)
-        }
-    }
 }
 
 /// Closes a connection whose refusal (or cut) is already written: close_notify (on TLS)

@@ -16,22 +16,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use rsa::RsaPrivateKey;
-
-use crate::alloydb::certs::ClusterCa;
-use crate::alloydb::instance::AlloyDbInstance;
-use crate::alloydb::proxy::ALLOYDB_PROXY_PORT;
-use crate::alloydb::spec::AlloyDbSpec;
-use crate::certs::{generate_rsa_keys, CertAuthority, InstanceCerts, InstanceKeys};
-use crate::config::{CaMode, InstanceSpec, Options, Spec};
+use crate::alloydb::instance::{AlloyDbInstance, ClusterCas, ALLOYDB_PROXY_PORT};
+use crate::app::{self, App, Instances};
+use crate::certs::{generate_rsa_keys, CertAuthority};
+use crate::cloudsql::certs::InstanceKeys;
+use crate::cloudsql::instance::{Instance, SERVER_PROXY_PORT};
+use crate::config::{Options, Spec};
 use crate::credentials::{Credentials, SERVICE_ACCOUNT_EMAIL};
-use crate::instance::{generate_dns_name, generate_psc_dns_name, Instance, PscEndpoint};
-use crate::proxy::SERVER_PROXY_PORT;
 use crate::state::{AppState, SharedState};
 use crate::tokens::TokenStore;
-use crate::{admin, control, metadata, oauth, proxy};
+use crate::{control, metadata, oauth, proxy};
 
 /// One instance in the ready line.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +116,8 @@ pub struct Running {
     pub ready: Ready,
     /// The shared state (for in-process tests and embedding).
     pub state: SharedState,
+    /// Both services' instances (likewise).
+    pub instances: Arc<Instances>,
     stop: watch::Sender<bool>,
     http_tasks: Vec<JoinHandle<()>>,
     proxy_tasks: Vec<JoinHandle<()>>,
@@ -171,77 +169,16 @@ async fn bind_local() -> Result<TcpListener, String> {
 }
 
 /// How many RSA keys `specs` need: per Cloud SQL instance as its CA mode says; per AlloyDB
-/// instance one (its server leaf) plus two per cluster (root and intermediate).
+/// instance as its cluster says.
 fn keys_needed(specs: &[Spec]) -> usize {
-    let mut clusters = std::collections::HashSet::new();
+    let mut clusters = HashSet::new();
     specs
         .iter()
         .map(|s| match s {
             Spec::CloudSql(c) => InstanceKeys::count(c.ca_mode),
-            Spec::AlloyDb(a) => 1 + 2 * usize::from(clusters.insert(a.uri.cluster_parent())),
+            Spec::AlloyDb(a) => AlloyDbInstance::keys_needed(a, &mut clusters),
         })
         .sum()
-}
-
-/// Binds a Cloud SQL instance's proxy listeners (port 3307) and builds its certificates.
-async fn launch_cloudsql(
-    spec: &InstanceSpec,
-    keys: &mut Vec<RsaPrivateKey>,
-    unrelated: &CertAuthority,
-) -> Result<(Instance, Vec<TcpListener>), String> {
-    let dns_name = (spec.ca_mode == CaMode::Cas).then(|| generate_dns_name(&spec.region));
-    let ikeys = InstanceKeys::take(spec.ca_mode, keys)?;
-    let certs = InstanceCerts::build(spec, dns_name.as_deref(), ikeys, unrelated)?;
-    let listener = proxy::bind(spec.public_ip, SERVER_PROXY_PORT).await?;
-    let ip = listener.local_addr().map_err(|e| e.to_string())?.ip();
-    let private = match spec.private_ip {
-        Some(choice) => Some(proxy::bind(choice.fixed(), SERVER_PROXY_PORT).await?),
-        None => None,
-    };
-    let private_ip = private
-        .as_ref()
-        .map(|l| l.local_addr().map(|a| a.ip()))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let psc_listener = match spec.psc {
-        true => Some(proxy::bind(None, SERVER_PROXY_PORT).await?),
-        false => None,
-    };
-    let psc = psc_listener
-        .as_ref()
-        .map(|l| l.local_addr().map(|a| a.ip()))
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .map(|ip| PscEndpoint {
-            ip,
-            dns_name: generate_psc_dns_name(&spec.region),
-        });
-    let inst = Instance::new(spec.clone(), ip, private_ip, psc, dns_name, certs)?;
-    let listeners = [Some(listener), private, psc_listener]
-        .into_iter()
-        .flatten()
-        .collect();
-    Ok((inst, listeners))
-}
-
-/// Builds (or reuses) the CA of an AlloyDB instance's cluster, then launches the instance.
-async fn launch_alloydb(
-    spec: &AlloyDbSpec,
-    keys: &mut Vec<RsaPrivateKey>,
-    clusters: &mut HashMap<String, Arc<ClusterCa>>,
-    unrelated: &CertAuthority,
-) -> Result<(AlloyDbInstance, Vec<TcpListener>), String> {
-    let mut next = || keys.pop().ok_or_else(|| "not enough RSA keys".to_string());
-    let parent = spec.uri.cluster_parent();
-    let ca = match clusters.get(&parent) {
-        Some(ca) => ca.clone(),
-        None => {
-            let ca = Arc::new(ClusterCa::build(&next()?, &next()?)?);
-            clusters.insert(parent, ca.clone());
-            ca
-        }
-    };
-    AlloyDbInstance::launch(spec.clone(), ca, &next()?, unrelated).await
 }
 
 /// Starts the emulator described by `opts`.
@@ -265,23 +202,23 @@ pub async fn start(opts: Options) -> Result<Running, String> {
 
     // In the order given, so the ready line lists them that way.
     let mut ready_instances = Vec::new();
-    let mut instances = Vec::new();
+    let mut cloudsql_instances = Vec::new();
     let mut alloydb_instances = Vec::new();
     let mut cloudsql_listeners = Vec::new();
     let mut alloydb_listeners = Vec::new();
-    let mut clusters = HashMap::new();
+    let mut clusters = ClusterCas::new();
     for spec in &opts.instances {
         match spec {
             Spec::CloudSql(spec) => {
-                let (inst, listeners) = launch_cloudsql(spec, &mut keys, &unrelated).await?;
+                let (inst, listeners) = Instance::launch(spec, &mut keys, &unrelated).await?;
                 let inst = Arc::new(inst);
                 ready_instances.push(ReadyInstance::cloudsql(&inst));
                 cloudsql_listeners.extend(listeners.into_iter().map(|l| (l, inst.clone())));
-                instances.push(inst);
+                cloudsql_instances.push(inst);
             }
             Spec::AlloyDb(spec) => {
                 let (inst, listeners) =
-                    launch_alloydb(spec, &mut keys, &mut clusters, &unrelated).await?;
+                    AlloyDbInstance::launch(spec, &mut keys, &mut clusters, &unrelated).await?;
                 let inst = Arc::new(inst);
                 ready_instances.push(ReadyInstance::alloydb(&inst));
                 alloydb_listeners.extend(listeners.into_iter().map(|l| (l, inst.clone())));
@@ -314,9 +251,9 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     };
 
     let tokens = TokenStore::new(Duration::from_secs(opts.token_lifetime_secs));
+    let instances = Arc::new(Instances::new(&cloudsql_instances, &alloydb_instances));
     let state: SharedState = Arc::new(AppState::new(
-        instances,
-        alloydb_instances,
+        instances.projects(),
         tokens,
         credentials,
         token_uri,
@@ -325,9 +262,12 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let admin_app = Router::new()
         .route("/token", post(oauth::token))
         .nest("/emulator/v1", control::router())
-        .fallback(admin::handle)
+        .fallback(app::admin_api)
         .layer(middleware::from_fn(log_requests))
-        .with_state(state.clone());
+        .with_state(App {
+            state: state.clone(),
+            instances: instances.clone(),
+        });
     let metadata_app = metadata::router(state.clone()).layer(middleware::from_fn(log_requests));
 
     let (stop, stop_rx) = watch::channel(false);
@@ -348,6 +288,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     Ok(Running {
         ready,
         state,
+        instances,
         stop,
         http_tasks,
         proxy_tasks,

@@ -148,6 +148,7 @@ fn at_5433(ip: &str) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL scripts/test starts (GCPDB_TEST_PG)"]
 async fn ready_line_and_admin_api() {
     let emu = emulator().await;
     let ready = &emu.ready;
@@ -425,6 +426,7 @@ async fn ready_line_and_admin_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL scripts/test starts (GCPDB_TEST_PG)"]
 async fn proxy_logins() {
     let emu = emulator().await;
     let api = Api::new(&emu, &[CLOUD_PLATFORM, ALLOYDB_LOGIN]).await;
@@ -594,6 +596,7 @@ async fn proxy_logins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL scripts/test starts (GCPDB_TEST_PG)"]
 async fn control_knobs() {
     let emu = emulator().await;
     let api = Api::new(&emu, &[CLOUD_PLATFORM, ALLOYDB_LOGIN]).await;
@@ -772,6 +775,7 @@ async fn control_knobs() {
 
 /// The binary: its ready line, and its log, which must never show a token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL scripts/test starts (GCPDB_TEST_PG)"]
 async fn binary_logs_without_secrets() {
     let pg = test_postgres();
     let emu = start_emulator(&[format!("{I1},backend={pg},private-ip=auto")], 600).await;

@@ -4,7 +4,7 @@
 //! with the call's token in its text.
 #![no_main]
 
-use gcp_db_connector::{fuzzing, Error};
+use gcp_db_connector::{fuzzing, ErrorKind};
 use gcp_db_connector_fuzz::status_and_body;
 use libfuzzer_sys::fuzz_target;
 
@@ -14,19 +14,23 @@ fuzz_target!(|data: &[u8]| {
     };
     match fuzzing::admin_api_answer(status, body) {
         Ok(()) => assert!((200..300).contains(&status)),
-        Err(Error::QuotaExceeded(e)) => {
-            assert!(status == 429 || e.code == "RESOURCE_EXHAUSTED");
-            assert_eq!(e.status, status);
-            let text = Error::QuotaExceeded(e).to_string();
+        Err(e) => {
+            let api = e
+                .api_error()
+                .unwrap_or_else(|| panic!("not an Admin API error: {e:?}"));
+            assert_eq!(api.status, status);
+            match e.kind() {
+                ErrorKind::QuotaExceeded => {
+                    assert!(status == 429 || api.code == "RESOURCE_EXHAUSTED")
+                }
+                ErrorKind::AdminApi => {
+                    assert!(!(200..300).contains(&status) && status != 429);
+                    assert_ne!(api.code, "RESOURCE_EXHAUSTED");
+                }
+                other => panic!("not an AdminApi or QuotaExceeded error: {other:?}"),
+            }
+            let text = e.to_string();
             assert!(!text.contains(fuzzing::ADMIN_API_TOKEN), "{text}");
         }
-        Err(Error::AdminApi(e)) => {
-            assert!(!(200..300).contains(&status) && status != 429);
-            assert_ne!(e.code, "RESOURCE_EXHAUSTED");
-            assert_eq!(e.status, status);
-            let text = Error::AdminApi(e).to_string();
-            assert!(!text.contains(fuzzing::ADMIN_API_TOKEN), "{text}");
-        }
-        Err(other) => panic!("not an AdminApi or QuotaExceeded error: {other:?}"),
     }
 });

@@ -47,6 +47,7 @@ pub mod command;
 pub mod compose;
 pub mod connector;
 pub mod keyvalue;
+pub mod kv_imports;
 pub mod pgwire;
 pub mod policy;
 pub mod query;
@@ -240,14 +241,14 @@ impl Host {
 
     /// `component` linked against WASI, `wasi:http` and, with `keyvalue`, the
     /// shared store; a `wasi:keyvalue` import without it is a clear error
-    /// ([`keyvalue::KeyValueImportError`]).
+    /// ([`kv_imports::KeyValueImportError`]).
     pub(crate) fn instance_pre(
         &self,
         component: &Component,
         keyvalue: bool,
     ) -> wasmtime::Result<InstancePre<State>> {
         let imports = component_imports(&self.engine, component);
-        keyvalue::check_imports(imports.iter().map(String::as_str), keyvalue)?;
+        kv_imports::check_imports(imports.iter().map(String::as_str), keyvalue)?;
         let linker = if keyvalue {
             &self.linker_keyvalue
         } else {

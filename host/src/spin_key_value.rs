@@ -16,7 +16,7 @@ use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
 
-use crate::KeyValueStore;
+use crate::keyvalue::KeyValueStore;
 
 #[allow(missing_docs)]
 mod bindings {

@@ -2,7 +2,8 @@
 //!
 //! Uses the component `gcp_db_host::connector::find_component` finds
 //! (`$GCP_DB_CONNECTOR_WASM`, else the wasm32-wasip2 release build in the
-//! target directory) and is skipped with a note on stderr when there is none.
+//! target directory); fails, saying so, when there is none. scripts/test
+//! builds it.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -11,26 +12,24 @@ use std::time::Duration;
 use gcp_db_host::connector::{
     find_component, find_component_kv, AccessTokens, Config, ConnectOptions, Credentials, Error,
 };
-use gcp_db_host::keyvalue::KeyValueImportError;
+use gcp_db_host::kv_imports::KeyValueImportError;
 use gcp_db_host::{ConnectorOptions, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn connector_wasm() -> Option<PathBuf> {
-    let found = find_component();
-    if found.is_none() {
-        eprintln!("skipping: the connector component is not built");
-    }
-    found
+fn connector_wasm() -> PathBuf {
+    find_component().expect(
+        "the connector component is not built: run scripts/test, or build it \
+         (cargo build --profile wasm --target wasm32-wasip2 -p gcp-db-connector-component)",
+    )
 }
 
 /// The `connector-component-kv` build (`$GCP_DB_CONNECTOR_KV_WASM` or the
-/// build output), or a skip note.
-fn connector_kv_wasm() -> Option<PathBuf> {
-    let found = find_component_kv();
-    if found.is_none() {
-        eprintln!("skipping: the connector component's keyvalue build is not built");
-    }
-    found
+/// build output).
+fn connector_kv_wasm() -> PathBuf {
+    find_component_kv().expect(
+        "the connector component's keyvalue build is not built: run scripts/test, which \
+         builds it (GCP_DB_CONNECTOR_KV_WASM)",
+    )
 }
 
 fn host() -> &'static Host {
@@ -52,8 +51,9 @@ fn token_config(admin_endpoint: &str) -> Config {
 }
 
 #[test]
+#[ignore = "needs the connector component built: scripts/test runs it"]
 fn exports_the_connector_interface() {
-    let Some(wasm) = connector_wasm() else { return };
+    let wasm = connector_wasm();
     let exports = host().exports(&wasm).unwrap();
     assert!(
         exports
@@ -69,8 +69,9 @@ fn exports_the_connector_interface() {
 }
 
 #[tokio::test]
+#[ignore = "needs the connector component built: scripts/test runs it"]
 async fn invalid_instance_name_is_reported() {
-    let Some(wasm) = connector_wasm() else { return };
+    let wasm = connector_wasm();
     let mut inst = host()
         .instantiate_connector(&wasm, vec![], vec![])
         .await
@@ -91,8 +92,9 @@ async fn invalid_instance_name_is_reported() {
 }
 
 #[tokio::test]
+#[ignore = "needs the connector component built: scripts/test runs it"]
 async fn admin_api_errors_come_from_a_loopback_server() {
-    let Some(wasm) = connector_wasm() else { return };
+    let wasm = connector_wasm();
     // A stand-in Admin API that refuses everything with Google's error shape.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -148,8 +150,9 @@ async fn admin_api_errors_come_from_a_loopback_server() {
 }
 
 #[tokio::test]
+#[ignore = "needs the connector component built: scripts/test runs it"]
 async fn non_loopback_endpoints_are_denied_without_network() {
-    let Some(wasm) = connector_wasm() else { return };
+    let wasm = connector_wasm();
     let mut inst = host()
         .instantiate_connector(&wasm, vec![], vec![])
         .await
@@ -170,8 +173,9 @@ async fn non_loopback_endpoints_are_denied_without_network() {
 }
 
 #[tokio::test]
+#[ignore = "needs the connector component built: scripts/test runs it"]
 async fn the_plain_build_instantiates_with_or_without_the_store() {
-    let Some(wasm) = connector_wasm() else { return };
+    let wasm = connector_wasm();
     let opts = ConnectorOptions {
         keyvalue: true,
         ..Default::default()
@@ -188,10 +192,9 @@ async fn the_plain_build_instantiates_with_or_without_the_store() {
 }
 
 #[tokio::test]
+#[ignore = "needs the connector component built: scripts/test runs it"]
 async fn the_keyvalue_build_needs_the_store() {
-    let Some(wasm) = connector_kv_wasm() else {
-        return;
-    };
+    let wasm = connector_kv_wasm();
     let err = match host().instantiate_connector(&wasm, vec![], vec![]).await {
         Ok(_) => panic!("the keyvalue build instantiated without a store"),
         Err(err) => err,

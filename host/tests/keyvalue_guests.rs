@@ -2,14 +2,14 @@
 //! (a fresh instance per request, real HTTP) and run by `Host::run_command`,
 //! show that the host's store is one store shared by every instance.
 //!
-//! Skipped (with a note on stderr) when the `wasm32-wasip2` target is not
-//! installed.
+//! Needs the `wasm32-wasip2` target (scripts/test installs it), and fails
+//! saying so without it.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use gcp_db_host::keyvalue::KeyValueImportError;
+use gcp_db_host::kv_imports::KeyValueImportError;
 use gcp_db_host::{CommandOptions, Host, KeyValueStore, ServeOptions, Server};
 
 mod support;
@@ -113,8 +113,8 @@ fn source(template: &str) -> String {
     template.replace("@KEYVALUE_BINDINGS@", &bindings)
 }
 
-fn proxy_guest() -> Option<&'static Path> {
-    static GUEST: OnceLock<Option<PathBuf>> = OnceLock::new();
+fn proxy_guest() -> &'static Path {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
     GUEST
         .get_or_init(|| {
             support::build(&support::Guest {
@@ -124,11 +124,11 @@ fn proxy_guest() -> Option<&'static Path> {
                 files: &[("src/lib.rs", &source(PROXY_LIB))],
             })
         })
-        .as_deref()
+        .as_path()
 }
 
-fn command_guest() -> Option<&'static Path> {
-    static GUEST: OnceLock<Option<PathBuf>> = OnceLock::new();
+fn command_guest() -> &'static Path {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
     GUEST
         .get_or_init(|| {
             support::build(&support::Guest {
@@ -138,7 +138,7 @@ fn command_guest() -> Option<&'static Path> {
                 files: &[("src/main.rs", &source(COMMAND_MAIN))],
             })
         })
-        .as_deref()
+        .as_path()
 }
 
 /// One `GET` with a real HTTP client: (status, body). Blocking, so call it
@@ -182,8 +182,9 @@ async fn serve(host: &Host, wasm: &Path, keyvalue: bool) -> Server {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn served_instances_share_one_store() {
-    let Some(wasm) = proxy_guest() else { return };
+    let wasm = proxy_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, true).await;
     let base = format!("http://{}", server.addr());
@@ -217,8 +218,9 @@ async fn served_instances_share_one_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn requests_run_concurrently() {
-    let Some(wasm) = proxy_guest() else { return };
+    let wasm = proxy_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, true).await;
     let url = format!("http://{}/slow", server.addr());
@@ -242,8 +244,9 @@ async fn requests_run_concurrently() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn a_trapping_request_is_a_500_and_the_next_one_works() {
-    let Some(wasm) = proxy_guest() else { return };
+    let wasm = proxy_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, true).await;
     let base = format!("http://{}", server.addr());
@@ -259,8 +262,9 @@ async fn a_trapping_request_is_a_500_and_the_next_one_works() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn without_keyvalue_serve_refuses_a_keyvalue_guest() {
-    let Some(wasm) = proxy_guest() else { return };
+    let wasm = proxy_guest();
     let host = Host::new().unwrap();
     let err = host
         .serve(wasm, ServeOptions::default())
@@ -279,8 +283,9 @@ async fn without_keyvalue_serve_refuses_a_keyvalue_guest() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn a_stopped_server_stops_listening() {
-    let Some(wasm) = proxy_guest() else { return };
+    let wasm = proxy_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, true).await;
     let addr = server.addr();
@@ -304,8 +309,9 @@ async fn a_stopped_server_stops_listening() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn commands_share_the_store_across_runs() {
-    let Some(wasm) = command_guest() else { return };
+    let wasm = command_guest();
     let host = Host::new()
         .unwrap()
         .with_keyvalue_store(KeyValueStore::new(["default", "other"]));
@@ -351,8 +357,9 @@ async fn commands_share_the_store_across_runs() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn a_store_without_the_bucket_answers_no_such_store() {
-    let Some(wasm) = command_guest() else { return };
+    let wasm = command_guest();
     let host = Host::new()
         .unwrap()
         .with_keyvalue_store(KeyValueStore::new(["cache"]));
@@ -367,8 +374,9 @@ async fn a_store_without_the_bucket_answers_no_such_store() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn a_command_is_not_a_proxy() {
-    let Some(wasm) = command_guest() else { return };
+    let wasm = command_guest();
     let host = Host::new().unwrap();
     let opts = ServeOptions {
         keyvalue: true,
@@ -384,8 +392,9 @@ async fn a_command_is_not_a_proxy() {
 /// copy of the preset data, and any bucket but "" does not exist. Hence the
 /// project's host provides the shared store the connector's cache needs.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn wasmtime_serves_own_keyvalue_store_does_not_outlive_a_request() {
-    let Some(wasm) = proxy_guest() else { return };
+    let wasm = proxy_guest();
     let wasmtime = std::env::var("GCPDB_WASMTIME")
         .expect("GCPDB_WASMTIME is not set: run the tests with scripts/test");
     let addr = std::net::TcpListener::bind("127.0.0.1:0")

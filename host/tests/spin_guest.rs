@@ -21,27 +21,23 @@ use gcp_db_host::{Host, ServeOptions, Server};
 
 mod support;
 
-/// `spin_messages.wasm` without `spin-kv`, or `None` when the wasm32-wasip2
-/// target is not installed.
-fn spin_guest() -> Option<&'static Path> {
-    static WASM: OnceLock<Option<PathBuf>> = OnceLock::new();
-    WASM.get_or_init(|| build_spin_messages(false)).as_deref()
+/// `spin_messages.wasm` without `spin-kv`.
+fn spin_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| build_spin_messages(false)).as_path()
 }
 
-/// `spin_messages.wasm` with its default features (`spin-kv`), or `None`
-/// when the wasm32-wasip2 target is not installed.
-fn spin_kv_guest() -> Option<&'static Path> {
-    static WASM: OnceLock<Option<PathBuf>> = OnceLock::new();
-    WASM.get_or_init(|| build_spin_messages(true)).as_deref()
+/// `spin_messages.wasm` with its default features (`spin-kv`).
+fn spin_kv_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| build_spin_messages(true)).as_path()
 }
 
 /// Builds the example, each feature set into its own target directory (the
 /// two builds may run at once from parallel tests).
-fn build_spin_messages(spin_kv: bool) -> Option<PathBuf> {
+fn build_spin_messages(spin_kv: bool) -> PathBuf {
     {
-        if !support::wasip2_installed() {
-            return None;
-        }
+        support::require_wasip2();
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let name = if spin_kv {
             "spin-kv-target"
@@ -77,7 +73,7 @@ fn build_spin_messages(spin_kv: bool) -> Option<PathBuf> {
             .status()
             .expect("run cargo for spin-messages");
         assert!(status.success(), "building spin-messages failed");
-        Some(target_dir.join("wasm32-wasip2/release/spin_messages.wasm"))
+        target_dir.join("wasm32-wasip2/release/spin_messages.wasm")
     }
 }
 
@@ -127,11 +123,10 @@ async fn handle(_req: Request) -> impl IntoResponse {
 }
 "#;
 
-/// The counter guest, or `None` when the wasm32-wasip2 target is not
-/// installed. It starts from the workspace's `Cargo.lock`, so it resolves
+/// The counter guest. It starts from the workspace's `Cargo.lock`, so it resolves
 /// the spin-sdk the example already uses.
-fn counter_guest() -> Option<&'static Path> {
-    static WASM: OnceLock<Option<PathBuf>> = OnceLock::new();
+fn counter_guest() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
         let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
         let lock = std::fs::read_to_string(lock).expect("the workspace Cargo.lock");
@@ -143,7 +138,7 @@ fn counter_guest() -> Option<&'static Path> {
             files: &[("src/lib.rs", COUNTER_SOURCE), ("Cargo.lock", &lock)],
         })
     })
-    .as_deref()
+    .as_path()
 }
 
 async fn serve(host: &Host, wasm: &Path, env: &[(&str, &str)]) -> Server {
@@ -206,8 +201,9 @@ fn error_of(body: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn the_component_is_a_wasi_0_3_handler() {
-    let Some(wasm) = spin_guest() else { return };
+    let wasm = spin_guest();
     let host = Host::new().unwrap();
     let exports = host.exports(wasm).unwrap();
     assert!(
@@ -233,8 +229,9 @@ async fn the_component_is_a_wasi_0_3_handler() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn without_instance_it_answers_500_json() {
-    let Some(wasm) = spin_guest() else { return };
+    let wasm = spin_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, &[]).await;
     let base = format!("http://{}/", server.addr());
@@ -256,8 +253,9 @@ async fn without_instance_it_answers_500_json() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn a_malformed_instance_is_a_typed_error() {
-    let Some(wasm) = spin_guest() else { return };
+    let wasm = spin_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, &[("INSTANCE", "not-an-instance")]).await;
     let (status, _, body) = request("GET", format!("http://{}/", server.addr()), "").await;
@@ -271,8 +269,9 @@ async fn a_malformed_instance_is_a_typed_error() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn concurrent_requests_each_get_an_answer() {
-    let Some(wasm) = spin_guest() else { return };
+    let wasm = spin_guest();
     let host = Host::new().unwrap();
     let server = serve(&host, wasm, &[]).await;
     let url = format!("http://{}/", server.addr());
@@ -290,8 +289,9 @@ async fn concurrent_requests_each_get_an_answer() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn spin_key_value_keeps_a_counter_across_instances() {
-    let Some(wasm) = counter_guest() else { return };
+    let wasm = counter_guest();
     let host = Host::new().unwrap();
     let imports = host.imports(wasm).unwrap();
     assert!(
@@ -328,8 +328,9 @@ async fn spin_key_value_keeps_a_counter_across_instances() {
 }
 
 #[tokio::test]
+#[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn the_spin_kv_example_is_served_with_keyvalue_only() {
-    let Some(wasm) = spin_kv_guest() else { return };
+    let wasm = spin_kv_guest();
     let host = Host::new().unwrap();
     let imports = host.imports(wasm).unwrap();
     assert!(

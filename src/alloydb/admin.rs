@@ -8,9 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::instance_uri::AlloyDbInstanceUri;
+use crate::error::Error;
 use crate::google_api::ApiClient;
 use crate::http::Request;
-use crate::{AlloyDbInstanceUri, Error};
 
 /// Google's AlloyDB Admin API endpoint.
 pub const DEFAULT_ALLOYDB_ADMIN_ENDPOINT: &str = "https://alloydb.googleapis.com";
@@ -90,14 +91,16 @@ pub(crate) struct ClientCertificate {
 
 /// Parses a `connectionInfo` answer.
 pub(crate) fn parse_connection_info(body: &[u8]) -> Result<InstanceConnectionInfo, Error> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::InstanceMetadata(format!("connectionInfo is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Error::instance_metadata(format!("connectionInfo is not valid JSON: {e}")).with_source(e)
+    })
 }
 
 /// Parses a `generateClientCertificate` answer.
 pub(crate) fn parse_client_certificate(body: &[u8]) -> Result<ClientCertificate, Error> {
     serde_json::from_slice(body).map_err(|e| {
-        Error::InstanceMetadata(format!("generateClientCertificate is not valid JSON: {e}"))
+        Error::instance_metadata(format!("generateClientCertificate is not valid JSON: {e}"))
+            .with_source(e)
     })
 }
 
@@ -176,16 +179,12 @@ mod tests {
     #[test]
     fn malformed_answers_are_metadata_errors() {
         for bad in [&b"<html>"[..], br#"{"ipAddress": 5}"#, b"[]"] {
-            assert!(matches!(
-                parse_connection_info(bad),
-                Err(Error::InstanceMetadata(_))
-            ));
+            let e = parse_connection_info(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::InstanceMetadata);
         }
         for bad in [&b"{"[..], br#"{"pemCertificateChain": "x"}"#] {
-            assert!(matches!(
-                parse_client_certificate(bad),
-                Err(Error::InstanceMetadata(_))
-            ));
+            let e = parse_client_certificate(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::InstanceMetadata);
         }
     }
 }

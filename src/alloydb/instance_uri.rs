@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use crate::instance_name::check_id;
-use crate::Error;
+use crate::error::Error;
+use crate::ids::check_id;
 
 /// A checked AlloyDB instance URI.
 ///
@@ -24,14 +24,13 @@ pub struct AlloyDbInstanceUri {
 /// The URI form, for error messages.
 pub(crate) const EXPECTED: &str =
     "projects/PROJECT/locations/REGION/clusters/CLUSTER/instances/INSTANCE";
+/// What a URI is called, for error messages.
+const WHAT: &str = "AlloyDB instance URI";
 
 impl AlloyDbInstanceUri {
     /// Parses `projects/P/locations/R/clusters/C/instances/I`.
     pub fn parse(uri: &str) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::InvalidInstanceName {
-            name: uri.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_instance_name(uri, WHAT, reason, EXPECTED);
         let segments: Vec<&str> = uri.split('/').collect();
         let [projects, project, locations, region, clusters, cluster, instances, instance] =
             segments.as_slice()
@@ -188,13 +187,14 @@ mod tests {
                 "instance contains '%'",
             ),
         ] {
-            match AlloyDbInstanceUri::parse(bad) {
-                Err(Error::InvalidInstanceName { name, reason }) => {
-                    assert_eq!(name, bad);
-                    assert!(reason.contains(why), "{bad:?}: {reason:?} lacks {why:?}");
-                }
-                other => panic!("{bad:?} gave {other:?}"),
-            }
+            let e = AlloyDbInstanceUri::parse(bad).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                crate::error::ErrorKind::InvalidInstanceName,
+                "{bad:?}"
+            );
+            assert_eq!(e.instance(), Some(bad));
+            assert!(e.message().contains(why), "{bad:?}: {e:?} lacks {why:?}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The AlloyDB metadata exchange, right after the TLS handshake and before
 //! any Postgres byte (`google.cloud.alloydb.connectors.v1`); `crate::mdx`
-//! runs it. It carries the alloydb.login token, which the server-side proxy
+//! reads its response. It carries the alloydb.login token, which the server-side proxy
 //! checks for `alloydb.instances.connect` and, under AUTO_IAM, logs the
 //! database user in with.
 //!
@@ -13,11 +13,46 @@
 
 use prost::Message;
 
-use crate::mdx;
-use crate::Error;
+use crate::error::Error;
+use crate::mdx::{self, ExchangeRecord, MetadataExchange};
+use crate::secret::Secret;
 
 /// The length prefix.
-pub(crate) const HEADER_LEN: usize = 4;
+const HEADER_LEN: usize = 4;
+
+/// AlloyDB's exchange: the alloydb.login token, and whether to log its
+/// principal in (AUTO_IAM) or leave the login to the database (DB_NATIVE).
+#[derive(Debug, Clone)]
+pub(crate) struct AlloyDbExchange {
+    pub user_agent: String,
+    pub token: Secret,
+    pub iam: bool,
+}
+
+impl MetadataExchange for AlloyDbExchange {
+    fn request(&self) -> Vec<u8> {
+        request(&self.user_agent, self.token.expose(), self.iam)
+    }
+
+    fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    fn body_len(&self, header: &[u8]) -> Result<usize, Error> {
+        response_length(header)
+    }
+
+    fn check(&self, body: &[u8]) -> Result<(), Error> {
+        check_response(body)
+    }
+
+    fn record(&self) -> ExchangeRecord {
+        ExchangeRecord {
+            login_token: Some(self.token.clone()),
+            auto_iam: self.iam,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
 #[repr(i32)]
@@ -46,16 +81,16 @@ struct MetadataExchangeRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct MetadataExchangeResponse {
+struct MetadataExchangeResponse {
     #[prost(enumeration = "ResponseCode", tag = "1")]
-    pub(crate) response_code: i32,
+    response_code: i32,
     #[prost(string, tag = "2")]
-    pub(crate) error: String,
+    error: String,
 }
 
 /// The framed request: AUTO_IAM when `iam`, else DB_NATIVE; the token is sent
 /// either way.
-pub(crate) fn request(user_agent: &str, token: &str, iam: bool) -> Vec<u8> {
+fn request(user_agent: &str, token: &str, iam: bool) -> Vec<u8> {
     let auth_type = if iam {
         AuthType::AutoIam
     } else {
@@ -75,35 +110,86 @@ pub(crate) fn request(user_agent: &str, token: &str, iam: bool) -> Vec<u8> {
 }
 
 /// Checks the length prefix; returns the body length.
-pub(crate) fn response_length(header: &[u8]) -> Result<usize, Error> {
+fn response_length(header: &[u8]) -> Result<usize, Error> {
     let Some(&[a, b, c, d]) = header.get(..HEADER_LEN) else {
-        return Err(Error::MetadataExchange(
-            "short metadata exchange response header".into(),
+        return Err(Error::metadata_exchange(
+            "short metadata exchange response header",
         ));
     };
     // A Postgres ErrorResponse starts with 'E': the server is not expecting
     // the exchange (Go's connector once panicked on this, reading 0x45… as a
     // length).
     if a == b'E' {
-        return Err(Error::MetadataExchange(
+        return Err(Error::metadata_exchange(
             "the server answered with a Postgres error instead of the metadata exchange; \
-             it does not expect one on this port"
-                .into(),
+             it does not expect one on this port",
         ));
     }
     mdx::bounded_length([a, b, c, d])
 }
 
 /// Decodes a response body: `Ok` if the server accepted, else the server's
-/// message as [`Error::MetadataExchange`].
-pub(crate) fn check_response(body: &[u8]) -> Result<(), Error> {
+/// message as a metadata exchange error.
+fn check_response(body: &[u8]) -> Result<(), Error> {
     let r = MetadataExchangeResponse::decode(body).map_err(mdx::malformed)?;
     mdx::outcome(r.response_code, &r.error)
+}
+
+/// A response body as (code, message), undecided (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_response(body: &[u8]) -> Option<(i32, String)> {
+    MetadataExchangeResponse::decode(body)
+        .ok()
+        .map(|r| (r.response_code, r.error))
+}
+
+/// A response body, as the server-side proxy sends it (for the fuzz
+/// targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn encode_response(code: i32, message: &str) -> Vec<u8> {
+    MetadataExchangeResponse {
+        response_code: code,
+        error: message.to_string(),
+    }
+    .encode_to_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+
+    fn exchange(iam: bool) -> AlloyDbExchange {
+        AlloyDbExchange {
+            user_agent: "ua/1".into(),
+            token: Secret::new("tok".into()),
+            iam,
+        }
+    }
+
+    #[test]
+    fn the_specs_ok_response_is_read_and_the_database_bytes_left() {
+        let ex = exchange(true);
+        assert_eq!(ex.request(), request("ua/1", "tok", true));
+        let mut server: &[u8] = b"\x00\x00\x00\x02\x08\x01R";
+        mdx::read_response(&mut server, &ex).unwrap();
+        assert_eq!(server, b"R");
+        assert_eq!(
+            ex.record(),
+            ExchangeRecord {
+                login_token: Some(Secret::new("tok".into())),
+                auto_iam: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_server_closing_mid_response_is_a_typed_error() {
+        let cut = b"\x00\x00\x00\x0a\x08\x02\x12";
+        let e = mdx::read_response(&mut &cut[..], &exchange(false)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+        assert!(e.message().contains("closed the connection"), "{e}");
+    }
 
     #[test]
     fn request_bytes_are_the_specs() {
@@ -132,12 +218,9 @@ mod tests {
 
         let denied = b"\x00\x00\x00\x0a\x08\x02\x12\x06denied";
         assert_eq!(response_length(&denied[..4]).unwrap(), 10);
-        match check_response(&denied[4..]) {
-            Err(Error::MetadataExchange(m)) => {
-                assert_eq!(m, "the server refused the connection: denied")
-            }
-            other => panic!("{other:?}"),
-        }
+        let e = check_response(&denied[4..]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+        assert_eq!(e.message(), "the server refused the connection: denied");
     }
 
     #[test]
@@ -159,10 +242,8 @@ mod tests {
             &[0x0b],          // wire type 3 (groups)
             &[0xff; 11],      // varint longer than 10 bytes
         ] {
-            assert!(
-                matches!(check_response(body), Err(Error::MetadataExchange(_))),
-                "{body:?}"
-            );
+            let e = check_response(body).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MetadataExchange, "{body:?}");
         }
         // Unknown fields are skipped.
         check_response(&[0x18, 0x96, 0x01, 0x08, 0x01]).unwrap();

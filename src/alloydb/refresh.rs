@@ -6,63 +6,73 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::admin::{self, AdminClient, ClientCertificate, InstanceConnectionInfo};
+use super::admin::{
+    self, AdminClient, ClientCertificate, InstanceConnectionInfo, DEFAULT_ALLOYDB_ADMIN_ENDPOINT,
+};
+use super::instance_uri::AlloyDbInstanceUri;
+use super::mdx::AlloyDbExchange;
+use super::{ADMIN_SCOPE, ALLOYDB_PORT, LOGIN_SCOPE};
 use crate::certs;
-use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, MdxKind, ServerIdentity};
-use crate::credentials::{Freshness, Scope, Token};
-use crate::dial::ALLOYDB_PORT;
+use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, ServerIdentity};
+use crate::credentials::token::Token;
+use crate::credentials::Freshness;
+use crate::error::Error;
 use crate::key::ClientKey;
-use crate::refresh::{Call, Refresher};
-use crate::{AlloyDbInstanceUri, ConnectTimings, Error};
+use crate::refresh::{Call, RefreshContext, RefreshTimings};
+use crate::service::Refreshed;
 
-impl Refresher<'_, AdminClient> {
-    /// Fetches the instance's connection info, a fresh client certificate and
-    /// the token for the metadata exchange.
-    pub(crate) fn refresh(
-        &self,
-        uri: &AlloyDbInstanceUri,
-        iam: bool,
-        deadline: Instant,
-        timings: &mut ConnectTimings,
-    ) -> Result<(ConnectionInfo, Arc<ClientKey>), Error> {
-        let ((api, login), key) = self.tokens_and_key(
-            || {
-                let api = self
-                    .tokens
-                    .start(Scope::AlloyDbAdmin, Freshness::Cached, deadline);
-                // New, so the cached entry lives as long as the certificate does.
-                let login = self
-                    .tokens
-                    .start(Scope::AlloyDbLogin, Freshness::New, deadline);
-                (api, login)
-            },
-            |(api, login)| Ok((api.wait()?, login.wait()?)),
-            timings,
-        )?;
+/// Fetches the instance's connection info, a fresh client certificate and
+/// the token for the metadata exchange.
+pub(crate) fn refresh(
+    uri: &AlloyDbInstanceUri,
+    ctx: &RefreshContext<'_>,
+    iam: bool,
+    deadline: Instant,
+) -> Result<Refreshed, Error> {
+    let mut timings = RefreshTimings::default();
+    let admin = AdminClient(ctx.admin_api(
+        ctx.config.alloydb_admin_endpoint.as_deref(),
+        DEFAULT_ALLOYDB_ADMIN_ENDPOINT,
+    ));
+    let ((api, login), key) = ctx.tokens_and_key(
+        || {
+            let api = ctx.tokens.start(ADMIN_SCOPE, Freshness::Cached, deadline);
+            // New, so the cached entry lives as long as the certificate does.
+            let login = ctx.tokens.start(LOGIN_SCOPE, Freshness::New, deadline);
+            (api, login)
+        },
+        |(api, login)| Ok((api.wait()?, login.wait()?)),
+        &mut timings,
+    )?;
 
-        let info = Call {
-            req: self.admin.connection_info(uri, api.secret.expose()),
-            name: format!("connectionInfo for {uri}"),
-        };
-        let cert = Call {
-            req: self.admin.generate_client_certificate(
-                uri,
-                api.secret.expose(),
-                &key.public_pem,
-            )?,
-            name: format!("generateClientCertificate for {uri}"),
-        };
-        let (info, cert) = self.two_calls(info, cert, deadline, timings)?;
-        let info = admin::parse_connection_info(&info.body)?;
-        let cert = admin::parse_client_certificate(&cert.body)?;
+    let info = Call {
+        req: admin.connection_info(uri, api.secret.expose()),
+        name: format!("connectionInfo for {uri}"),
+    };
+    let cert = Call {
+        req: admin.generate_client_certificate(uri, api.secret.expose(), &key.public_pem)?,
+        name: format!("generateClientCertificate for {uri}"),
+    };
+    let (info, cert) = ctx.two_calls(info, cert, deadline, &mut timings)?;
+    let info = admin::parse_connection_info(&info.body)?;
+    let cert = admin::parse_client_certificate(&cert.body)?;
 
-        let info = connection_info(uri, iam, info, cert, &key, login, SystemTime::now())?;
-        Ok((info, key))
-    }
+    let info = connection_info(
+        uri,
+        iam,
+        info,
+        cert,
+        &key,
+        login,
+        SystemTime::now(),
+        ctx.user_agent,
+    )?;
+    Ok(Refreshed { info, key, timings })
 }
 
 /// Checks the two answers against the key and the clock, and assembles the
-/// [`ConnectionInfo`].
+/// [`ConnectionInfo`]; its exchange carries `login` and `user_agent`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn connection_info(
     uri: &AlloyDbInstanceUri,
     iam: bool,
@@ -71,8 +81,9 @@ pub(crate) fn connection_info(
     key: &ClientKey,
     login: Token,
     now: SystemTime,
+    user_agent: &str,
 ) -> Result<ConnectionInfo, Error> {
-    let meta = |m: &str| Error::InstanceMetadata(format!("{uri}: {m}"));
+    let meta = |m: &str| Error::instance_metadata(format!("{uri}: {m}"));
     let present = |s: Option<String>| s.filter(|s| !s.is_empty());
     let ip = |what: &str, s: Option<String>| {
         present(s)
@@ -123,15 +134,18 @@ pub(crate) fn connection_info(
 
     Ok(ConnectionInfo {
         addresses,
+        port: ALLOYDB_PORT,
         trust_anchors,
-        identity: ServerIdentity::Address,
+        identity: ServerIdentity::AddressDialled,
+        // AlloyDB's connectors name a PSC target in SNI.
+        sni: true,
         client_chain,
         expiry,
-        mdx: MdxKind::AlloyDb {
+        exchange: Some(Arc::new(AlloyDbExchange {
+            user_agent: user_agent.to_string(),
             token: login.secret,
             iam,
-        },
-        port: ALLOYDB_PORT,
+        })),
     })
 }
 
@@ -141,9 +155,11 @@ mod tests {
 
     use super::*;
     use crate::connection_info::Target;
-    use crate::credentials::Secret;
-    use crate::test_certs::{client_key as key, Ca};
-    use crate::IpType;
+    use crate::error::ErrorKind;
+    use crate::ip_type::IpType;
+    use crate::mdx::ExchangeRecord;
+    use crate::secret::Secret;
+    use crate::testing::certs::{client_key as key, Ca};
 
     fn uri() -> AlloyDbInstanceUri {
         AlloyDbInstanceUri::parse("projects/p/locations/us-central1/clusters/c/instances/i")
@@ -178,7 +194,16 @@ mod tests {
         cert: ClientCertificate,
         login: Token,
     ) -> Result<ConnectionInfo, Error> {
-        connection_info(&uri(), true, info, cert, key(), login, SystemTime::now())
+        connection_info(
+            &uri(),
+            true,
+            info,
+            cert,
+            key(),
+            login,
+            SystemTime::now(),
+            "ua",
+        )
     }
 
     #[test]
@@ -195,10 +220,16 @@ mod tests {
         );
         assert_eq!(c.client_chain.len(), 3);
         assert_eq!(c.trust_anchors, vec![root.der()]);
-        assert_eq!(c.identity, ServerIdentity::Address);
+        assert_eq!(c.identity, ServerIdentity::AddressDialled);
+        assert!(c.sni);
         assert_eq!(c.port, 5433);
-        assert!(
-            matches!(&c.mdx, MdxKind::AlloyDb { token, iam: true } if token.expose() == "login")
+        let exchange = c.exchange.unwrap();
+        assert_eq!(
+            exchange.record(),
+            ExchangeRecord {
+                login_token: Some(Secret::new("login".into())),
+                auto_iam: true
+            }
         );
         let left = c.expiry.duration_since(SystemTime::now()).unwrap();
         assert!(left > Duration::from_secs(58 * 60), "{left:?}");
@@ -225,10 +256,9 @@ mod tests {
         .unwrap();
         let c = build(private_only, cert, token(None)).unwrap();
         for t in [IpType::Public, IpType::Psc] {
-            assert!(matches!(
-                c.target(t, &uri()),
-                Err(Error::IpTypeNotAvailable { ip_type, .. }) if ip_type == t
-            ));
+            let e = c.target(t, &uri()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::IpTypeNotAvailable);
+            assert_eq!(e.ip_type(), Some(t));
         }
     }
 
@@ -236,9 +266,10 @@ mod tests {
     fn rejects_unusable_answers_with_the_reason() {
         let root = Ca::new("root.alloydb");
         let inter = root.intermediate("client.alloydb");
-        let metadata_error = |r: Result<ConnectionInfo, Error>, want: &str| match r {
-            Err(Error::InstanceMetadata(m)) => assert!(m.contains(want), "{m:?} lacks {want:?}"),
-            other => panic!("{want}: {other:?}"),
+        let metadata_error = |r: Result<ConnectionInfo, Error>, want: &str| {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InstanceMetadata, "{want}: {e}");
+            assert!(e.message().contains(want), "{e:?} lacks {want:?}");
         };
 
         let (_, cert) = answers(&root, &inter, 60);

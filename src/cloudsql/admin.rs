@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::instance_name::InstanceName;
+use crate::error::Error;
 use crate::google_api::ApiClient;
 use crate::http::Request;
-use crate::{Error, InstanceName};
 
 /// Google's Admin API endpoint.
 pub const DEFAULT_ADMIN_ENDPOINT: &str = "https://sqladmin.googleapis.com";
@@ -104,22 +105,22 @@ struct EphemeralCertResponse {
 
 /// Parses a `connectSettings` answer (after `check_status`).
 pub(crate) fn parse_connect_settings(body: &[u8]) -> Result<ConnectSettings, Error> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::InstanceMetadata(format!("connectSettings is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Error::instance_metadata(format!("connectSettings is not valid JSON: {e}")).with_source(e)
+    })
 }
 
 /// The PEM of a `generateEphemeralCert` answer (after `check_status`).
 pub(crate) fn parse_ephemeral_cert(body: &[u8]) -> Result<String, Error> {
     let r: EphemeralCertResponse = serde_json::from_slice(body).map_err(|e| {
-        Error::InstanceMetadata(format!("generateEphemeralCert is not valid JSON: {e}"))
+        Error::instance_metadata(format!("generateEphemeralCert is not valid JSON: {e}"))
+            .with_source(e)
     })?;
     r.ephemeral_cert
         .and_then(|c| c.cert)
         .filter(|c| !c.is_empty())
         .ok_or_else(|| {
-            Error::InstanceMetadata(
-                "generateEphemeralCert answered without ephemeralCert.cert".into(),
-            )
+            Error::instance_metadata("generateEphemeralCert answered without ephemeralCert.cert")
         })
 }
 
@@ -187,14 +188,10 @@ mod tests {
         assert!(s.psc_enabled);
         assert_eq!(s.dns_names[0].connection_type.as_deref(), Some("PUBLIC"));
 
-        assert!(matches!(
-            parse_connect_settings(b"{\"region\": 5}"),
-            Err(Error::InstanceMetadata(_))
-        ));
-        assert!(matches!(
-            parse_connect_settings(b"<html>"),
-            Err(Error::InstanceMetadata(_))
-        ));
+        for bad in [&b"{\"region\": 5}"[..], b"<html>"] {
+            let e = parse_connect_settings(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::InstanceMetadata);
+        }
     }
 
     #[test]
@@ -210,10 +207,8 @@ mod tests {
             br#"{"ephemeralCert":{"cert":""}}"#,
             b"[]",
         ] {
-            assert!(matches!(
-                parse_ephemeral_cert(bad),
-                Err(Error::InstanceMetadata(_))
-            ));
+            let e = parse_ephemeral_cert(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::InstanceMetadata);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The Cloud SQL metadata exchange (MDX), sent right after the TLS handshake
 //! when `connectSettings` lists `CLIENT_PROTOCOL_TYPE` in
 //! `mdxProtocolSupport` (Go connector `metadataexchange.go`). `crate::mdx`
-//! runs it.
+//! reads its response.
 //!
 //! Both directions are framed as ASCII `CSQLMDEX`, a big-endian u32 length and
 //! a protobuf message (`cloud.sql.connector.v1`):
@@ -13,13 +13,45 @@
 
 use prost::Message;
 
-use crate::mdx;
-use crate::Error;
+use crate::error::Error;
+use crate::mdx::{self, ExchangeRecord, MetadataExchange};
 
 /// Every MDX frame starts with this.
 const SIGNATURE: &[u8; 8] = b"CSQLMDEX";
 /// Signature and length.
-pub(crate) const HEADER_LEN: usize = 12;
+const HEADER_LEN: usize = 12;
+
+/// Cloud SQL's exchange: it tells the server that the driver reaches it
+/// through the connector's TLS.
+#[derive(Debug, Clone)]
+pub(crate) struct CloudSqlExchange {
+    pub user_agent: String,
+}
+
+impl MetadataExchange for CloudSqlExchange {
+    fn request(&self) -> Vec<u8> {
+        request(&self.user_agent)
+    }
+
+    fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    fn body_len(&self, header: &[u8]) -> Result<usize, Error> {
+        response_length(header)
+    }
+
+    fn check(&self, body: &[u8]) -> Result<(), Error> {
+        check_response(body)
+    }
+
+    fn record(&self) -> ExchangeRecord {
+        ExchangeRecord {
+            login_token: None,
+            auto_iam: false,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
 #[repr(i32)]
@@ -50,15 +82,15 @@ struct MetadataExchangeRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct MetadataExchangeResponse {
+struct MetadataExchangeResponse {
     #[prost(enumeration = "ResponseStatusCode", tag = "1")]
-    pub(crate) response_status_code: i32,
+    response_status_code: i32,
     #[prost(string, tag = "2")]
-    pub(crate) error_message: String,
+    error_message: String,
 }
 
 /// The framed request.
-pub(crate) fn request(user_agent: &str) -> Vec<u8> {
+fn request(user_agent: &str) -> Vec<u8> {
     let body = MetadataExchangeRequest {
         user_agent: user_agent.to_string(),
         client_protocol_type: ClientProtocolType::Tls as i32,
@@ -73,31 +105,75 @@ pub(crate) fn request(user_agent: &str) -> Vec<u8> {
 }
 
 /// Checks a response header (signature and length); returns the body length.
-pub(crate) fn response_length(header: &[u8]) -> Result<usize, Error> {
+fn response_length(header: &[u8]) -> Result<usize, Error> {
     let (Some(signature), Some(&[a, b, c, d])) = (header.get(..8), header.get(8..HEADER_LEN))
     else {
-        return Err(Error::MetadataExchange(
-            "short metadata exchange response header".into(),
+        return Err(Error::metadata_exchange(
+            "short metadata exchange response header",
         ));
     };
     if signature != SIGNATURE {
-        return Err(Error::MetadataExchange(
-            "the server did not answer the metadata exchange (no CSQLMDEX signature)".into(),
+        return Err(Error::metadata_exchange(
+            "the server did not answer the metadata exchange (no CSQLMDEX signature)",
         ));
     }
     mdx::bounded_length([a, b, c, d])
 }
 
 /// Decodes a response body: `Ok` if the server accepted, else the server's
-/// message as [`Error::MetadataExchange`].
-pub(crate) fn check_response(body: &[u8]) -> Result<(), Error> {
+/// message as a metadata exchange error.
+fn check_response(body: &[u8]) -> Result<(), Error> {
     let r = MetadataExchangeResponse::decode(body).map_err(mdx::malformed)?;
     mdx::outcome(r.response_status_code, &r.error_message)
+}
+
+/// A response body as (code, message), undecided (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_response(body: &[u8]) -> Option<(i32, String)> {
+    MetadataExchangeResponse::decode(body)
+        .ok()
+        .map(|r| (r.response_status_code, r.error_message))
+}
+
+/// A response body, as the server-side proxy sends it (for the fuzz
+/// targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn encode_response(code: i32, message: &str) -> Vec<u8> {
+    MetadataExchangeResponse {
+        response_status_code: code,
+        error_message: message.to_string(),
+    }
+    .encode_to_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+
+    fn exchange() -> CloudSqlExchange {
+        CloudSqlExchange {
+            user_agent: "ua/1".into(),
+        }
+    }
+
+    #[test]
+    fn googles_ok_response_is_read_and_the_database_bytes_left() {
+        let ex = exchange();
+        assert_eq!(ex.request(), request("ua/1"));
+        let mut server: &[u8] = b"CSQLMDEX\x00\x00\x00\x02\x08\x01RHELLO";
+        mdx::read_response(&mut server, &ex).unwrap();
+        assert_eq!(server, b"RHELLO");
+    }
+
+    #[test]
+    fn a_server_closing_mid_response_is_a_typed_error() {
+        for bytes in [&b"CSQLMDEX\x00\x00\x00\x05\x08"[..], b"CSQL"] {
+            let e = mdx::read_response(&mut &bytes[..], &exchange()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+            assert!(e.message().contains("closed the connection"), "{e}");
+        }
+    }
 
     #[test]
     fn request_bytes_match_the_proto() {
@@ -125,10 +201,9 @@ mod tests {
     fn an_error_response_carries_the_servers_message() {
         let mut body = vec![0x08, 0x02, 0x12, 5];
         body.extend_from_slice(b"nope!");
-        match check_response(&body) {
-            Err(Error::MetadataExchange(m)) => assert!(m.ends_with("nope!"), "{m}"),
-            other => panic!("{other:?}"),
-        }
+        let e = check_response(&body).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MetadataExchange);
+        assert!(e.message().ends_with("nope!"), "{e}");
     }
 
     #[test]
@@ -157,10 +232,8 @@ mod tests {
             &[0xff; 11],      // varint longer than 10 bytes
             &[0x09, 1, 2],    // short fixed64
         ] {
-            assert!(
-                matches!(check_response(body), Err(Error::MetadataExchange(_))),
-                "{body:?}"
-            );
+            let e = check_response(body).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MetadataExchange, "{body:?}");
         }
     }
 }

@@ -6,66 +6,72 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::admin::{self, AdminClient, ConnectSettings};
+use super::admin::{self, AdminClient, ConnectSettings, DEFAULT_ADMIN_ENDPOINT};
+use super::instance_name::InstanceName;
+use super::mdx::CloudSqlExchange;
+use super::{ADMIN_SCOPE, CLOUD_SQL_PORT, LOGIN_SCOPE};
 use crate::certs;
-use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, MdxKind, ServerIdentity};
-use crate::credentials::{Freshness, PendingToken, Scope};
-use crate::dial::CLOUD_SQL_PORT;
+use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, ServerIdentity};
+use crate::credentials::{Freshness, PendingToken};
+use crate::error::Error;
 use crate::key::ClientKey;
-use crate::refresh::{Call, Refresher};
-use crate::{ConnectTimings, Error, InstanceName};
+use crate::refresh::{Call, RefreshContext, RefreshTimings};
+use crate::service::Refreshed;
 
-impl Refresher<'_, AdminClient> {
-    /// Fetches a fresh certificate and the instance's connect settings.
-    pub(crate) fn refresh(
-        &self,
-        name: &InstanceName,
-        iam: bool,
-        deadline: Instant,
-        timings: &mut ConnectTimings,
-    ) -> Result<(ConnectionInfo, Arc<ClientKey>), Error> {
-        let ((api, login), key) = self.tokens_and_key(
-            || {
-                let api = self.tokens.start(Scope::Admin, Freshness::Cached, deadline);
-                let login = iam.then(|| self.tokens.start(Scope::Login, Freshness::New, deadline));
-                (api, login)
-            },
-            |(api, login)| Ok((api.wait()?, login.map(PendingToken::wait).transpose()?)),
-            timings,
-        )?;
+/// Fetches a fresh certificate and the instance's connect settings.
+pub(crate) fn refresh(
+    name: &InstanceName,
+    ctx: &RefreshContext<'_>,
+    iam: bool,
+    deadline: Instant,
+) -> Result<Refreshed, Error> {
+    let mut timings = RefreshTimings::default();
+    let admin =
+        AdminClient(ctx.admin_api(ctx.config.admin_endpoint.as_deref(), DEFAULT_ADMIN_ENDPOINT));
+    let ((api, login), key) = ctx.tokens_and_key(
+        || {
+            let api = ctx.tokens.start(ADMIN_SCOPE, Freshness::Cached, deadline);
+            let login = iam.then(|| ctx.tokens.start(LOGIN_SCOPE, Freshness::New, deadline));
+            (api, login)
+        },
+        |(api, login)| Ok((api.wait()?, login.map(PendingToken::wait).transpose()?)),
+        &mut timings,
+    )?;
 
-        let settings = Call {
-            req: self.admin.connect_settings(name, api.secret.expose()),
-            name: format!("connectSettings for {name}"),
-        };
-        let cert = Call {
-            req: self.admin.generate_ephemeral_cert(
-                name,
-                api.secret.expose(),
-                &key.public_pem,
-                login.as_ref().map(|t| t.secret.expose()),
-            )?,
-            name: format!("generateEphemeralCert for {name}"),
-        };
-        let (settings, cert) = self.two_calls(settings, cert, deadline, timings)?;
-        let settings = admin::parse_connect_settings(&settings.body)?;
-        let cert_pem = admin::parse_ephemeral_cert(&cert.body)?;
-
-        let info = connection_info(
+    let settings = Call {
+        req: admin.connect_settings(name, api.secret.expose()),
+        name: format!("connectSettings for {name}"),
+    };
+    let cert = Call {
+        req: admin.generate_ephemeral_cert(
             name,
-            iam,
-            settings,
-            &cert_pem,
-            &key,
-            login.and_then(|t| t.expiry),
-            SystemTime::now(),
-        )?;
-        Ok((info, key))
-    }
+            api.secret.expose(),
+            &key.public_pem,
+            login.as_ref().map(|t| t.secret.expose()),
+        )?,
+        name: format!("generateEphemeralCert for {name}"),
+    };
+    let (settings, cert) = ctx.two_calls(settings, cert, deadline, &mut timings)?;
+    let settings = admin::parse_connect_settings(&settings.body)?;
+    let cert_pem = admin::parse_ephemeral_cert(&cert.body)?;
+
+    let info = connection_info(
+        name,
+        iam,
+        settings,
+        &cert_pem,
+        &key,
+        login.and_then(|t| t.expiry),
+        SystemTime::now(),
+        ctx.user_agent,
+    )?;
+    Ok(Refreshed { info, key, timings })
 }
 
 /// Checks the two answers against the name, the key and the clock, and
-/// assembles the [`ConnectionInfo`].
+/// assembles the [`ConnectionInfo`]; its exchange, if the instance wants one,
+/// sends `user_agent`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn connection_info(
     name: &InstanceName,
     iam: bool,
@@ -74,32 +80,31 @@ pub(crate) fn connection_info(
     key: &ClientKey,
     login_expiry: Option<SystemTime>,
     now: SystemTime,
+    user_agent: &str,
 ) -> Result<ConnectionInfo, Error> {
-    let meta = |m: &str| Error::InstanceMetadata(format!("{name}: {m}"));
+    let meta = |m: &str| Error::instance_metadata(format!("{name}: {m}"));
 
     let region = s
         .region
         .ok_or_else(|| meta("connectSettings has no region"))?;
     if region != name.region() {
-        return Err(Error::RegionMismatch {
-            instance: name.to_string(),
-            given: name.region().to_string(),
-            actual: region,
-        });
+        return Err(Error::region_mismatch(name, name.region(), &region));
     }
     if let Some(b) = s.backend_type.as_deref() {
         if b != "SECOND_GEN" {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "{name} has backendType {b}; only second-generation instances are supported"
-            )));
+            ))
+            .for_instance(name));
         }
     }
     let database_version = s.database_version.unwrap_or_default();
     if iam && !(database_version.starts_with("POSTGRES") || database_version.starts_with("MYSQL")) {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::unsupported(format!(
             "{name} runs {database_version:?}, which does not support automatic IAM database \
              authentication (Postgres and MySQL do)"
-        )));
+        ))
+        .for_instance(name));
     }
 
     let mut addresses = Addresses::default();
@@ -156,26 +161,28 @@ pub(crate) fn connection_info(
     // An unknown token expiry (a caller's static token) does not cap it.
     let expiry = login_expiry.map_or(not_after, |t| t.min(not_after));
 
-    let mdx = if s
+    let exchange = s
         .mdx_protocol_support
         .iter()
         .any(|p| p == "CLIENT_PROTOCOL_TYPE")
-    {
-        MdxKind::CloudSql
-    } else {
-        MdxKind::None
-    };
+        .then(|| {
+            Arc::new(CloudSqlExchange {
+                user_agent: user_agent.to_string(),
+            }) as _
+        });
     Ok(ConnectionInfo {
         addresses,
+        port: CLOUD_SQL_PORT,
         trust_anchors: server_ca,
-        identity: ServerIdentity::CloudSql {
+        identity: ServerIdentity::DnsNameOrCommonName {
             dns_name: server_name,
             common_name: name.legacy_common_name(),
         },
+        // Cloud SQL's PSC endpoints refuse SNI.
+        sni: false,
         client_chain: vec![client_cert],
         expiry,
-        mdx,
-        port: CLOUD_SQL_PORT,
+        exchange,
     })
 }
 
@@ -185,8 +192,9 @@ mod tests {
 
     use super::*;
     use crate::connection_info::Target;
-    use crate::test_certs::{client_key as key, Ca};
-    use crate::IpType;
+    use crate::error::ErrorKind;
+    use crate::ip_type::IpType;
+    use crate::testing::certs::{client_key as key, Ca};
 
     fn name() -> InstanceName {
         InstanceName::parse("proj:us-central1:db").unwrap()
@@ -222,7 +230,16 @@ mod tests {
         cert: &str,
         login: Option<SystemTime>,
     ) -> Result<ConnectionInfo, Error> {
-        connection_info(&name(), false, s, cert, key(), login, SystemTime::now())
+        connection_info(
+            &name(),
+            false,
+            s,
+            cert,
+            key(),
+            login,
+            SystemTime::now(),
+            "ua",
+        )
     }
 
     #[test]
@@ -238,14 +255,15 @@ mod tests {
         );
         assert_eq!(
             info.identity,
-            ServerIdentity::CloudSql {
+            ServerIdentity::DnsNameOrCommonName {
                 dns_name: Some("abc.def.us-central1.sql.goog".into()),
                 common_name: "proj:db".into()
             }
         );
         assert_eq!(info.trust_anchors.len(), 1);
         assert_eq!(info.client_chain.len(), 1);
-        assert_eq!(info.mdx, MdxKind::None);
+        assert!(info.exchange.is_none());
+        assert!(!info.sni);
         assert_eq!(info.port, 3307);
         let left = info.expiry.duration_since(SystemTime::now()).unwrap();
         assert!(
@@ -261,6 +279,20 @@ mod tests {
             info.target(IpType::Psc, &name()).unwrap(),
             Target::Dns("xyz.psc.us-central1.sql-psc.goog".into())
         );
+    }
+
+    #[test]
+    fn an_instance_listing_the_exchange_gets_one_with_the_user_agent() {
+        use crate::mdx::MetadataExchange;
+        let ca = Ca::new("CA");
+        let cert = ca.client_cert_pem(&key().spki_der, 60);
+        let mut s = settings(&ca.pem());
+        s.mdx_protocol_support = vec!["CLIENT_PROTOCOL_TYPE".into()];
+        let exchange = build(s, &cert, None).unwrap().exchange.unwrap();
+        let want = CloudSqlExchange {
+            user_agent: "ua".into(),
+        };
+        assert_eq!(exchange.request(), want.request());
     }
 
     #[test]
@@ -282,13 +314,10 @@ mod tests {
         s.psc_enabled = false;
         let info = build(s, &cert, None).unwrap();
         for t in [IpType::Private, IpType::Psc] {
-            match info.target(t, &name()) {
-                Err(Error::IpTypeNotAvailable { ip_type, instance }) => {
-                    assert_eq!(ip_type, t);
-                    assert_eq!(instance, "proj:us-central1:db");
-                }
-                other => panic!("{other:?}"),
-            }
+            let e = info.target(t, &name()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::IpTypeNotAvailable);
+            assert_eq!(e.ip_type(), Some(t));
+            assert_eq!(e.instance(), Some("proj:us-central1:db"));
         }
     }
 
@@ -299,33 +328,42 @@ mod tests {
 
         let mut s = settings(&ca.pem());
         s.region = Some("europe-west1".into());
-        match build(s, &good, None) {
-            Err(Error::RegionMismatch { given, actual, .. }) => {
-                assert_eq!(
-                    (given.as_str(), actual.as_str()),
-                    ("us-central1", "europe-west1")
-                )
-            }
-            other => panic!("{other:?}"),
-        }
+        let e = build(s, &good, None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RegionMismatch);
+        assert_eq!(e.regions(), Some(("us-central1", "europe-west1")));
 
         let mut s = settings(&ca.pem());
         s.backend_type = Some("FIRST_GEN".into());
-        assert!(matches!(build(s, &good, None), Err(Error::Unsupported(_))));
+        assert_eq!(
+            build(s, &good, None).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
 
         let mut s = settings(&ca.pem());
         s.database_version = Some("SQLSERVER_2019_STANDARD".into());
-        let r = connection_info(&name(), true, s, &good, key(), None, SystemTime::now());
-        assert!(matches!(r, Err(Error::Unsupported(m)) if m.contains("IAM")));
+        let r = connection_info(
+            &name(),
+            true,
+            s,
+            &good,
+            key(),
+            None,
+            SystemTime::now(),
+            "ua",
+        );
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.message().contains("IAM"), "{e}");
     }
 
     #[test]
     fn rejects_unusable_certificates_with_the_reason() {
         let ca = Ca::new("CA");
         let good = ca.client_cert_pem(&key().spki_der, 60);
-        let metadata_error = |r: Result<ConnectionInfo, Error>, want: &str| match r {
-            Err(Error::InstanceMetadata(m)) => assert!(m.contains(want), "{m:?} lacks {want:?}"),
-            other => panic!("{other:?}"),
+        let metadata_error = |r: Result<ConnectionInfo, Error>, want: &str| {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InstanceMetadata, "{want}: {e}");
+            assert!(e.message().contains(want), "{e:?} lacks {want:?}");
         };
 
         let mut s = settings(&ca.pem());

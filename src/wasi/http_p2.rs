@@ -17,39 +17,49 @@ use wasip2::http::types::{
 use wasip2::io::poll;
 use wasip2::io::streams::StreamError;
 
-use crate::http::{redact_url, Method, Request, Response, MAX_RESPONSE_BYTES};
-use crate::Error;
+use crate::error::Error;
+use crate::http::{self, redact_url, Method, Request, Response, Transport, MAX_RESPONSE_BYTES};
 
 /// `wasi:io` streams take at most 4096 bytes per blocking write.
 const WRITE_CHUNK: usize = 4096;
 
+/// The host's `wasi:http/outgoing-handler`.
+#[derive(Debug, Default)]
+pub(crate) struct WasiHttp;
+
+impl Transport for WasiHttp {
+    fn start(&self, req: &Request, deadline: Instant) -> Result<Box<dyn http::Pending>, Error> {
+        start(req, deadline).map(|p| Box::new(p) as Box<dyn http::Pending>)
+    }
+}
+
 /// A request handed to the host, its response not yet read.
-pub(crate) struct Pending {
+struct Pending {
     future: FutureIncomingResponse,
     deadline: Instant,
     url: String,
 }
 
 /// Sends the request and returns without waiting for the response.
-pub(crate) fn start(req: &Request, deadline: Instant) -> Result<Pending, Error> {
+fn start(req: &Request, deadline: Instant) -> Result<Pending, Error> {
     let url = redact_url(&req.url).to_string();
-    let fail = |what: &str| Error::Http(format!("{url}: {what}"));
-    let uri: http::Uri = req
+    let fail = |what: &str| Error::http(format!("{url}: {what}"));
+    let uri: ::http::Uri = req
         .url
         .parse()
-        .map_err(|e| Error::InvalidConfig(format!("URL {url:?} does not parse: {e}")))?;
+        .map_err(|e| Error::invalid_config(format!("URL {url:?} does not parse: {e}")))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::Http,
         Some("https") => Scheme::Https,
         _ => {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "URL {url:?} must start with http:// or https://"
             )))
         }
     };
     let authority = uri
         .authority()
-        .ok_or_else(|| Error::InvalidConfig(format!("URL {url:?} has no host")))?;
+        .ok_or_else(|| Error::invalid_config(format!("URL {url:?} has no host")))?;
 
     let mut headers: Vec<(String, Vec<u8>)> = req
         .headers
@@ -104,15 +114,15 @@ pub(crate) fn start(req: &Request, deadline: Instant) -> Result<Pending, Error> 
     })
 }
 
-impl Pending {
+impl http::Pending for Pending {
     /// Blocks until the response has arrived and its body is read, or the
     /// deadline passes.
-    pub(crate) fn wait(self) -> Result<Response, Error> {
-        let fail = |what: String| Error::Http(format!("{}: {what}", self.url));
+    fn wait(self: Box<Self>) -> Result<Response, Error> {
+        let fail = |what: String| Error::http(format!("{}: {what}", self.url));
         let ready = self.future.subscribe();
         let timer = monotonic_clock::subscribe_duration(remaining_ns(self.deadline));
         if !poll::poll(&[&ready, &timer]).contains(&0) {
-            return Err(Error::Timeout(format!(
+            return Err(Error::timeout(format!(
                 "no answer from {} in time",
                 self.url
             )));
@@ -126,7 +136,7 @@ impl Pending {
                 | ErrorCode::ConnectionReadTimeout
                 | ErrorCode::ConnectionWriteTimeout,
             ))) => {
-                return Err(Error::Timeout(format!(
+                return Err(Error::timeout(format!(
                     "no answer from {} in time",
                     self.url
                 )))
@@ -145,7 +155,7 @@ impl Pending {
                 .map_err(|()| fail("no response body stream".into()))?;
             loop {
                 if Instant::now() >= self.deadline {
-                    return Err(Error::Timeout(format!(
+                    return Err(Error::timeout(format!(
                         "the body from {} did not finish in time",
                         self.url
                     )));

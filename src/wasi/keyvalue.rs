@@ -1,11 +1,12 @@
 //! A `wasi:keyvalue` bucket as the cross-request [`Store`]: Spin's key-value
 //! stores, and any host implementing `wasi:keyvalue@0.2.0-draft` (`store` and
 //! `atomics`; without atomics refreshes are not single-flight across
-//! instances, see `store`).
+//! instances, see `cache::store`).
 
 use std::sync::Arc;
 
-use crate::{Error, Store};
+use crate::error::Error;
+use crate::store::Store;
 
 // Generated import glue: the one place the crate lets unsafe code in.
 #[allow(unsafe_code, missing_docs, clippy::all)]
@@ -35,7 +36,7 @@ pub fn open_wasi_keyvalue(identifier: &str) -> Result<Arc<dyn Store>, Error> {
     store::open(identifier)
         .map(|b| Arc::new(Bucket(b)) as Arc<dyn Store>)
         .map_err(|e| {
-            Error::InvalidConfig(format!(
+            Error::invalid_config(format!(
                 "cannot open the wasi:keyvalue bucket {identifier:?}: {}; does the host grant it?",
                 describe(e)
             ))

@@ -8,16 +8,14 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::certs::{decode_public_key, issue_client_cert};
-use super::instance::AlloyDbInstance;
+use super::instance::{AlloyDbInstance, Instances};
 use super::spec::{cluster_parent, valid_id, valid_project};
-use crate::admin::{bearer, prelude};
+use crate::admin::{bearer, path_segments, prelude, respond};
 use crate::calls::AdminMethod;
 use crate::errors::GoogleError;
 use crate::state::AppState;
@@ -120,12 +118,7 @@ impl Route {
 /// `v1alpha`, `v1beta`, `v1`. The query string must already be gone; empty segments (from
 /// a trailing `/` on the configured endpoint) are ignored; segments are percent-decoded.
 pub fn parse_path(path: &str) -> Option<Route> {
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()))
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let segs = path_segments(path)?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (version, rest) = segs.split_first()?;
     let version = ApiVersion::parse(version)?;
@@ -239,6 +232,7 @@ fn invalid_argument(message: impl Into<String>) -> GoogleError {
 /// Serves one AlloyDB Admin API call on `route`.
 pub async fn handle(
     state: &AppState,
+    instances: &Instances,
     method: &Method,
     route: Route,
     headers: &HeaderMap,
@@ -260,16 +254,14 @@ pub async fn handle(
     }
     let tamper = state.tampering.take(route.method);
     let issue = tamper.as_ref().map_or(Issue::Normal, Tamper::issue);
-    match (answer(state, &route, headers, body, issue), tamper) {
-        (Ok(v), Some(t)) => t.response(route.method, v),
-        (Ok(v), None) => Json(v).into_response(),
-        (Err(e), _) => e.into_response(),
-    }
+    let result = answer(state, instances, &route, headers, body, issue);
+    respond(route.method, result, tamper)
 }
 
 /// The answer to `route`; `issue` says how a test wants the certificate broken.
 fn answer(
     state: &AppState,
+    instances: &Instances,
     route: &Route,
     headers: &HeaderMap,
     body: &[u8],
@@ -287,13 +279,13 @@ fn answer(
         return Err(permission_denied(route));
     }
     let parent = route.cluster_parent();
-    let Some(cluster) = state.alloydb_cluster(&parent) else {
+    let Some(cluster) = instances.cluster_ca(&parent) else {
         return Err(not_found(&parent));
     };
     match route.method {
         AdminMethod::ConnectionInfo => {
             let uri = route.resource();
-            let inst = state.alloydb.get(&uri).ok_or_else(|| not_found(&uri))?;
+            let inst = instances.get(&uri).ok_or_else(|| not_found(&uri))?;
             Ok(connection_info_body(inst, route.version))
         }
         _ => {

@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::certs::{
     ca_params, decode_rsa_public_key_der, dns_san, leaf_params, rsa_bits, rsa_spki, CertAuthority,
-    CertInfo, ChainSpec, ServerChain, ServerChains, SigningKeyMaterial, BACKDATE,
+    CertInfo, ChainSpec, ServerChain, ServerChains, SigningKeyMaterial, BACKDATE, CA_LIFETIME,
 };
 
 /// Subject CN of every cluster's root CA.
@@ -55,7 +55,7 @@ impl ClusterCa {
         intermediate_key: &RsaPrivateKey,
     ) -> Result<Self, String> {
         let now = OffsetDateTime::now_utc();
-        let (not_before, not_after) = (now - BACKDATE, now + Duration::days(3650));
+        let (not_before, not_after) = (now - BACKDATE, now + CA_LIFETIME);
         let root_key = SigningKeyMaterial::from_rsa(root_key)?;
         let (p, serial) = ca_params(
             cn_only(ROOT_CN),
@@ -110,24 +110,19 @@ pub fn server_chains(
     let (p, serial) = params(&cn, sans.clone(), not_before, not_after);
     let wrong_ca = unrelated.sign(&p, &key.key_pair, serial)?;
     let other_sans = vec![SanType::IpAddress(OTHER_IP), dns_san(OTHER_DNS)?];
-    let (p, serial) = params("other.server.alloydb", other_sans, not_before, not_after);
-    let wrong_cn = ca.root.sign(&p, &key.key_pair, serial)?;
-    let root = ca.root.cert.der.clone();
     let leaf = |nb, na| params(&cn, sans.clone(), nb, na);
     ServerChains::build(
         &ChainSpec {
             leaf: &leaf,
             valid_until: not_after,
             issuer: &ca.root,
-            tail: vec![root.clone()],
+            tail: vec![ca.root.cert.der.clone()],
             key: &key,
         },
         ServerChain {
             certs: vec![wrong_ca.der, unrelated.cert.der.clone()],
         },
-        ServerChain {
-            certs: vec![wrong_cn.der, root],
-        },
+        params("other.server.alloydb", other_sans, not_before, not_after),
     )
 }
 
@@ -176,6 +171,7 @@ pub fn issue_client_cert(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::certs::checks::{cn, parse};
     use crate::certs::generate_rsa_keys;
     use rsa::pkcs1::EncodeRsaPublicKey;
     use rsa::pkcs8::{EncodePublicKey, LineEnding};
@@ -207,17 +203,6 @@ pub(crate) mod tests {
     fn server() -> ServerChains {
         let unrelated = CertAuthority::unrelated(&keys()[3]).unwrap();
         server_chains(cluster_ca(), UID, &ips(), Some(PSC), &keys()[2], &unrelated).unwrap()
-    }
-
-    fn parse(der: &[u8]) -> X509Certificate<'_> {
-        X509Certificate::from_der(der).unwrap().1
-    }
-
-    fn cn(c: &X509Certificate<'_>) -> Option<String> {
-        c.subject()
-            .iter_common_name()
-            .next()
-            .map(|a| a.as_str().unwrap().to_string())
     }
 
     fn signed_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool {

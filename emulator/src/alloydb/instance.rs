@@ -1,7 +1,8 @@
 //! One emulated AlloyDB instance at run time: its addresses (each with a proxy listener on
 //! port 5433), its uid, its cluster's CA, the server certificates its proxy presents and
-//! how its metadata exchange behaves.
+//! how its metadata exchange behaves; and the instances by URI.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -10,11 +11,17 @@ use tokio::net::TcpListener;
 
 use super::certs::{server_chains, ClusterCa};
 use super::mdx::MdxMode;
-use super::proxy::ALLOYDB_PROXY_PORT;
 use super::spec::{AlloyDbSpec, InstanceUri};
-use crate::certs::{hex_lower, CertAuthority};
+use crate::certs::{hex_uuid, take_key, CertAuthority};
 use crate::instance::{generate_name, PscEndpoint};
 use crate::proxy::{self, ProxyControls};
+
+/// AlloyDB's server-side proxy port; clients always dial `<ip>:5433`.
+pub const ALLOYDB_PROXY_PORT: u16 = 5433;
+
+/// The CAs of the clusters launched so far, by cluster (`projects/P/locations/R/clusters/C`):
+/// a cluster's instances share one.
+pub type ClusterCas = HashMap<String, Arc<ClusterCa>>;
 
 /// A running AlloyDB instance.
 pub struct AlloyDbInstance {
@@ -47,23 +54,31 @@ impl std::fmt::Debug for AlloyDbInstance {
 }
 
 impl AlloyDbInstance {
-    /// Binds a proxy listener on port 5433 of each of the instance's addresses and prepares
-    /// its certificates. The listeners come back for the caller to serve.
+    /// How many RSA keys [`AlloyDbInstance::launch`] takes for `spec`: one for its server
+    /// leaf, plus its cluster's root and intermediate if the cluster is not in `clusters`
+    /// (the clusters counted so far), which it then joins.
+    pub fn keys_needed(spec: &AlloyDbSpec, clusters: &mut HashSet<String>) -> usize {
+        1 + 2 * usize::from(clusters.insert(spec.uri.cluster_parent()))
+    }
+
+    /// Takes the CA of the instance's cluster from `clusters`, or builds it; binds a proxy
+    /// listener on port 5433 of each of the instance's addresses and prepares its
+    /// certificates. Keys come from `keys`. The listeners come back for the caller to serve.
     pub async fn launch(
-        spec: AlloyDbSpec,
-        ca: Arc<ClusterCa>,
-        leaf_key: &RsaPrivateKey,
+        spec: &AlloyDbSpec,
+        keys: &mut Vec<RsaPrivateKey>,
+        clusters: &mut ClusterCas,
         unrelated: &CertAuthority,
     ) -> Result<(Self, Vec<TcpListener>), String> {
-        let ip_of = |l: &TcpListener| l.local_addr().map(|a| a.ip()).map_err(|e| e.to_string());
-        let private = proxy::bind(spec.private_ip.fixed(), ALLOYDB_PROXY_PORT).await?;
-        let private_ip = ip_of(&private)?;
+        let ca = cluster_ca(spec, keys, clusters)?;
+        let leaf_key = take_key(keys)?;
+        let (private, private_ip) =
+            proxy::bind_ip(spec.private_ip.fixed(), ALLOYDB_PROXY_PORT).await?;
         let mut listeners = vec![private];
         let mut ips = vec![private_ip];
         let public_ip = match spec.public_ip {
             Some(choice) => {
-                let l = proxy::bind(choice.fixed(), ALLOYDB_PROXY_PORT).await?;
-                let ip = ip_of(&l)?;
+                let (l, ip) = proxy::bind_ip(choice.fixed(), ALLOYDB_PROXY_PORT).await?;
                 listeners.push(l);
                 ips.push(ip);
                 Some(ip)
@@ -72,8 +87,7 @@ impl AlloyDbInstance {
         };
         let psc = match spec.psc {
             true => {
-                let l = proxy::bind(None, ALLOYDB_PROXY_PORT).await?;
-                let ip = ip_of(&l)?;
+                let (l, ip) = proxy::bind_ip(None, ALLOYDB_PROXY_PORT).await?;
                 listeners.push(l);
                 ips.push(ip);
                 Some(PscEndpoint {
@@ -85,10 +99,10 @@ impl AlloyDbInstance {
         };
         let uid = generate_uid();
         let psc_dns = psc.as_ref().map(|p| p.dns_name.as_str());
-        let chains = server_chains(&ca, &uid, &ips, psc_dns, leaf_key, unrelated)?;
+        let chains = server_chains(&ca, &uid, &ips, psc_dns, &leaf_key, unrelated)?;
         let controls = ProxyControls::new(&chains, &ca.root.cert.der, None)?;
         let instance = Self {
-            spec,
+            spec: spec.clone(),
             uid,
             private_ip,
             public_ip,
@@ -119,6 +133,54 @@ impl AlloyDbInstance {
     }
 }
 
+/// The CA of `spec`'s cluster: from `clusters`, or built from the next two of `keys` and
+/// added.
+fn cluster_ca(
+    spec: &AlloyDbSpec,
+    keys: &mut Vec<RsaPrivateKey>,
+    clusters: &mut ClusterCas,
+) -> Result<Arc<ClusterCa>, String> {
+    let parent = spec.uri.cluster_parent();
+    if let Some(ca) = clusters.get(&parent) {
+        return Ok(ca.clone());
+    }
+    let root_key = take_key(keys)?;
+    let ca = Arc::new(ClusterCa::build(&root_key, &take_key(keys)?)?);
+    clusters.insert(parent, ca.clone());
+    Ok(ca)
+}
+
+/// The AlloyDB instances by URI.
+#[derive(Debug, Default)]
+pub struct Instances(HashMap<String, Arc<AlloyDbInstance>>);
+
+impl FromIterator<Arc<AlloyDbInstance>> for Instances {
+    fn from_iter<I: IntoIterator<Item = Arc<AlloyDbInstance>>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|i| (i.uri().to_string(), i)).collect())
+    }
+}
+
+impl Instances {
+    /// The instance with URI `uri`, if any.
+    pub fn get(&self, uri: &str) -> Option<&Arc<AlloyDbInstance>> {
+        self.0.get(uri)
+    }
+
+    /// The CA of cluster `parent` (`projects/P/locations/R/clusters/C`), if the emulator has
+    /// an instance in it.
+    pub fn cluster_ca(&self, parent: &str) -> Option<&Arc<ClusterCa>> {
+        self.0
+            .values()
+            .find(|i| i.uri().cluster_parent() == parent)
+            .map(|i| &i.ca)
+    }
+
+    /// Every instance, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<AlloyDbInstance>> {
+        self.0.values()
+    }
+}
+
 /// A PSC DNS name shaped like AlloyDB's: `<12 hex>.<13 alnum>.<region>.alloydb-psc.goog.`
 pub fn generate_psc_dns_name(region: &str) -> String {
     generate_name(region, "alloydb-psc.goog.")
@@ -129,33 +191,18 @@ pub fn generate_uid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex_lower(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    hex_uuid(&b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instance::checks::assert_google_name;
 
     #[test]
     fn psc_dns_name_shape() {
         let n = generate_psc_dns_name("europe-west1");
-        let parts: Vec<&str> = n.split('.').collect();
-        assert_eq!(parts.len(), 6, "{n}");
-        assert_eq!(parts[0].len(), 12);
-        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(parts[1].len(), 13);
-        assert!(parts[1]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
-        assert!(n.ends_with(".europe-west1.alloydb-psc.goog."), "{n}");
+        assert_google_name(&n, ".europe-west1.alloydb-psc.goog.");
     }
 
     #[test]

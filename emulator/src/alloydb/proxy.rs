@@ -1,8 +1,8 @@
-//! An AlloyDB instance's server-side proxy, after the shared accept loop and TLS handshake
-//! (`crate::proxy`): the metadata exchange (`mdx`), then either plain bytes to and from the
-//! PostgreSQL backend (DB_NATIVE: the backend checks the password) or, for AUTO_IAM, the
-//! check that the startup message names the token's principal, whom the backend (trusting
-//! IAM roles, as Cloud SQL's IAM path does) logs in without a password.
+//! An AlloyDB instance's server-side proxy on port 5433, after the shared accept loop and
+//! TLS handshake (`crate::proxy`): the metadata exchange (`mdx`), then either plain bytes
+//! to and from the PostgreSQL backend (DB_NATIVE: the backend checks the password) or, for
+//! AUTO_IAM, the check that the startup message names the token's principal, whom the
+//! backend (trusting IAM roles, as Cloud SQL's IAM path does) logs in without a password.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,12 +13,10 @@ use super::mdx::{self, AuthType, Login};
 use crate::iam::{self, Refusal};
 use crate::inbound::Inbound;
 use crate::proxy::{
-    close_after_refusal, relay, ClientTls, Endpoint, ProxyControls, ProxyFault, HANDSHAKE_TIMEOUT,
+    close_after_refusal, is_plain_close, relay, ClientTls, Endpoint, ProxyControls, ProxyFault,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::state::{AppState, SharedState};
-
-/// AlloyDB's server-side proxy port; clients always dial `<ip>:5433`.
-pub const ALLOYDB_PROXY_PORT: u16 = 5433;
 
 impl Endpoint for AlloyDbInstance {
     fn name(&self) -> String {
@@ -82,15 +80,11 @@ async fn serve(
                 close_after_refusal(inbound).await;
                 return Ok(());
             }
-            Err(e) if crate::proxy::is_plain_close(&e) => return Ok(()),
+            Err(e) if is_plain_close(&e) => return Ok(()),
             Err(e) => return Err(format!("before the relay: {e}")),
         }
     }
-    let cut_after = match fault {
-        ProxyFault::DropAfterBytes(n) => Some(n),
-        _ => None,
-    };
-    relay(inbound, None, &instance.spec.backend, cut_after).await
+    relay(inbound, None, &instance.spec.backend, fault.cut_after()).await
 }
 
 /// Decides an AUTO_IAM login as `user` (from the startup message) at `now`: the user must

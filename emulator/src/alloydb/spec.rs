@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::config::{check_backend, AddressChoice, FileInstance};
+use crate::spec::{AddressChoice, FileInstance};
 
 /// What every AlloyDB instance URI starts with; how the configuration tells the two kinds
 /// of instance apart.
@@ -95,6 +95,12 @@ pub struct AlloyDbSpec {
 }
 
 impl AlloyDbSpec {
+    /// Parses an AlloyDB command-line SPEC:
+    /// `projects/P/locations/R/clusters/C/instances/I,backend=HOST:PORT[,private-ip=auto|IP][,public-ip=auto|IP][,psc=true|false]`.
+    pub fn parse_cli(spec: &str) -> Result<Self, String> {
+        Self::from_file(FileInstance::from_cli(spec)?)
+    }
+
     /// Validates a config-file (or command-line) entry named by an AlloyDB URI.
     pub fn from_file(f: FileInstance) -> Result<Self, String> {
         let uri = InstanceUri::parse(&f.name)?;
@@ -113,10 +119,7 @@ impl AlloyDbSpec {
                 ));
             }
         }
-        let backend = f
-            .backend
-            .ok_or_else(|| format!("instance {name}: backend=HOST:PORT is required"))?;
-        check_backend(name, &backend)?;
+        let backend = f.required_backend()?;
         let private_ip = match f.private_ip.as_deref() {
             None => AddressChoice::Random,
             Some(v) => AddressChoice::parse(name, "private ip", v)?,
@@ -139,7 +142,6 @@ impl AlloyDbSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse_args, Command, Spec};
 
     const URI: &str = "projects/p/locations/us-central1/clusters/c/instances/i";
 
@@ -182,10 +184,7 @@ mod tests {
     }
 
     fn alloydb(spec: &str) -> Result<AlloyDbSpec, String> {
-        match Spec::parse_cli(spec)? {
-            Spec::AlloyDb(a) => Ok(a),
-            Spec::CloudSql(c) => panic!("parsed as Cloud SQL: {c:?}"),
-        }
+        AlloyDbSpec::parse_cli(spec)
     }
 
     #[test]
@@ -227,54 +226,5 @@ mod tests {
             let e = alloydb(&format!("{URI},backend=h:1,{field}")).unwrap_err();
             assert!(e.contains("is a Cloud SQL setting"), "{field}: {e}");
         }
-        let e = Spec::parse_cli("projects/p/locations/r/clusters/c,backend=h:1").unwrap_err();
-        assert!(e.contains("invalid AlloyDB instance URI"), "{e}");
-    }
-
-    #[test]
-    fn mixes_with_cloudsql_in_args_and_files() {
-        let dir = std::env::temp_dir().join(format!("gcp-emu-adb-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.json");
-        std::fs::write(
-            &file,
-            format!(r#"{{"instances":[{{"name":"{URI}","backend":"127.0.0.1:1","psc":true}}]}}"#),
-        )
-        .unwrap();
-        let args = [
-            "--instance".to_string(),
-            "p:r:i,backend=h:2".to_string(),
-            "--config".to_string(),
-            file.display().to_string(),
-        ];
-        let Command::Run(o) = parse_args(args).unwrap() else {
-            panic!("expected run");
-        };
-        assert!(matches!(o.instances[0], Spec::CloudSql(_)));
-        let Spec::AlloyDb(a) = &o.instances[1] else {
-            panic!("expected AlloyDB");
-        };
-        assert!(a.psc);
-        let bad = r#"{"instances":[{"name":"projects/p/locations/r/clusters/c/instances/i","backend":"h:1","ca_mode":"cas"}]}"#;
-        std::fs::write(&file, bad).unwrap();
-        let args = ["--config".to_string(), file.display().to_string()];
-        assert!(parse_args(args).unwrap_err().contains("Cloud SQL setting"));
-        std::fs::remove_dir_all(&dir).unwrap();
-
-        let dup = [
-            "--instance".to_string(),
-            format!("{URI},backend=h:1"),
-            "--instance".to_string(),
-            format!("{URI},backend=h:2"),
-        ];
-        assert!(parse_args(dup).unwrap_err().contains("given twice"));
-        // The same instance id in another cluster is another instance.
-        let two = [
-            "--instance".to_string(),
-            format!("{URI},backend=h:1"),
-            "--instance".to_string(),
-            "projects/p/locations/us-central1/clusters/d/instances/i,backend=h:1".to_string(),
-        ];
-        assert!(parse_args(two).is_ok());
     }
 }

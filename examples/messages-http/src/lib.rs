@@ -44,31 +44,28 @@ fn env(name: &str) -> Option<String> {
 
 fn config() -> Result<Config, String> {
     let bucket = std::env::var("GCP_DB_KV_BUCKET").unwrap_or_else(|_| "default".into());
-    Ok(Config {
-        admin_endpoint: env("GCP_DB_ADMIN_ENDPOINT"),
-        alloydb_admin_endpoint: env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT"),
-        token_endpoint: env("GCP_DB_TOKEN_ENDPOINT"),
-        store: match bucket.as_str() {
-            "" => None,
-            #[cfg(target_os = "wasi")]
-            b => Some(gcp_db_connector::open_wasi_keyvalue(b).map_err(|e| e.to_string())?),
-            #[cfg(not(target_os = "wasi"))]
-            _ => None,
-        },
-        ..Config::default()
-    })
+    let mut config = Config::default();
+    config.admin_endpoint = env("GCP_DB_ADMIN_ENDPOINT");
+    config.alloydb_admin_endpoint = env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT");
+    config.token_endpoint = env("GCP_DB_TOKEN_ENDPOINT");
+    config.store = match bucket.as_str() {
+        "" => None,
+        #[cfg(target_os = "wasi")]
+        b => Some(gcp_db_connector::open_wasi_keyvalue(b).map_err(|e| e.to_string())?),
+        #[cfg(not(target_os = "wasi"))]
+        _ => None,
+    };
+    Ok(config)
 }
 
 /// Connects, logs in, runs `sql` (simple query protocol), returns the rows.
 async fn query(sql: &str) -> Result<(Rows, ConnectTimings), String> {
     let instance = env("INSTANCE").ok_or("INSTANCE is not set")?;
-    let options = ConnectOptions {
-        ip_type: env("IP_TYPE")
-            .map(|t| t.parse())
-            .transpose()
-            .map_err(|e| format!("IP_TYPE: {e}"))?,
-        ..ConnectOptions::default()
-    };
+    let mut options = ConnectOptions::default();
+    options.ip_type = env("IP_TYPE")
+        .map(|t| t.parse())
+        .transpose()
+        .map_err(|e| format!("IP_TYPE: {e}"))?;
     let connector = Connector::new(config()?).map_err(|e| e.to_string())?;
     let stream = connector
         .connect_async(&instance, &options)

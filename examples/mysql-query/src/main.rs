@@ -54,15 +54,13 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut config = Config {
-        admin_endpoint: env("GCP_DB_ADMIN_ENDPOINT"),
-        token_endpoint: env("GCP_DB_TOKEN_ENDPOINT"),
-        credentials: env("GCP_DB_ACCESS_TOKEN").map(|t| Credentials::AccessToken {
-            api_token: t,
-            login_token: None,
-        }),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.admin_endpoint = env("GCP_DB_ADMIN_ENDPOINT");
+    config.token_endpoint = env("GCP_DB_TOKEN_ENDPOINT");
+    config.credentials = env("GCP_DB_ACCESS_TOKEN").map(|t| Credentials::AccessToken {
+        api_token: t,
+        login_token: None,
+    });
     let mut options = ConnectOptions::default();
     let mut user = env("DB_USER").unwrap_or_else(|| "root".into());
     let mut password = env("DB_PASS");

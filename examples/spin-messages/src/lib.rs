@@ -46,13 +46,12 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn config() -> Config {
-    Config {
-        admin_endpoint: env("GCP_DB_ADMIN_ENDPOINT"),
-        alloydb_admin_endpoint: env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT"),
-        token_endpoint: env("GCP_DB_TOKEN_ENDPOINT"),
-        store: store(),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.admin_endpoint = env("GCP_DB_ADMIN_ENDPOINT");
+    config.alloydb_admin_endpoint = env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT");
+    config.token_endpoint = env("GCP_DB_TOKEN_ENDPOINT");
+    config.store = store();
+    config
 }
 
 #[cfg(all(feature = "spin-kv", target_os = "wasi"))]
@@ -75,13 +74,11 @@ fn store() -> Option<std::sync::Arc<dyn gcp_db_connector::Store>> {
 /// Connects, logs in, runs `sql` (simple query protocol), returns the rows.
 async fn query(sql: &str) -> Result<(Rows, ConnectTimings), String> {
     let instance = env("INSTANCE").ok_or("INSTANCE is not set")?;
-    let options = ConnectOptions {
-        ip_type: env("IP_TYPE")
-            .map(|t| t.parse())
-            .transpose()
-            .map_err(|e| format!("IP_TYPE: {e}"))?,
-        ..ConnectOptions::default()
-    };
+    let mut options = ConnectOptions::default();
+    options.ip_type = env("IP_TYPE")
+        .map(|t| t.parse())
+        .transpose()
+        .map_err(|e| format!("IP_TYPE: {e}"))?;
     let connector = Connector::new(config()).map_err(|e| e.to_string())?;
     let stream = connector
         .connect_async(&instance, &options)
@@ -313,11 +310,9 @@ mod tests {
 
     #[test]
     fn timing_headers_say_where_the_certificate_came_from() {
-        let t = ConnectTimings {
-            total: Duration::from_millis(12),
-            from_store: true,
-            ..ConnectTimings::default()
-        };
+        let mut t = ConnectTimings::default();
+        t.total = Duration::from_millis(12);
+        t.from_store = true;
         let [(ms_name, ms), (cert_name, cert)] = timing_headers(&t);
         assert_eq!((ms_name, ms.as_str()), ("x-connect-ms", "12.000"));
         assert_eq!((cert_name, cert.as_str()), ("x-certificate", "store"));

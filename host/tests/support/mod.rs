@@ -38,26 +38,25 @@ pub fn keyvalue_wit_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/deps/keyvalue")
 }
 
-/// Whether the `wasm32-wasip2` target is installed; says why tests skip when
-/// it is not.
-pub fn wasip2_installed() -> bool {
+/// Panics, saying what to do, unless the `wasm32-wasip2` target is
+/// installed: a test that builds a guest cannot pass without it.
+pub fn require_wasip2() {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
         .unwrap_or(false);
-    if !installed {
-        eprintln!("skipping: the wasm32-wasip2 target is not installed");
-    }
-    installed
+    assert!(
+        installed,
+        "the wasm32-wasip2 target is not installed: run scripts/test, or \
+         `rustup target add wasm32-wasip2`"
+    );
 }
 
-/// Builds `guest` (release, `wasm32-wasip2`) and returns its `.wasm`, or
-/// `None` when the target is not installed. Panics if the build fails.
-pub fn build(guest: &Guest<'_>) -> Option<PathBuf> {
-    if !wasip2_installed() {
-        return None;
-    }
+/// Builds `guest` (release, `wasm32-wasip2`) and returns its `.wasm`.
+/// Panics if the target is missing or the build fails.
+pub fn build(guest: &Guest<'_>) -> PathBuf {
+    require_wasip2();
     // Fixed directories so reruns rebuild incrementally.
     let root = std::env::temp_dir().join("gcp-db-host-test-guests");
     let dir = root.join(guest.name);
@@ -96,7 +95,7 @@ pub fn build(guest: &Guest<'_>) -> Option<PathBuf> {
         Kind::Bin => format!("{}.wasm", guest.name),
         Kind::Cdylib => format!("{}.wasm", guest.name.replace('-', "_")),
     };
-    Some(target_dir.join("wasm32-wasip2/release").join(file))
+    target_dir.join("wasm32-wasip2/release").join(file)
 }
 
 fn write_if_changed(path: &Path, contents: &str) {

@@ -1,4 +1,4 @@
-//! Certificates for unit tests, shaped like Cloud SQL's: a CA, server leaves
+//! Certificates for unit tests, shaped like Google's: a CA, server leaves
 //! with a CN and/or SANs, and an ephemeral client certificate for a key.
 
 use std::sync::OnceLock;

@@ -9,7 +9,7 @@ use rsa::RsaPrivateKey;
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Google accepts assertions valid for at most one hour.
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
@@ -58,7 +58,7 @@ pub(crate) fn sign(key: &RsaPrivateKey, a: &Assertion<'_>) -> Result<String, Err
     let signing_input = format!("{}.{}", encode(&header)?, encode(&claims)?);
     let signature = SigningKey::<Sha256>::new(key.clone())
         .try_sign_with_rng(&mut rand_core::OsRng, signing_input.as_bytes())
-        .map_err(|e| Error::Credentials(format!("cannot sign the JWT: {e}")))?;
+        .map_err(|e| Error::credentials(format!("cannot sign the JWT: {e}")))?;
     Ok(format!(
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(signature.to_bytes())
@@ -67,7 +67,7 @@ pub(crate) fn sign(key: &RsaPrivateKey, a: &Assertion<'_>) -> Result<String, Err
 
 fn encode<T: Serialize>(part: &T) -> Result<String, Error> {
     let json = serde_json::to_vec(part)
-        .map_err(|e| Error::Credentials(format!("cannot encode the JWT: {e}")))?;
+        .map_err(|e| Error::credentials(format!("cannot encode the JWT: {e}")))?;
     Ok(URL_SAFE_NO_PAD.encode(json))
 }
 

@@ -1,42 +1,15 @@
-//! Instance names: which service a name is for, and Cloud SQL instance
-//! connection names `project:region:instance`, where the project may be
-//! domain-scoped (`example.com:project`). AlloyDB URIs are parsed in
-//! `alloydb::instance_uri`.
+//! Cloud SQL instance connection names `project:region:instance`, where the
+//! project may be domain-scoped (`example.com:project`).
 
 use std::fmt;
 
-use crate::{AlloyDbInstanceUri, Error};
+use crate::error::Error;
+use crate::ids::check_id;
 
-/// An instance of either service; the name tells which.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Instance {
-    /// A Cloud SQL instance, `project:region:instance`.
-    CloudSql(InstanceName),
-    /// An AlloyDB instance,
-    /// `projects/P/locations/R/clusters/C/instances/I`.
-    AlloyDb(AlloyDbInstanceUri),
-}
-
-impl Instance {
-    /// A name starting with `projects/` is an AlloyDB instance URI; anything
-    /// else a Cloud SQL connection name.
-    pub fn parse(name: &str) -> Result<Self, Error> {
-        if name.starts_with("projects/") {
-            AlloyDbInstanceUri::parse(name).map(Self::AlloyDb)
-        } else {
-            InstanceName::parse(name).map(Self::CloudSql)
-        }
-    }
-}
-
-impl fmt::Display for Instance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::CloudSql(n) => n.fmt(f),
-            Self::AlloyDb(u) => u.fmt(f),
-        }
-    }
-}
+/// The form of a name, for error messages.
+pub(crate) const EXPECTED: &str = "PROJECT:REGION:INSTANCE";
+/// What a name is called, for error messages.
+const WHAT: &str = "instance connection name";
 
 /// A checked Cloud SQL instance connection name.
 ///
@@ -54,10 +27,7 @@ pub struct InstanceName {
 impl InstanceName {
     /// Parses `project:region:instance` or `domain:project:region:instance`.
     pub fn parse(name: &str) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidInstanceName {
-            name: name.to_string(),
-            reason: reason.to_string(),
-        };
+        let invalid = |reason: &str| Error::invalid_instance_name(name, WHAT, reason, EXPECTED);
         let parts: Vec<&str> = name.split(':').collect();
         let (project, region, instance) = match parts.as_slice() {
             [p, r, i] => ((*p).to_string(), *r, *i),
@@ -101,21 +71,6 @@ impl InstanceName {
     }
 }
 
-/// Checks one part of a name: not empty, and only the characters Google
-/// allows in IDs, so it can go into a URL path unescaped. A project may be
-/// domain-scoped (`domain:project`, `allow_colon`), each side non-empty.
-pub(crate) fn check_id(what: &str, part: &str, allow_colon: bool) -> Result<(), String> {
-    if part.is_empty() || (allow_colon && part.split(':').any(str::is_empty)) {
-        return Err(format!("the {what} is empty"));
-    }
-    match part.chars().find(|&c| {
-        !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || (allow_colon && c == ':'))
-    }) {
-        Some(c) => Err(format!("the {what} contains {c:?}")),
-        None => Ok(()),
-    }
-}
-
 impl fmt::Display for InstanceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.project, self.region, self.instance)
@@ -125,6 +80,7 @@ impl fmt::Display for InstanceName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn parses_plain_names() {
@@ -160,13 +116,10 @@ mod tests {
             ("proj:region:in st", "contains ' '"),
             ("proj:region:inst?x=1", "contains '?'"),
         ] {
-            match InstanceName::parse(bad) {
-                Err(Error::InvalidInstanceName { name, reason }) => {
-                    assert_eq!(name, bad);
-                    assert!(reason.contains(why), "{bad:?}: {reason:?} lacks {why:?}");
-                }
-                other => panic!("{bad:?} gave {other:?}"),
-            }
+            let e = InstanceName::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInstanceName, "{bad:?}");
+            assert_eq!(e.instance(), Some(bad));
+            assert!(e.message().contains(why), "{bad:?}: {e:?} lacks {why:?}");
         }
     }
 
@@ -174,26 +127,5 @@ mod tests {
     fn error_message_tells_the_expected_form() {
         let e = InstanceName::parse("nope").unwrap_err().to_string();
         assert!(e.contains("PROJECT:REGION:INSTANCE"), "{e}");
-        let e = Instance::parse("projects/p").unwrap_err().to_string();
-        assert!(e.contains("projects/PROJECT/locations/REGION"), "{e}");
-    }
-
-    #[test]
-    fn the_name_tells_the_service() {
-        assert!(matches!(
-            Instance::parse("p:r:i"),
-            Ok(Instance::CloudSql(_))
-        ));
-        let a = Instance::parse("projects/p/locations/r/clusters/c/instances/i").unwrap();
-        assert!(matches!(a, Instance::AlloyDb(_)));
-        assert_eq!(
-            a.to_string(),
-            "projects/p/locations/r/clusters/c/instances/i"
-        );
-        // Not AlloyDB's prefix: parsed (and refused) as a Cloud SQL name.
-        assert!(matches!(
-            Instance::parse("project/p/locations/r"),
-            Err(Error::InvalidInstanceName { reason, .. }) if reason.contains("too few")
-        ));
     }
 }

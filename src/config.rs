@@ -1,0 +1,318 @@
+//! What a connector is told: [`Config`] for every connect, [`ConnectOptions`]
+//! for one. Both can grow: build them from `default()` with the `with_`
+//! methods (or set the public fields), never with a struct literal.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::credentials::Credentials;
+use crate::error::Error;
+use crate::ip_type::IpType;
+use crate::store::Store;
+
+/// Settings shared by every connect of a [`Connector`](crate::Connector).
+///
+/// ```
+/// use std::time::Duration;
+/// use gcp_db_connector::{Config, Credentials, IpType};
+///
+/// let config = Config::default()
+///     .with_credentials(Credentials::MetadataServer)
+///     .with_ip_type(IpType::Private)
+///     .with_dial_timeout(Duration::from_secs(10));
+/// assert_eq!(config.ip_type, Some(IpType::Private));
+/// ```
+#[non_exhaustive]
+#[derive(Clone)]
+pub struct Config {
+    /// Where tokens come from; `None` means Application Default Credentials.
+    pub credentials: Option<Credentials>,
+    /// The address to dial unless a connect says otherwise; `None`: the
+    /// service's default (Cloud SQL public, AlloyDB private).
+    pub ip_type: Option<IpType>,
+    /// Automatic IAM database authentication for every connect by default.
+    pub enable_iam_auth: bool,
+    /// Cloud SQL Admin API base URL; default
+    /// [`DEFAULT_ADMIN_ENDPOINT`](crate::DEFAULT_ADMIN_ENDPOINT).
+    pub admin_endpoint: Option<String>,
+    /// AlloyDB Admin API base URL; default
+    /// [`DEFAULT_ALLOYDB_ADMIN_ENDPOINT`](crate::DEFAULT_ALLOYDB_ADMIN_ENDPOINT).
+    pub alloydb_admin_endpoint: Option<String>,
+    /// Token endpoint, overriding the one a credentials file carries.
+    pub token_endpoint: Option<String>,
+    /// Metadata server host; default `GCE_METADATA_HOST` or
+    /// [`DEFAULT_METADATA_HOST`](crate::DEFAULT_METADATA_HOST).
+    pub metadata_host: Option<String>,
+    /// Sent as `X-Goog-User-Project` on Admin API calls.
+    pub quota_project: Option<String>,
+    /// Appended to the connector's user agent.
+    pub user_agent: Option<String>,
+    /// The connector's RSA key (PEM, PKCS#8 or PKCS#1, at least 2048 bits),
+    /// as Go's `WithRSAKey`: for hosts that keep one in a secret and want no
+    /// key generation. `None`: a fresh RSA-2048 key made on first connect.
+    pub rsa_private_key: Option<String>,
+    /// A host store that outlives the component instance (see [`Store`]):
+    /// connection info is shared through it with later instances, so a
+    /// fresh instance per request needs no key generation and no Admin API
+    /// call. The Admin API's refusals of an instance's refreshes are shared
+    /// too, so a broken instance is rate-limited across instances as within
+    /// one. `None`: the cache lives as long as the connector.
+    pub store: Option<Arc<dyn Store>>,
+    /// Keep the RSA private key in the store with the certificate (default).
+    /// Off: the key stays in the instance, and a stored certificate serves
+    /// only connectors with the same key (`rsa_private_key`); others generate
+    /// a key and refresh.
+    pub store_private_key: bool,
+    /// Bound on one certificate refresh (tokens and Admin API calls).
+    pub refresh_timeout: Duration,
+    /// Bound on the TCP connect, the TLS handshake and the metadata exchange,
+    /// together.
+    pub dial_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            ip_type: None,
+            enable_iam_auth: false,
+            admin_endpoint: None,
+            alloydb_admin_endpoint: None,
+            token_endpoint: None,
+            metadata_host: None,
+            quota_project: None,
+            user_agent: None,
+            rsa_private_key: None,
+            store: None,
+            store_private_key: true,
+            // Google's connectors bound a refresh by 60 s.
+            refresh_timeout: Duration::from_secs(60),
+            dial_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Tokens from `credentials` instead of Application Default Credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Dial this kind of address unless a connect says otherwise.
+    pub fn with_ip_type(mut self, ip_type: IpType) -> Self {
+        self.ip_type = Some(ip_type);
+        self
+    }
+
+    /// Automatic IAM database authentication for every connect by default.
+    pub fn with_iam_auth(mut self, enable: bool) -> Self {
+        self.enable_iam_auth = enable;
+        self
+    }
+
+    /// The Cloud SQL Admin API at `url` (no trailing slash).
+    pub fn with_admin_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.admin_endpoint = Some(url.into());
+        self
+    }
+
+    /// The AlloyDB Admin API at `url`.
+    pub fn with_alloydb_admin_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.alloydb_admin_endpoint = Some(url.into());
+        self
+    }
+
+    /// The OAuth2 token endpoint at `url`, whatever a credentials file says.
+    pub fn with_token_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.token_endpoint = Some(url.into());
+        self
+    }
+
+    /// The metadata server at `host` (and port).
+    pub fn with_metadata_host(mut self, host: impl Into<String>) -> Self {
+        self.metadata_host = Some(host.into());
+        self
+    }
+
+    /// Bill Admin API calls to `project` (`X-Goog-User-Project`).
+    pub fn with_quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = Some(project.into());
+        self
+    }
+
+    /// Append `suffix` to the connector's user agent.
+    pub fn with_user_agent(mut self, suffix: impl Into<String>) -> Self {
+        self.user_agent = Some(suffix.into());
+        self
+    }
+
+    /// Use this RSA key (PEM) instead of generating one.
+    pub fn with_rsa_private_key(mut self, pem: impl Into<String>) -> Self {
+        self.rsa_private_key = Some(pem.into());
+        self
+    }
+
+    /// Share connection info across instances through `store`.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Whether the RSA private key goes into the store too.
+    pub fn with_store_private_key(mut self, store_private_key: bool) -> Self {
+        self.store_private_key = store_private_key;
+        self
+    }
+
+    /// Bound one certificate refresh by `timeout`.
+    pub fn with_refresh_timeout(mut self, timeout: Duration) -> Self {
+        self.refresh_timeout = timeout;
+        self
+    }
+
+    /// Bound the TCP connect, the handshake and the exchange by `timeout`.
+    pub fn with_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// Checks what can be checked before any connect: the URLs and the
+    /// timeouts.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        for (what, url) in [
+            ("admin-endpoint", &self.admin_endpoint),
+            ("alloydb-admin-endpoint", &self.alloydb_admin_endpoint),
+            ("token-endpoint", &self.token_endpoint),
+        ] {
+            if let Some(url) = url {
+                check_url(what, url)?;
+            }
+        }
+        for (what, t) in [
+            ("refresh-timeout", self.refresh_timeout),
+            ("dial-timeout", self.dial_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(Error::invalid_config(format!("{what} must be more than 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(what: &str, url: &str) -> Result<(), Error> {
+    let ok = url
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(format!(
+            "{what} {url:?} is not an http:// or https:// URL with a host"
+        )))
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("credentials", &self.credentials)
+            .field("ip_type", &self.ip_type)
+            .field("enable_iam_auth", &self.enable_iam_auth)
+            .field("admin_endpoint", &self.admin_endpoint)
+            .field("alloydb_admin_endpoint", &self.alloydb_admin_endpoint)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("metadata_host", &self.metadata_host)
+            .field("quota_project", &self.quota_project)
+            .field("user_agent", &self.user_agent)
+            .field(
+                "rsa_private_key",
+                &self.rsa_private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("store", &self.store.as_ref().map(|_| "<host store>"))
+            .field("store_private_key", &self.store_private_key)
+            .field("refresh_timeout", &self.refresh_timeout)
+            .field("dial_timeout", &self.dial_timeout)
+            .finish()
+    }
+}
+
+/// Per-connect settings; each overrides the connector's [`Config`].
+///
+/// ```
+/// use gcp_db_connector::{ConnectOptions, IpType};
+///
+/// let options = ConnectOptions::default().with_ip_type(IpType::Psc).with_iam_auth(true);
+/// assert_eq!(options.enable_iam_auth, Some(true));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// The address to dial.
+    pub ip_type: Option<IpType>,
+    /// Automatic IAM database authentication.
+    pub enable_iam_auth: Option<bool>,
+}
+
+impl ConnectOptions {
+    /// Dial this kind of address.
+    pub fn with_ip_type(mut self, ip_type: IpType) -> Self {
+        self.ip_type = Some(ip_type);
+        self
+    }
+
+    /// Automatic IAM database authentication on or off for this connect.
+    pub fn with_iam_auth(mut self, enable: bool) -> Self {
+        self.enable_iam_auth = Some(enable);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn bad_urls_and_zero_timeouts_are_refused_by_name() {
+        for (config, what) in [
+            (
+                Config::default().with_admin_endpoint("ftp://x"),
+                "admin-endpoint",
+            ),
+            (
+                Config::default().with_alloydb_admin_endpoint("no scheme"),
+                "alloydb-admin-endpoint",
+            ),
+            (
+                Config::default().with_token_endpoint("http://"),
+                "token-endpoint",
+            ),
+            (
+                Config::default().with_dial_timeout(Duration::ZERO),
+                "dial-timeout",
+            ),
+            (
+                Config::default().with_refresh_timeout(Duration::ZERO),
+                "refresh-timeout",
+            ),
+        ] {
+            let e = config.check().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+            assert!(e.message().starts_with(what), "{e}");
+        }
+        Config::default()
+            .with_admin_endpoint("http://127.0.0.1:9")
+            .check()
+            .unwrap();
+    }
+
+    #[test]
+    fn debug_output_redacts_the_key() {
+        let c = Config::default().with_rsa_private_key("-----BEGIN PRIVATE KEY-----");
+        assert!(!format!("{c:?}").contains("BEGIN"));
+    }
+}

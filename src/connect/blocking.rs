@@ -1,0 +1,151 @@
+//! The blocking pump: drives a [`Dial`] over std's sockets (on wasm32-wasip2,
+//! `wasi:sockets`), then carries the established connection's bytes.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+
+use rustls::ClientConnection;
+
+use super::timings::ConnectTimings;
+use super::{feed_established, pending_tls, take_plaintext, Action, Dial, READ_CHUNK};
+use crate::error::Error;
+
+/// Runs `dial` to the end: a connection, or the dial's error.
+pub(crate) fn run(mut dial: Dial) -> Result<Connection, Error> {
+    let mut socket: Option<TcpStream> = None;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match dial.next()? {
+            Action::Resolve { host, port, .. } => {
+                // std's lookup takes no timeout; the host bounds it.
+                dial.resolved(
+                    (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(Iterator::collect),
+                );
+            }
+            Action::Connect { addr, timeout } => {
+                let tcp = TcpStream::connect_timeout(&addr, timeout).and_then(|tcp| {
+                    // Database protocols exchange small messages; don't delay
+                    // them (a no-op in a wasm guest: see `connect`).
+                    tcp.set_nodelay(true)?;
+                    Ok(tcp)
+                });
+                match tcp {
+                    Ok(tcp) => {
+                        socket = Some(tcp);
+                        dial.connected(Ok(()));
+                    }
+                    Err(e) => dial.connected(Err(e)),
+                }
+            }
+            Action::Send { bytes, timeout } => {
+                let result = connected(&mut socket).and_then(|tcp| {
+                    tcp.set_write_timeout(Some(timeout))?;
+                    tcp.write_all(&bytes)
+                });
+                dial.sent(result);
+            }
+            Action::Receive { timeout } => {
+                let result = connected(&mut socket).and_then(|tcp| {
+                    tcp.set_read_timeout(Some(timeout))?;
+                    tcp.read(&mut buf)
+                });
+                dial.received(result.map(|n| &buf[..n]));
+            }
+            Action::Done => break,
+        }
+    }
+    // The driver's reads wait as long as it likes.
+    let tcp = socket
+        .take()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no TCP connection"))
+        .and_then(|tcp| {
+            tcp.set_read_timeout(None)?;
+            tcp.set_write_timeout(None)?;
+            Ok(tcp)
+        })
+        .map_err(|e| {
+            Error::dial(format!("cannot clear the socket's timeouts: {e}")).with_source(e)
+        })?;
+    let (tls, timings) = dial.finish()?;
+    Ok(Connection {
+        tls,
+        tcp,
+        raw: Vec::new(),
+        timings,
+    })
+}
+
+fn connected(socket: &mut Option<TcpStream>) -> io::Result<&mut TcpStream> {
+    socket
+        .as_mut()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no TCP connection"))
+}
+
+/// A blocking, encrypted connection to the instance. Bytes written are the
+/// database protocol in plain text.
+pub struct Connection {
+    tls: ClientConnection,
+    tcp: TcpStream,
+    /// Bytes read from the socket, before rustls takes them.
+    raw: Vec<u8>,
+    timings: ConnectTimings,
+}
+
+impl Connection {
+    /// What the connect cost, step by step.
+    pub fn timings(&self) -> ConnectTimings {
+        self.timings
+    }
+
+    /// Sends TLS close_notify and shuts the TCP connection down.
+    pub fn shutdown(&mut self) -> io::Result<()> {
+        self.tls.send_close_notify();
+        // Best effort: the peer may already be gone.
+        let flushed = self.flush_tls();
+        let closed = self.tcp.shutdown(Shutdown::Both);
+        flushed.and(closed)
+    }
+
+    /// Sends what rustls has encrypted, in one write.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let pending = pending_tls(&mut self.tls);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.tcp.write_all(&pending)
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.raw.resize(READ_CHUNK, 0);
+        loop {
+            if let Some(n) = take_plaintext(&mut self.tls, buf)? {
+                return Ok(n);
+            }
+            // Answers rustls owes the server (a key update) go first.
+            self.flush_tls()?;
+            let n = self.tcp.read(&mut self.raw)?;
+            feed_established(&mut self.tls, &self.raw[..n])?;
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tls.writer().write(buf)?;
+        self.flush_tls()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tls.writer().flush()?;
+        self.flush_tls()?;
+        self.tcp.flush()
+    }
+}

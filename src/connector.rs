@@ -1,0 +1,181 @@
+//! The connector: the composition of the parts, and the connect sequence top
+//! to bottom. Parse the name (which picks the service), take connection info
+//! from the sources stacked at construction (memory, host store, refresh),
+//! pick the address, then dial it with one of the pumps.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::memory::MemoryCache;
+use crate::cache::refresh::Refresher;
+use crate::cache::store::HostStore;
+use crate::cache::{CacheKey, Origin, Source};
+use crate::cloudsql;
+use crate::config::{Config, ConnectOptions};
+use crate::connect::blocking::{self, Connection};
+use crate::connect::{Dial, Plan};
+use crate::credentials::source::Endpoints;
+use crate::credentials::TokenSource;
+use crate::error::Error;
+use crate::http::Transport;
+use crate::instance::Instance;
+use crate::key::{ClientKey, KeySlot};
+use crate::wasi::http::WasiHttp;
+
+/// The connector's user agent, before any caller-supplied suffix.
+const USER_AGENT: &str = concat!("gcp-db-connector/", env!("CARGO_PKG_VERSION"));
+
+/// Connects to Cloud SQL and AlloyDB instances. Make one per process (or per
+/// request on hosts that give each request a fresh instance) and reuse it: it
+/// holds the credentials, the RSA key and the certificate cache.
+pub struct Connector {
+    config: Config,
+    tokens: Arc<TokenSource>,
+    keys: Arc<KeySlot>,
+    /// Memory, then the host store if there is one, then a refresh.
+    info: Arc<dyn Source>,
+}
+
+impl Connector {
+    /// Checks the config; nothing is fetched or generated until the first
+    /// connect.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        Self::with_transport(config, Arc::new(WasiHttp))
+    }
+
+    /// A connector whose HTTP calls go through `transport`.
+    pub(crate) fn with_transport(
+        config: Config,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, Error> {
+        config.check()?;
+        let user_agent = match &config.user_agent {
+            Some(extra) if !extra.trim().is_empty() => format!("{USER_AGENT} {}", extra.trim()),
+            _ => USER_AGENT.to_string(),
+        };
+        let keys = Arc::new(match &config.rsa_private_key {
+            Some(pem) => KeySlot::with_key(ClientKey::from_pem(pem)?),
+            None => KeySlot::default(),
+        });
+        let tokens = Arc::new(TokenSource::new(
+            config.credentials.clone(),
+            Endpoints {
+                token_endpoint: config.token_endpoint.clone(),
+                metadata_host: config.metadata_host.clone(),
+            },
+            transport.clone(),
+        ));
+        let refresh: Box<dyn Source> = Box::new(Refresher {
+            config: config.clone(),
+            user_agent: user_agent.clone(),
+            tokens: tokens.clone(),
+            keys: keys.clone(),
+            transport,
+        });
+        let behind_memory = match &config.store {
+            Some(store) => Box::new(HostStore {
+                store: store.clone(),
+                store_private_key: config.store_private_key,
+                keys: keys.clone(),
+                user_agent,
+                inner: refresh,
+            }),
+            None => refresh,
+        };
+        Ok(Self {
+            info: Arc::new(MemoryCache::new(behind_memory)),
+            config,
+            tokens,
+            keys,
+        })
+    }
+
+    /// Connects to the Cloud SQL instance `project:region:instance` or the
+    /// AlloyDB instance `projects/P/locations/R/clusters/C/instances/I` and
+    /// returns the encrypted connection, ready for the database protocol.
+    pub fn connect(&self, instance: &str, options: &ConnectOptions) -> Result<Connection, Error> {
+        let dial = self.begin(instance, options)?;
+        let retry = dial.origin().retries_a_failed_dial();
+        match blocking::run(dial) {
+            // The failure made the stale info forgotten: this one refreshes.
+            Err(_) if retry => blocking::run(self.begin(instance, options)?),
+            result => result,
+        }
+        .map_err(|e| e.for_instance(instance))
+    }
+
+    /// Like [`Connector::connect`], for tokio drivers.
+    #[cfg(feature = "tokio")]
+    pub async fn connect_async(
+        &self,
+        instance: &str,
+        options: &ConnectOptions,
+    ) -> Result<crate::connect::tokio::AsyncConnection, Error> {
+        use crate::connect::tokio;
+        let dial = self.begin(instance, options)?;
+        let retry = dial.origin().retries_a_failed_dial();
+        match tokio::run(dial).await {
+            // As in `connect`.
+            Err(_) if retry => tokio::run(self.begin(instance, options)?).await,
+            result => result,
+        }
+        .map_err(|e| e.for_instance(instance))
+    }
+
+    /// An OAuth2 token with the sqlservice.login scope, to use as the database
+    /// password for manual IAM database authentication to Cloud SQL.
+    pub fn login_token(&self) -> Result<String, Error> {
+        let deadline = Instant::now() + self.config.refresh_timeout;
+        Ok(self
+            .tokens
+            .token(cloudsql::LOGIN_SCOPE, deadline)?
+            .secret
+            .expose()
+            .to_string())
+    }
+
+    /// The connector's config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Everything before the dial: the name, connection info, the address.
+    fn begin(&self, instance: &str, options: &ConnectOptions) -> Result<Dial, Error> {
+        let started = Instant::now();
+        let name = Instance::parse(instance)?;
+        let iam = options
+            .enable_iam_auth
+            .unwrap_or(self.config.enable_iam_auth);
+        let ip_type = options
+            .ip_type
+            .or(self.config.ip_type)
+            .unwrap_or_else(|| name.service().default_ip_type());
+        let key = CacheKey { name, iam };
+        let found = self
+            .info
+            .get(&key, started + self.config.refresh_timeout)
+            .map_err(|e| e.for_instance(&key.name))?;
+        let prepared = found.prepared;
+        if found.origin == Origin::Store && self.config.store_private_key {
+            // The stored key serves this connector's own refreshes too: no
+            // key generation in an instance that loaded an entry. Not when
+            // keys are kept out of the store: an entry holding one anyway
+            // was not written by this app's config.
+            self.keys.offer(prepared.key.clone());
+        }
+        let target = prepared.info.target(ip_type, &key.name)?;
+        let plan = Plan {
+            target,
+            port: prepared.info.port,
+            tls: prepared.tls.for_connection()?,
+            exchange: prepared.info.exchange.clone(),
+            origin: found.origin,
+            key,
+            started,
+        };
+        Ok(Dial::new(plan, self.config.dial_timeout, self.info.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

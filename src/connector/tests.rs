@@ -1,0 +1,303 @@
+//! The connector as composed, natively: a scripted Google as its transport
+//! (token endpoint and both Admin APIs) and fake instances whose proxies run
+//! real TLS on loopback, as Go's dialer tests run against its mock.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::credentials::Credentials;
+use crate::error::ErrorKind;
+use crate::ip_type::IpType;
+use crate::testing::fake::{FakeInstance, Kind, Mode};
+use crate::testing::google::ScriptedGoogle;
+use crate::testing::MemoryStore;
+
+fn served(kind: Kind) -> Arc<FakeInstance> {
+    let fake = FakeInstance::new(kind);
+    fake.serve();
+    fake
+}
+
+fn config(google: &ScriptedGoogle) -> Config {
+    Config::default()
+        .with_credentials(Credentials::Json(google.authorized_user_json()))
+        .with_dial_timeout(Duration::from_secs(5))
+        // Shorter than the rate limit's interval: a limited refresh fails
+        // at once instead of waiting for its turn.
+        .with_refresh_timeout(Duration::from_secs(5))
+}
+
+fn connector(google: &Arc<ScriptedGoogle>, config: Config) -> Connector {
+    Connector::with_transport(config, google.clone()).unwrap()
+}
+
+fn echo(conn: &mut Connection) {
+    conn.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[test]
+fn cloud_sql_connects_then_reuses_the_certificate() {
+    let fake = served(Kind::CloudSql { mdx: true });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let c = connector(&google, config(&google));
+
+    let mut conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    echo(&mut conn);
+    let t = conn.timings();
+    assert!(!t.cached && !t.from_store);
+    assert!(
+        t.key_generation > Duration::ZERO,
+        "the first connect made the key"
+    );
+    assert_eq!(
+        (
+            google.calls("connectSettings"),
+            google.calls("generateEphemeralCert")
+        ),
+        (1, 1)
+    );
+    assert_eq!(fake.exchanges.lock().unwrap().len(), 1);
+
+    let mut conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    echo(&mut conn);
+    let t = conn.timings();
+    assert!(t.cached && !t.from_store);
+    assert_eq!((t.token, t.admin_api), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(google.admin_calls(), 2);
+    assert_eq!(google.calls("token"), 1);
+}
+
+#[test]
+fn alloydb_sends_its_login_token_in_the_exchange() {
+    let fake = served(Kind::AlloyDb);
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let c = connector(&google, config(&google));
+    let mut conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    echo(&mut conn);
+    assert_eq!(
+        (
+            google.calls("connectionInfo"),
+            google.calls("generateClientCertificate")
+        ),
+        (1, 1)
+    );
+    // The admin token and a new login token.
+    assert_eq!(google.calls("token"), 2);
+    let request = fake.exchanges.lock().unwrap()[0].clone();
+    assert!(request.windows(13).any(|w| w == b"ya29.scripted"));
+}
+
+#[test]
+fn a_failed_dial_makes_the_next_connect_refresh_once() {
+    let fake = served(Kind::CloudSql { mdx: false });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let c = connector(&google, config(&google));
+    c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    fake.set_mode(Mode::Refuse);
+    let e = c
+        .connect(fake.name(), &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls);
+    assert_eq!(e.instance(), Some(fake.name()));
+    assert_eq!(
+        google.admin_calls(),
+        2,
+        "the failed dial used the cached certificate"
+    );
+    fake.set_mode(Mode::Normal);
+    let conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    assert!(!conn.timings().cached);
+    assert_eq!(google.admin_calls(), 4);
+    let conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    assert!(conn.timings().cached);
+}
+
+#[test]
+fn an_address_the_instance_lacks_fails_without_refreshing_again() {
+    let fake = served(Kind::CloudSql { mdx: false });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let c = connector(&google, config(&google));
+    let psc = ConnectOptions::default().with_ip_type(IpType::Psc);
+    let e = c.connect(fake.name(), &psc).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::IpTypeNotAvailable);
+    assert_eq!(e.ip_type(), Some(IpType::Psc));
+    // The info is sound: it stays cached.
+    let conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    assert!(conn.timings().cached);
+    assert_eq!(google.admin_calls(), 2);
+}
+
+#[test]
+fn a_fresh_connector_on_the_store_needs_no_refresh_and_a_stale_entry_is_retried_once() {
+    let old = served(Kind::CloudSql { mdx: true });
+    let google = Arc::new(ScriptedGoogle::new().with(&old));
+    let store = Arc::new(MemoryStore::default());
+    let with_store = || config(&google).with_store(store.clone());
+
+    connector(&google, with_store())
+        .connect(old.name(), &ConnectOptions::default())
+        .unwrap();
+    assert_eq!(google.admin_calls(), 2);
+
+    // A fresh instance: the entry, no key generation, no Admin API call.
+    let fresh = connector(&google, with_store());
+    let mut conn = fresh
+        .connect(old.name(), &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    let t = conn.timings();
+    assert!(t.cached && t.from_store);
+    assert_eq!(t.key_generation, Duration::ZERO);
+    assert_eq!(google.admin_calls(), 2);
+    // It adopted the stored key for its own refreshes.
+    assert!(fresh.keys.current().is_some());
+
+    // The instance moves: the stored entry points at a dead address.
+    old.set_mode(Mode::Refuse);
+    let new = served(Kind::CloudSql { mdx: true });
+    let google_now = Arc::new(ScriptedGoogle::new().with(&new));
+    let moved = Connector::with_transport(
+        config(&google_now).with_store(store.clone()),
+        google_now.clone(),
+    )
+    .unwrap();
+    let mut conn = moved
+        .connect(old.name(), &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    let t = conn.timings();
+    assert!(!t.cached && !t.from_store, "retried once, refreshed");
+    assert_eq!(google_now.admin_calls(), 2);
+    assert_eq!(new.handshakes.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn without_keys_in_the_store_a_stored_key_is_not_adopted() {
+    let fake = served(Kind::CloudSql { mdx: false });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let store = Arc::new(MemoryStore::default());
+    // Written by a connector that keeps keys in the store...
+    connector(&google, config(&google).with_store(store.clone()))
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap();
+    // ... read by one that does not: the entry holds a key it must not take.
+    let strict = connector(
+        &google,
+        config(&google)
+            .with_store(store.clone())
+            .with_store_private_key(false),
+    );
+    strict
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap();
+    assert!(strict.keys.current().is_none());
+}
+
+#[test]
+fn an_instance_that_does_not_exist_is_refused_then_rate_limited() {
+    let fake = served(Kind::CloudSql { mdx: false });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    google.fail("connectSettings", 404, 10);
+    let c = connector(&google, config(&google));
+    for _ in 0..2 {
+        let e = c
+            .connect(fake.name(), &ConnectOptions::default())
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdminApi);
+        assert_eq!(e.api_error().map(|a| a.status), Some(404));
+        assert_eq!(e.instance(), Some(fake.name()));
+    }
+    let e = c
+        .connect(fake.name(), &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert_eq!(e.last_error().map(Error::kind), Some(ErrorKind::AdminApi));
+    assert_eq!(google.calls("connectSettings"), 2);
+}
+
+#[test]
+fn a_bad_name_and_a_bad_config_are_typed() {
+    let google = Arc::new(ScriptedGoogle::new());
+    let c = connector(&google, config(&google));
+    let e = c
+        .connect("nope", &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInstanceName);
+    assert_eq!(e.instance(), Some("nope"));
+    let e = Connector::with_transport(
+        Config::default().with_admin_endpoint("sqladmin"),
+        google.clone(),
+    )
+    .map(drop)
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+}
+
+#[test]
+fn the_login_token_is_the_credentials_one() {
+    let google = Arc::new(ScriptedGoogle::new());
+    let c = connector(
+        &google,
+        Config::default().with_credentials(Credentials::AccessToken {
+            api_token: "api".into(),
+            login_token: Some("login".into()),
+        }),
+    );
+    assert_eq!(c.login_token().unwrap(), "login");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn the_async_connect_reuses_and_refreshes_like_the_blocking_one() {
+    use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let fake = served(Kind::AlloyDb);
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let c = connector(&google, config(&google));
+    let rt = ::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = c
+            .connect_async(fake.name(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        conn.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        assert!(!conn.timings().cached);
+
+        let slow = Connector::with_transport(
+            config(&google).with_dial_timeout(Duration::from_millis(300)),
+            google.clone(),
+        )
+        .unwrap();
+        slow.connect_async(fake.name(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        fake.set_mode(Mode::Stall);
+        let e = slow
+            .connect_async(fake.name(), &ConnectOptions::default())
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        fake.set_mode(Mode::Normal);
+        let conn = slow
+            .connect_async(fake.name(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        assert!(!conn.timings().cached, "the timed-out dial invalidated");
+    });
+}
