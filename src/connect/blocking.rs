@@ -6,8 +6,9 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 
 use rustls::ClientConnection;
 
+use super::records::{outgoing, read_plaintext, Inbox, Plain, READ_CHUNK};
 use super::timings::ConnectTimings;
-use super::{feed_established, pending_tls, take_plaintext, Action, Dial, READ_CHUNK};
+use super::{Action, Dial};
 use crate::error::Error;
 
 /// Runs `dial` to the end: a connection, or the dial's error.
@@ -68,11 +69,11 @@ pub(crate) fn run(mut dial: Dial) -> Result<Connection, Error> {
         .map_err(|e| {
             Error::dial(format!("cannot clear the socket's timeouts: {e}")).with_source(e)
         })?;
-    let (tls, timings) = dial.finish()?;
+    let (tls, inbox, timings) = dial.finish()?;
     Ok(Connection {
         tls,
         tcp,
-        raw: Vec::new(),
+        inbox,
         timings,
     })
 }
@@ -88,8 +89,8 @@ fn connected(socket: &mut Option<TcpStream>) -> io::Result<&mut TcpStream> {
 pub struct Connection {
     tls: ClientConnection,
     tcp: TcpStream,
-    /// Bytes read from the socket, before rustls takes them.
-    raw: Vec<u8>,
+    /// What the server sent that rustls has not taken yet.
+    inbox: Inbox,
     timings: ConnectTimings,
 }
 
@@ -110,7 +111,7 @@ impl Connection {
 
     /// Sends what rustls has encrypted, in one write.
     fn flush_tls(&mut self) -> io::Result<()> {
-        let pending = pending_tls(&mut self.tls);
+        let pending = outgoing(&mut self.tls);
         if pending.is_empty() {
             return Ok(());
         }
@@ -123,15 +124,14 @@ impl Read for Connection {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.raw.resize(READ_CHUNK, 0);
         loop {
-            if let Some(n) = take_plaintext(&mut self.tls, buf)? {
+            if let Plain::Read(n) = read_plaintext(&mut self.tls, &mut self.inbox, buf)? {
                 return Ok(n);
             }
             // Answers rustls owes the server (a key update) go first.
             self.flush_tls()?;
-            let n = self.tcp.read(&mut self.raw)?;
-            feed_established(&mut self.tls, &self.raw[..n])?;
+            let tcp = &mut self.tcp;
+            self.inbox.read_from(|room| tcp.read(room))?;
         }
     }
 }

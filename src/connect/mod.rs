@@ -17,11 +17,12 @@
 //! ACK (about 40 ms) between them.
 
 pub(crate) mod blocking;
+pub(crate) mod records;
 pub(crate) mod timings;
 #[cfg(feature = "tokio")]
 pub(crate) mod tokio;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,10 +34,8 @@ use crate::connection_info::Target;
 use crate::error::Error;
 use crate::mdx::{self, MetadataExchange, Progress, ResponseReader};
 use crate::tls;
+use records::{outgoing, FeedError, Inbox};
 use timings::ConnectTimings;
-
-/// How much a pump reads from the socket at once: a whole TLS record.
-pub(crate) const READ_CHUNK: usize = 18 * 1024;
 
 /// A connect resolved up to the dial.
 pub(crate) struct Plan {
@@ -103,6 +102,8 @@ pub(crate) struct Dial {
     deadline: Instant,
     state: State,
     tls: Option<ClientConnection>,
+    /// What the server sent that rustls has not taken yet.
+    inbox: Inbox,
     response: Option<ResponseReader>,
     /// The source the plan's info came from, told if the dial fails.
     source: Arc<dyn Source>,
@@ -121,6 +122,7 @@ impl Dial {
             plan,
             state: State::Start,
             tls: None,
+            inbox: Inbox::default(),
             response: None,
             source,
             tcp_started: None,
@@ -175,30 +177,40 @@ impl Dial {
     }
 
     fn next_tls(&mut self, timeout: Duration) -> Result<Action, Error> {
-        let tls = self
-            .tls
-            .as_mut()
-            .ok_or_else(|| Error::tls("TLS never started"))?;
-        if tls.wants_write() {
-            return Ok(Action::Send {
-                bytes: pending_tls(tls),
-                timeout,
-            });
-        }
-        if tls.is_handshaking() {
-            return Ok(Action::Receive { timeout });
-        }
-        let (Some(exchange), Some(response)) = (&self.plan.exchange, &mut self.response) else {
-            self.state = State::Done;
-            return Ok(Action::Done);
-        };
-        match response.read_from(exchange.as_ref(), &mut tls.reader()) {
-            Ok(Progress::Accepted) => {
-                self.state = State::Done;
-                Ok(Action::Done)
+        loop {
+            let tls = self
+                .tls
+                .as_mut()
+                .ok_or_else(|| Error::tls("TLS never started"))?;
+            if tls.wants_write() {
+                return Ok(Action::Send {
+                    bytes: outgoing(tls),
+                    timeout,
+                });
             }
-            Ok(Progress::NeedMore) => Ok(Action::Receive { timeout }),
-            Err(e) => Err(self.fail(e)),
+            let need_more = if tls.is_handshaking() {
+                true
+            } else if let (Some(exchange), Some(response)) =
+                (&self.plan.exchange, &mut self.response)
+            {
+                match response.read_from(exchange.as_ref(), &mut tls.reader()) {
+                    Ok(Progress::Accepted) => false,
+                    Ok(Progress::NeedMore) => true,
+                    Err(e) => return Err(self.fail(e)),
+                }
+            } else {
+                false
+            };
+            if !need_more {
+                self.state = State::Done;
+                return Ok(Action::Done);
+            }
+            // What arrived already may be enough.
+            match self.inbox.feed(tls) {
+                Ok(true) => continue,
+                Ok(false) => return Ok(Action::Receive { timeout }),
+                Err(e) => return Err(self.refuse(e)),
+            }
         }
     }
 
@@ -264,7 +276,7 @@ impl Dial {
     pub(crate) fn sent(&mut self, result: io::Result<()>) {
         match (&self.state, result) {
             (State::Tls, Err(e)) => {
-                let error = io_error(e, self.handshake_done());
+                let error = io_error(e, self.exchanging());
                 self.fail_with(error);
             }
             // A farewell that did not go out changes nothing.
@@ -280,31 +292,39 @@ impl Dial {
             return self.out_of_order("a receive");
         }
         let handshake_done = self.handshake_done();
+        let exchanging = self.exchanging();
         let Some(tls) = self.tls.as_mut() else {
             return self.out_of_order("a receive");
         };
-        let failed = match result {
-            Err(e) => Some((io_error(e, handshake_done), None)),
-            Ok(bytes) if bytes.is_empty() && !handshake_done => Some((handshake_closed(), None)),
+        match result {
+            Err(e) => self.fail_with(io_error(e, exchanging)),
+            Ok(bytes) if bytes.is_empty() && !handshake_done => self.fail_with(handshake_closed()),
             // After the handshake, the end of the stream is told to rustls,
             // whose reader then reports the close.
-            Ok(bytes) => match feed_tls(tls, bytes) {
-                Ok(()) => None,
-                Err(e) => {
-                    // The alert rustls queued tells the server why.
-                    let farewell = tls.wants_write().then(|| pending_tls(tls));
-                    Some((feed_error(e), farewell))
+            Ok(bytes) => {
+                self.inbox.push(bytes);
+                if let Err(e) = self.inbox.feed(tls) {
+                    self.refuse(e);
                 }
-            },
-        };
-        if let Some((error, farewell)) = failed {
-            self.state = State::Failed { error, farewell };
+            }
         }
     }
 
-    /// The established connection and what the connect cost, once
-    /// [`Action::Done`] was given.
-    pub(crate) fn finish(mut self) -> Result<(ClientConnection, ConnectTimings), Error> {
+    /// Fails with what rustls refused, sending the alert it queued (it tells
+    /// the server why).
+    fn refuse(&mut self, e: FeedError) -> Error {
+        let farewell = self.tls.as_mut().filter(|t| t.wants_write()).map(outgoing);
+        let error = feed_error(e);
+        self.state = State::Failed {
+            error: error.clone(),
+            farewell,
+        };
+        error
+    }
+
+    /// The established connection, what the server sent that it has not
+    /// taken yet, and what the connect cost, once [`Action::Done`] was given.
+    pub(crate) fn finish(mut self) -> Result<(ClientConnection, Inbox, ConnectTimings), Error> {
         if !matches!(self.state, State::Done) {
             return Err(Error::tls("the dial was finished before it was done"));
         }
@@ -316,7 +336,7 @@ impl Dial {
         let tls = self.tls_started.map(|t| t.elapsed()).unwrap_or_default();
         let timings =
             ConnectTimings::new(self.plan.origin, self.tcp, tls, self.plan.started.elapsed());
-        Ok((conn, timings))
+        Ok((conn, std::mem::take(&mut self.inbox), timings))
     }
 
     /// Lets the deadline pass now (the tests' clock).
@@ -343,14 +363,20 @@ impl Dial {
             State::Resolved { addr } | State::Connecting { addr } => {
                 Error::timeout(format!("TCP connect to {addr} did not finish in time"))
             }
-            State::Tls if self.handshake_done() => mdx::timed_out(),
+            State::Tls if self.exchanging() => mdx::timed_out(),
             _ => Error::timeout("the TLS handshake did not finish in time"),
         }
     }
 
-    /// Whether the handshake is over (the exchange, if any, runs).
+    /// Whether the handshake is over.
     fn handshake_done(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| !t.is_handshaking())
+    }
+
+    /// Whether the metadata exchange runs: the handshake is over and the
+    /// plan has one.
+    fn exchanging(&self) -> bool {
+        self.plan.exchange.is_some() && self.handshake_done()
     }
 
     fn fail(&mut self, error: Error) -> Error {
@@ -372,10 +398,10 @@ impl Dial {
     }
 }
 
-/// The error for a failed socket read or write: of the exchange once the
-/// handshake is done, else of the handshake.
-fn io_error(e: io::Error, handshake_done: bool) -> Error {
-    if handshake_done {
+/// The error for a failed socket read or write: of the exchange while it
+/// runs, else of the handshake.
+fn io_error(e: io::Error, exchanging: bool) -> Error {
+    if exchanging {
         return mdx::io_error(e);
     }
     match e.kind() {
@@ -388,13 +414,6 @@ fn io_error(e: io::Error, handshake_done: bool) -> Error {
         _ => Error::tls(format!("the TLS handshake failed: {e}")),
     }
     .with_source(e)
-}
-
-/// What went wrong feeding bytes to rustls.
-enum FeedError {
-    /// rustls refused what the server sent.
-    Tls(rustls::Error),
-    Io(io::Error),
 }
 
 fn feed_error(e: FeedError) -> Error {
@@ -422,55 +441,6 @@ impl Drop for Dial {
 fn remaining(deadline: Instant) -> Option<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     (!left.is_zero()).then_some(left)
-}
-
-/// Every TLS record rustls has to send, as one buffer.
-pub(crate) fn pending_tls(tls: &mut ClientConnection) -> Vec<u8> {
-    let mut out = Vec::new();
-    while tls.wants_write() {
-        // Writing into a Vec cannot fail.
-        if tls.write_tls(&mut out).is_err() {
-            break;
-        }
-    }
-    out
-}
-
-/// Hands `bytes` from the socket to rustls and processes them; an empty
-/// slice is the end of the stream.
-fn feed_tls(tls: &mut ClientConnection, mut bytes: &[u8]) -> Result<(), FeedError> {
-    if bytes.is_empty() {
-        tls.read_tls(&mut bytes).map_err(FeedError::Io)?;
-        return tls.process_new_packets().map(drop).map_err(FeedError::Tls);
-    }
-    while !bytes.is_empty() {
-        tls.read_tls(&mut bytes).map_err(FeedError::Io)?;
-        tls.process_new_packets().map_err(FeedError::Tls)?;
-    }
-    Ok(())
-}
-
-/// [`feed_tls`] for an established connection, where a refusal is an I/O
-/// error of the driver's read.
-pub(crate) fn feed_established(tls: &mut ClientConnection, bytes: &[u8]) -> io::Result<()> {
-    feed_tls(tls, bytes).map_err(|e| match e {
-        FeedError::Tls(e) => io::Error::new(io::ErrorKind::InvalidData, e),
-        FeedError::Io(e) => e,
-    })
-}
-
-/// Plaintext the connection has buffered, into `buf`: `Some(n)` (0 at a
-/// clean close), or `None` if more TLS must be read first. A close without
-/// close_notify is an `UnexpectedEof` error.
-pub(crate) fn take_plaintext(
-    tls: &mut ClientConnection,
-    buf: &mut [u8],
-) -> io::Result<Option<usize>> {
-    match tls.reader().read(buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::connection_info::ConnectionInfo;
 use crate::error::{ErrorKind, VerificationCheck};
 use crate::testing::certs::Ca;
 use crate::testing::fake::{FakeInstance, Kind, Mode};
-use crate::testing::{alloydb_key, cache_key, client_key_copy, ScriptedSource};
+use crate::testing::{alloydb_key, cache_key, client_key_copy, wait_until, ScriptedSource};
 
 const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -172,13 +172,17 @@ fn a_cloud_sql_dial_runs_tcp_the_handshake_and_the_exchange_in_order() {
     // in one send; the exchange response.
     assert_eq!(steps, [Connect, Send, Receive, Send, Receive]);
     assert_eq!(fake.exchanges.lock().unwrap().len(), 1);
-    let (mut tls, timings) = d.finish().unwrap();
+    let (mut tls, _, timings) = d.finish().unwrap();
     assert!(timings.cached, "the plan's info came from memory");
     assert!(timings.tls > Duration::ZERO && timings.total >= timings.tls);
     // The database's first bytes, which came right after the response, are
     // left for the driver.
     let mut buf = [0u8; 64];
-    let n = take_plaintext(&mut tls, &mut buf).unwrap().unwrap();
+    let mut inbox = records::Inbox::default();
+    let read = records::read_plaintext(&mut tls, &mut inbox, &mut buf).unwrap();
+    let records::Plain::Read(n) = read else {
+        panic!("{read:?}")
+    };
     assert_eq!(&buf[..n], b"GREETING");
     assert_eq!(source.invalidations(), 0);
     // No SNI for Cloud SQL.
@@ -487,6 +491,33 @@ mod pumps {
         }
 
         #[test]
+        fn the_tokio_connection_takes_a_fast_stream_in_small_reads() {
+            let fake = served(Kind::AlloyDb);
+            let source = ScriptedSource::lasting(Duration::from_secs(3600));
+            block_on(async {
+                let mut conn = crate::connect::tokio::run(pump_dial(&fake, None, &source))
+                    .await
+                    .unwrap();
+                let size = 1 << 20;
+                conn.write_all(format!("BLAST {size}").as_bytes())
+                    .await
+                    .unwrap();
+                conn.flush().await.unwrap();
+                wait_until("a quarter of the stream", || {
+                    fake.blasted.load(std::sync::atomic::Ordering::SeqCst) >= size / 4
+                });
+                let mut got = Vec::with_capacity(size);
+                let mut small = [0u8; 1000];
+                while got.len() < size {
+                    let n = conn.read(&mut small).await.unwrap();
+                    assert!(n > 0, "closed after {} bytes", got.len());
+                    got.extend_from_slice(&small[..n]);
+                }
+                assert_eq!(got, crate::testing::fake::blast_bytes(size));
+            });
+        }
+
+        #[test]
         fn the_tokio_pump_invalidates_on_each_failure() {
             let fake = served(Kind::CloudSql { mdx: false });
             let e = tokio_failure(&fake, Mode::Stall, None);
@@ -512,6 +543,29 @@ mod pumps {
             });
             assert_eq!(source.invalidations(), 1);
         }
+    }
+
+    /// A server streaming faster than the driver reads (a COPY out): the
+    /// socket brings more records than rustls holds at once.
+    #[test]
+    fn the_blocking_connection_takes_a_fast_stream_in_small_reads() {
+        let fake = served(Kind::CloudSql { mdx: false });
+        let source = ScriptedSource::lasting(Duration::from_secs(3600));
+        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
+        let size = 1 << 20;
+        conn.write_all(format!("BLAST {size}").as_bytes()).unwrap();
+        // Records pile up in the socket before the first read.
+        wait_until("a quarter of the stream", || {
+            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) >= size / 4
+        });
+        let mut got = Vec::with_capacity(size);
+        let mut small = [0u8; 1000];
+        while got.len() < size {
+            let n = conn.read(&mut small).unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, crate::testing::fake::blast_bytes(size));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::records::{outgoing, read_plaintext, Inbox, Plain, READ_CHUNK};
 use super::timings::ConnectTimings;
-use super::{feed_established, pending_tls, take_plaintext, Action, Dial, READ_CHUNK};
+use super::{Action, Dial};
 use crate::error::Error;
 
 /// Runs `dial` to the end on tokio: a connection, or the dial's error.
@@ -73,13 +74,13 @@ pub(crate) async fn run(mut dial: Dial) -> Result<AsyncConnection, Error> {
         }
     }
     let tcp = socket.ok_or_else(|| Error::dial("the dial ended without a TCP connection"))?;
-    let (tls, timings) = dial.finish()?;
+    let (tls, inbox, timings) = dial.finish()?;
     Ok(AsyncConnection {
         tls,
         tcp,
         outgoing: Vec::new(),
         sent: 0,
-        raw: Vec::new(),
+        inbox,
         closing: false,
         timings,
     })
@@ -93,8 +94,8 @@ pub struct AsyncConnection {
     /// Encrypted bytes not yet written to the socket, from `sent` on.
     outgoing: Vec<u8>,
     sent: usize,
-    /// Bytes read from the socket, before rustls takes them.
-    raw: Vec<u8>,
+    /// What the server sent that rustls has not taken yet.
+    inbox: Inbox,
     /// close_notify has been queued.
     closing: bool,
     timings: ConnectTimings,
@@ -116,7 +117,7 @@ impl AsyncConnection {
                 if !self.tls.wants_write() {
                     return Poll::Ready(Ok(()));
                 }
-                self.outgoing = pending_tls(&mut self.tls);
+                self.outgoing = outgoing(&mut self.tls);
             }
             let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.sent..]))?;
             if n == 0 {
@@ -135,7 +136,8 @@ impl AsyncRead for AsyncConnection {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if let Some(n) = take_plaintext(&mut this.tls, buf.initialize_unfilled())? {
+            let plain = read_plaintext(&mut this.tls, &mut this.inbox, buf.initialize_unfilled())?;
+            if let Plain::Read(n) = plain {
                 buf.advance(n);
                 return Poll::Ready(Ok(()));
             }
@@ -144,11 +146,21 @@ impl AsyncRead for AsyncConnection {
             if let Poll::Ready(Err(e)) = this.poll_send(cx) {
                 return Poll::Ready(Err(e));
             }
-            this.raw.resize(READ_CHUNK, 0);
-            let mut raw = ReadBuf::new(&mut this.raw);
-            ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut raw))?;
-            let n = raw.filled().len();
-            feed_established(&mut this.tls, &this.raw[..n])?;
+            let tcp = &mut this.tcp;
+            let read = this.inbox.read_from(|room| {
+                let mut room = ReadBuf::new(room);
+                match Pin::new(tcp).poll_read(cx, &mut room) {
+                    Poll::Ready(Ok(())) => Ok(room.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    // Told apart below: a socket's read never fails so.
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            });
+            match read {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
 }

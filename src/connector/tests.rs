@@ -301,3 +301,23 @@ fn the_async_connect_reuses_and_refreshes_like_the_blocking_one() {
         assert!(!conn.timings().cached, "the timed-out dial invalidated");
     });
 }
+
+/// A connector is shared across threads and tasks; its connections and
+/// its async connect move between them.
+#[test]
+fn connectors_connections_and_connects_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Connector>();
+    send_sync::<Error>();
+    let google = Arc::new(ScriptedGoogle::new());
+    let c = connector(&google, config(&google));
+    let options = ConnectOptions::default();
+    let blocking = c.connect("p:r:i", &options);
+    send(&blocking);
+    #[cfg(feature = "tokio")]
+    {
+        let connect = c.connect_async("p:r:i", &options);
+        send(&connect);
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::server::WebPkiClientVerifier;
@@ -51,6 +51,8 @@ pub(crate) struct FakeInstance {
     mode: AtomicU8,
     /// TLS handshakes completed.
     pub handshakes: AtomicU32,
+    /// Bytes of `BLAST` sent so far.
+    pub blasted: AtomicUsize,
     /// Metadata exchange requests received, whole.
     pub exchanges: Mutex<Vec<Vec<u8>>>,
     /// Connections held open without an answer (`Mode::Stall`).
@@ -81,6 +83,7 @@ impl FakeInstance {
             ip: OnceLock::new(),
             mode: AtomicU8::new(Mode::Normal as u8),
             handshakes: AtomicU32::new(0),
+            blasted: AtomicUsize::new(0),
             exchanges: Mutex::new(Vec::new()),
             stalled: Mutex::new(Vec::new()),
         })
@@ -233,7 +236,22 @@ impl FakeInstance {
         }
         let mut buf = [0u8; 4096];
         while let Ok(n) = tls.read(&mut buf) {
-            if n == 0 || tls.write_all(&buf[..n]).is_err() {
+            // `BLAST n`: n bytes in small records sent as fast as they come
+            // (a COPY streaming out: a socket read then holds more records
+            // than rustls takes at once), else an echo.
+            let blast = std::str::from_utf8(&buf[..n])
+                .ok()
+                .and_then(|s| s.strip_prefix("BLAST "))
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            let sent = match blast {
+                Some(size) => blast_bytes(size).chunks(1000).try_for_each(|record| {
+                    tls.write_all(record)?;
+                    self.blasted.fetch_add(record.len(), Ordering::SeqCst);
+                    Ok(())
+                }),
+                None => tls.write_all(&buf[..n]),
+            };
+            if n == 0 || sent.is_err() {
                 break;
             }
         }
@@ -256,6 +274,11 @@ impl FakeInstance {
         tls.write_all(ok)?;
         tls.flush()
     }
+}
+
+/// What `BLAST size` sends: a pattern a test can check.
+pub(crate) fn blast_bytes(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
 }
 
 /// A stream both ways.

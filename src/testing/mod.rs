@@ -104,6 +104,19 @@ pub(crate) fn refused(status: u16, code: &str) -> Error {
     })
 }
 
+/// Waits for `done` to hold, checking every millisecond; panics naming
+/// `what` if it does not within 10 s.
+pub(crate) fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// An info source that answers from a script and counts what it is asked.
 #[derive(Clone)]
 pub(crate) struct ScriptedSource(Arc<Scripted>);
