@@ -11,21 +11,34 @@ then:
   - times cloud-sql-python-connector + pg8000 doing the same cold and warm
     connects (login + SELECT 1 each) with the same service-account key;
   - measures the peak memory of one connect in a process of each;
+  - serves examples/messages-http with the wasmtime CLI (`wasmtime serve`, a fresh
+    instance per request, the connector's cache in a directory, as
+    tests/wasmtime_cli.rs does) and times `GET /`: 1000 requests with the store
+    warm; requests that refresh an expired certificate with the stored key (a
+    second emulator issuing 200 s certificates); the first request after a
+    deployment (a new cache directory and server), with and without `GET /warmup`;
+  - serves examples/python-messages (Flask + SQLAlchemy + pg8000, componentize-py)
+    composed with the connector the same way, and times its `GET /` with the store
+    warm, and a `GET` of a path it has no route for (instantiation and Flask only);
 and prints one table (median, p90, max), written to BENCHMARKS.md with --write.
 """
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
 import queue
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 PROJECT = "bench"
 REGION = "us-central1"
@@ -39,7 +52,17 @@ SPECS = {
 }
 USER, PASSWORD, DATABASE = "app", "app-password", "postgres"
 ADMIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
-
+# On a second emulator whose certificates last SHORT_CERT_SECS: less than the
+# connector's 4-minute refresh buffer, so every fresh instance finds the stored
+# certificate stale and refreshes (a test knob: Google issues 1-hour certificates).
+SHORT = f"{PROJECT}:{REGION}:pg-short-cert"
+SHORT_CERT_SECS = 200
+# What tests/wasmtime_cli.rs passes to `wasmtime serve` (the README's line).
+SERVE_FLAGS = ["-S", "cli", "-S", "http", "-S", "inherit-network", "-S", "allow-ip-name-lookup",
+               "-S", "keyvalue"]
+STORE_SECRET = "bench: a secret from outside the store"
+# The Python app's database: the tutorial's `messages (content)` table.
+PY_DATABASE = "python_messages"
 
 
 def required_env(name):
@@ -56,9 +79,9 @@ def log(msg):
 class Emulator:
     """The emulator binary with the bench instances, until closed."""
 
-    def __init__(self, binary, pg, state_dir):
-        args = [binary, "--state-dir", state_dir]
-        for name, spec in SPECS.items():
+    def __init__(self, binary, pg, state_dir, specs=None, extra=()):
+        args = [binary, "--state-dir", state_dir, *extra]
+        for name, spec in (specs or SPECS).items():
             args += ["--instance", f"{name},{spec.format(pg=pg)}"]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         lines = queue.Queue()
@@ -85,6 +108,17 @@ class Emulator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+    def admin_calls(self, instance):
+        """Admin API calls so far (connectSettings + generateEphemeralCert) for the
+        Cloud SQL `instance` (project:region:name)."""
+        project, _, name = instance.split(":")
+        url = self.ready["control_endpoint"] + "/calls"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            calls = json.load(resp)
+        key = f"{project}:{name}"
+        return sum(calls[m].get(key, 0) for m in ("connectSettings", "generateEphemeralCert"))
 
 
 def host_args(emu):
@@ -195,11 +229,194 @@ def memory(emu, host, component):
     return ours_kib, theirs_kib
 
 
+class WasmtimeServe:
+    """`wasmtime serve` of messages-http as tests/wasmtime_cli.rs runs it (the README's
+    line), against `emu` for `instance`, the connector's cache in the directory `cache`
+    (granted as /cache, sealed with a secret); a fresh component instance per request.
+    Until closed."""
+
+    def __init__(self, wasmtime, app, emu, instance, cache, app_env=None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.addr = s.getsockname()
+        creds_dir, creds_file = os.path.split(emu.ready["service_account_file"])
+        if app_env is None:  # messages-http's settings
+            app_env = {"INSTANCE": instance, "DB_USER": USER, "DB_PASS": PASSWORD}
+        env = {
+            **app_env,
+            "GOOGLE_APPLICATION_CREDENTIALS": f"/creds/{creds_file}",
+            "GCP_DB_ADMIN_ENDPOINT": emu.ready["admin_endpoint"],
+            "GCP_DB_KV_BUCKET": "", "GCP_DB_STORE_DIR": "/cache",
+            "GCP_DB_STORE_SECRET": STORE_SECRET,
+        }
+        args = [wasmtime, "serve", *SERVE_FLAGS, "--addr", f"{self.addr[0]}:{self.addr[1]}",
+                "--dir", f"{creds_dir}::/creds", "--dir", f"{cache}::/cache"]
+        for k, v in env.items():
+            args += ["--env", f"{k}={v}"]
+        self.output = tempfile.TemporaryFile()
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(args + [app], stdin=subprocess.DEVNULL,
+                                     stdout=self.output, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                socket.create_connection(self.addr, timeout=1).close()
+                break
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                self.fail(f"exited with {self.proc.returncode} before listening")
+            if time.perf_counter() - started > 120:
+                self.fail(f"did not listen on {self.addr} in 120 s")
+            time.sleep(0.02)
+        self.startup_s = time.perf_counter() - started
+
+    def fail(self, why):
+        self.close()
+        self.output.seek(0)
+        tail = self.output.read()[-2000:].decode(errors="replace")
+        sys.exit(f"bench: wasmtime serve {why}:\n{tail}")
+
+    def get(self, path="/", status=200):
+        """One `GET path` on a new connection: client-side wall time, the
+        connector's own `x-connect-ms` and `x-certificate` (`refreshed`, `store`,
+        `cached`), where the app sends them. Any other status than `status` ends
+        the bench."""
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection(*self.addr, timeout=120)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        total_us = (time.perf_counter() - started) * 1e6
+        if resp.status != status:
+            self.fail(f"answered GET {path} with {resp.status}: {body[:2000]!r}")
+        connect_ms = resp.getheader("x-connect-ms")
+        return {"total_us": total_us,
+                "connect_us": float(connect_ms) * 1000 if connect_ms else None,
+                "certificate": resp.getheader("x-certificate")}
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def serve_store_warm(emu, wasmtime, app, requests):
+    """7a: `requests` sequential `GET /` after one warm-up request, and the Admin API
+    calls they cost."""
+    log(f"wasmtime serve: 1 warm-up + {requests} requests with the directory store")
+    with tempfile.TemporaryDirectory(prefix="gcpdb-bench-cache-") as cache:
+        server = WasmtimeServe(wasmtime, app, emu, MAIN, cache)
+        try:
+            server.get()
+            before = emu.admin_calls(MAIN)
+            samples = [server.get() for _ in range(requests)]
+            calls = emu.admin_calls(MAIN) - before
+        finally:
+            server.close()
+    return {"samples": samples, "admin_calls": calls}
+
+
+def serve_expired_refresh(emu_short, wasmtime, app, runs):
+    """7b: `runs` requests that each find the stored certificate stale (it lasts
+    less than the refresh buffer) and refresh it with the stored key, after a first
+    request that generated and stored the key."""
+    log(f"wasmtime serve: 1 + {runs} requests refreshing {SHORT_CERT_SECS} s certificates with the stored key")
+    with tempfile.TemporaryDirectory(prefix="gcpdb-bench-cache-") as cache:
+        server = WasmtimeServe(wasmtime, app, emu_short, SHORT, cache)
+        try:
+            server.get()
+            before = emu_short.admin_calls(SHORT)
+            samples = [server.get() for _ in range(runs)]
+            calls = emu_short.admin_calls(SHORT) - before
+        finally:
+            server.close()
+    wrong = [s["certificate"] for s in samples if s["certificate"] != "refreshed"]
+    if wrong:
+        sys.exit(f"bench: {len(wrong)} of {runs} requests with a stale stored certificate did not "
+                 f"refresh (x-certificate: {sorted(set(map(str, wrong)))})")
+    return {"samples": samples, "admin_calls": calls}
+
+
+def serve_first_requests(emu, wasmtime, app, runs):
+    """7c and 7d: per run, two deployments (a new cache directory and a new
+    `wasmtime serve` each): the first `GET /` of one, and of the other after its
+    `GET /warmup`."""
+    log(f"wasmtime serve: the first request after {runs} x 2 deployments, with and without warmup")
+    cold, warmed, warmups, startup = [], [], [], []
+    for _ in range(runs):
+        for warm in (False, True):
+            with tempfile.TemporaryDirectory(prefix="gcpdb-bench-cache-") as cache:
+                server = WasmtimeServe(wasmtime, app, emu, MAIN, cache)
+                try:
+                    startup.append(server.startup_s * 1e6)
+                    if warm:
+                        warmups.append(server.get("/warmup"))
+                    (warmed if warm else cold).append(server.get())
+                finally:
+                    server.close()
+    return {"cold": cold, "warmed": warmed, "warmups": warmups, "startup_us": startup}
+
+
+def python_database(pg):
+    """A fresh database for the Python app, with the tutorial's table and one row."""
+    host, port = pg.rsplit(":", 1)
+    psql = ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "postgres"]
+    subprocess.run(psql + ["-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {PY_DATABASE}",
+                           "-c", f"CREATE DATABASE {PY_DATABASE}"], check=True)
+    subprocess.run(psql + ["-d", PY_DATABASE, "-c",
+                           "CREATE TABLE messages (content text); "
+                           "INSERT INTO messages VALUES ('hello from Cloud SQL'); "
+                           f"GRANT SELECT, INSERT ON messages TO {USER}"], check=True)
+
+
+def serve_python(emu, wasmtime, app, requests):
+    """8: the Python app under `wasmtime serve` with the directory store warm:
+    `requests` sequential `GET /` (connect, log in, list) after one warm-up, the
+    Admin API calls they cost, and as many `GET /nothing` (a 404 from Flask: no
+    database, so instantiation, WSGI and Flask only)."""
+    log(f"wasmtime serve, the Python app: 1 warm-up + {requests} requests with the directory store")
+    app_env = {"INSTANCE_CONNECTION_NAME": MAIN, "DB_USER": USER, "DB_PASS": PASSWORD,
+               "DB_NAME": PY_DATABASE, "IP_TYPE": "public"}
+    with tempfile.TemporaryDirectory(prefix="gcpdb-bench-cache-") as cache:
+        server = WasmtimeServe(wasmtime, app, emu, MAIN, cache, app_env)
+        try:
+            server.get()
+            before = emu.admin_calls(MAIN)
+            samples = [server.get() for _ in range(requests)]
+            calls = emu.admin_calls(MAIN) - before
+            no_db = [server.get("/nothing", status=404) for _ in range(requests)]
+        finally:
+            server.close()
+    return {"samples": samples, "admin_calls": calls, "no_db": no_db,
+            "startup_us": server.startup_s * 1e6}
+
+
 def stats(values):
     """median, p90 (nearest rank), max."""
     v = sorted(values)
     p90 = v[max(0, -(-len(v) * 9 // 10) - 1)]
     return statistics.median(v), p90, v[-1]
+
+
+def percentile(values, pct):
+    """Nearest rank."""
+    v = sorted(values)
+    return v[max(0, -(-len(v) * pct // 100) - 1)]
+
+
+def certificates(samples):
+    """`x-certificate` values and how often, e.g. `1000 × store`."""
+    counts = {}
+    for s in samples:
+        counts[s["certificate"]] = counts.get(s["certificate"], 0) + 1
+    return ", ".join(f"{n} × `{c}`" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def ms(us):
@@ -228,7 +445,43 @@ def throughput_rows(samples):
     return lines, {k: statistics.median(v) / direct for k, v in by.items()}
 
 
-def table(o, p, mem, sizes, args):
+def serve_rows(w):
+    """Rows 7a-7d of the connect latency table, and their one-line explanations."""
+    a, b, c = w["store_warm"], w["expired"], w["first"]
+    connect = "&nbsp;&nbsp;of which connect (`x-connect-ms`)"
+    rows = [
+        row("**7a. `wasmtime serve`, directory store warm: a request**", a["samples"]),
+        row(connect, a["samples"], "connect_us"),
+        row("**7b. `wasmtime serve`: a request refreshing an expired certificate with the stored key**", b["samples"]),
+        row(connect, b["samples"], "connect_us"),
+        row("**7c. `wasmtime serve`: first request after a deployment**", c["cold"]),
+        row(connect, c["cold"], "connect_us"),
+        row("**7d. `wasmtime serve`: first request after a deployment and its `GET /warmup`**", c["warmed"]),
+        row(connect, c["warmed"], "connect_us"),
+        row("&nbsp;&nbsp;the `GET /warmup` before it (not in the row)", c["warmups"]),
+    ]
+    n = len(a["samples"])
+    p99 = ms(percentile([s["total_us"] for s in a["samples"]], 99))
+    per_1000 = a["admin_calls"] * 1000 / n
+    notes = [
+        "Rows 7: the wasmtime CLI serving examples/messages-http (`wasmtime serve`, a fresh instance per",
+        "request; `GET /` connects, logs in and lists the messages), the connector's cache in a",
+        "directory (`--dir …::/cache`, `GCP_DB_STORE_DIR`, sealed); client-side wall time per request.",
+        "",
+        f"- 7a: {n} sequential requests after one warm-up: p99 {p99} ms; {per_1000:g} Admin API calls",
+        f"  (`connectSettings` + `generateEphemeralCert`) per 1000 requests; {certificates(a['samples'])}.",
+        f"- 7b: a second emulator issuing {SHORT_CERT_SECS} s certificates (`--cert-lifetime-secs {SHORT_CERT_SECS}`, under the",
+        "  connector's 4-minute refresh buffer), after a first request that stored the key: every request",
+        f"  refreshes (2 Admin API calls, {b['admin_calls']} in all) without generating a key; {certificates(b['samples'])}.",
+        f"- 7c, 7d: {len(c['cold'])} runs each, every run a new cache directory and a new `wasmtime serve`",
+        "  (a deployment): 7c times its first `GET /` (key generation, refresh), 7d first sends",
+        f"  `GET /warmup`, then times the first `GET /`; 7c {certificates(c['cold'])}, 7d {certificates(c['warmed'])}.",
+        f"  `wasmtime serve` itself took {ms(statistics.median(c['startup_us']))} ms (median) to listen.",
+    ]
+    return rows, notes
+
+
+def table(o, p, mem, sizes, args, w):
     parts = ["instantiate_us", "token_us", "admin_api_us", "key_generation_us", "tcp_us", "tls_us", "first_query_us"]
     names = {"instantiate_us": "instantiate component", "token_us": "OAuth2 token",
              "admin_api_us": "Admin API (not hidden behind key generation)",
@@ -245,11 +498,25 @@ def table(o, p, mem, sizes, args):
         out.append(row("**3. fresh instance, cross-request store warm**", o["store_warm"]))
         out.append(row("&nbsp;&nbsp;of which instantiate component", o["store_warm"], "instantiate_us"))
         out.append(row("&nbsp;&nbsp;of which connect", o["store_warm"], "connect_us"))
+    serve, serve_notes = serve_rows(w)
+    out += serve
+    py = w["python"]
+    out.append(row("**8. Python app (Flask + SQLAlchemy + pg8000) under `wasmtime serve`, directory store warm: a request**", py["samples"]))
+    out.append(row("&nbsp;&nbsp;a request without the database (`GET /nothing`, Flask's 404): instantiation + Flask", py["no_db"]))
     out.append(row("**5. Python connector: first connect, fresh Connector**", p["cold"]))
     out.append(row("&nbsp;&nbsp;of which connect + login (pg8000)", p["cold"], "connect_us"))
     out.append(row("**5. Python connector: warm connect**", p["warm"]))
     out += ["", "Every row ends with a database login and `SELECT 1` (ours: the host's",
             "Postgres client over the component's connection; Python: pg8000).", ""]
+    out += serve_notes + [""]
+    n = len(py["samples"])
+    out += [
+        "Row 8: examples/python-messages built by componentize-py, composed with the plain connector",
+        "component, served like rows 7 (its cache in a directory, password login, `GET /` connects,",
+        "logs in, and SQLAlchemy lists the messages).",
+        f"{n} sequential requests after one warm-up: p99 {ms(percentile([s['total_us'] for s in py['samples']], 99))} ms;",
+        f"{py['admin_calls'] * 1000 / n:g} Admin API calls per 1000 requests; `wasmtime serve` took",
+        f"{ms(py['startup_us'])} ms to listen (it compiles the component: the wasmtime CLI here has no code cache).", ""]
 
     cold_r = median(o["cold"]) / median(p["cold"])
     warm_r = median(o["warm"]) / median(p["warm"])
@@ -260,6 +527,17 @@ def table(o, p, mem, sizes, args):
     if o["store_warm"]:
         sw = median(o["store_warm"]) / median(p["warm"])
         out.append(f"| store-warm fresh instance vs Python warm | {ms(median(o['store_warm']))} | {ms(median(p['warm']))} | {sw:.2f} |")
+    for label, ours_samples, theirs_samples, theirs_name in [
+            ("7a. `wasmtime serve` store-warm request", w["store_warm"]["samples"], p["warm"], "warm"),
+            ("7b. `wasmtime serve` refresh with the stored key", w["expired"]["samples"], p["cold"], "first connect"),
+            ("7c. `wasmtime serve` first request after a deployment", w["first"]["cold"], p["cold"], "first connect"),
+            ("7d. the same after `GET /warmup`", w["first"]["warmed"], p["cold"], "first connect"),
+            ("8. the Python app's store-warm request", py["samples"], p["warm"], "warm")]:
+        r = median(ours_samples) / median(theirs_samples)
+        out.append(f"| {label} vs Python {theirs_name} | {ms(median(ours_samples))} | {ms(median(theirs_samples))} | {r:.2f} |")
+    r = median(py["samples"]) / median(w["store_warm"]["samples"])
+    out.append(f"| 8. the Python app's store-warm request vs the Rust handler's (7a) | {ms(median(py['samples']))} | "
+               f"{ms(median(w['store_warm']['samples']))} (Rust) | {r:.2f} |")
     lines, _ = throughput_rows(o["throughput"])
     out += ["", f"## 4. Throughput: COPY of {args.throughput_mb} MB (`COPY (SELECT repeat('x', 1000) …) TO STDOUT`)", ""]
     out += lines
@@ -292,36 +570,77 @@ def main():
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--throughput-mb", type=int, default=100)
     ap.add_argument("--throughput-runs", type=int, default=3)
+    ap.add_argument("--serve-requests", type=int, default=1000,
+                    help="requests of row 7a (wasmtime serve, store warm)")
+    ap.add_argument("--python-requests", type=int, default=200,
+                    help="requests of row 8 (the Python app, store warm)")
     ap.add_argument("--write", metavar="FILE", help="also write the report (e.g. BENCHMARKS.md)")
     args = ap.parse_args()
     host = required_env("GCPDB_HOST")
     pg = required_env("GCPDB_TEST_PG")
     component = required_env("GCP_DB_CONNECTOR_WASM")
     component_kv = required_env("GCP_DB_CONNECTOR_KV_WASM")
+    wasmtime = required_env("GCPDB_WASMTIME")
+    app = required_env("GCPDB_MESSAGES_HTTP")
+    py_app = required_env("GCPDB_PYTHON_MESSAGES")
+    emulator = required_env("GCPDB_EMULATOR")
+    # The Python app composed with the plain connector, as the README has it.
+    py_composed = os.path.join(tempfile.mkdtemp(prefix="gcpdb-bench-py-"), "python_app.wasm")
+    subprocess.run([host, "compose", py_app, "--plug", component, "-o", py_composed], check=True)
+    python_database(pg)
 
+    w = {}
+    # First, since it is the one that can fail: requests that must all refresh.
     with tempfile.TemporaryDirectory(prefix="gcpdb-bench-") as state:
-        emu = Emulator(required_env("GCPDB_EMULATOR"), pg, state)
+        emu = Emulator(emulator, pg, state, specs={SHORT: "backend={pg}"},
+                       extra=["--cert-lifetime-secs", str(SHORT_CERT_SECS)])
+        try:
+            w["expired"] = serve_expired_refresh(emu, wasmtime, app, args.runs)
+        finally:
+            emu.close()
+    with tempfile.TemporaryDirectory(prefix="gcpdb-bench-") as state:
+        emu = Emulator(emulator, pg, state)
         try:
             o = ours(emu, host, pg, args.runs, args.throughput_mb, args.throughput_runs)
             p = theirs(emu, args.runs)
             mem = memory(emu, host, component)
+            w["store_warm"] = serve_store_warm(emu, wasmtime, app, args.serve_requests)
+            w["first"] = serve_first_requests(emu, wasmtime, app, args.runs)
+            w["python"] = serve_python(emu, wasmtime, py_composed, args.python_requests)
         finally:
             emu.close()
     sizes = {"gcp_db_connector_component.wasm": os.path.getsize(component),
-             "gcp_db_connector_component_kv.wasm": os.path.getsize(component_kv)}
-    body = table(o, p, mem, sizes, args)
+             "gcp_db_connector_component_kv.wasm": os.path.getsize(component_kv),
+             "python_messages.wasm (componentize-py: CPython 3.14 and the app's packages)":
+                 os.path.getsize(py_app),
+             "the Python app composed with gcp_db_connector_component.wasm": os.path.getsize(py_composed)}
+    shutil.rmtree(os.path.dirname(py_composed))
+    body = table(o, p, mem, sizes, args, w)
     print("\n".join(body))
     if args.write:
         cmd = "scripts/bench" + ("" if args.runs == 30 else f" --runs {args.runs}")
+        cmd += "" if args.serve_requests == 1000 else f" --serve-requests {args.serve_requests}"
+        cmd += "" if args.python_requests == 200 else f" --python-requests {args.python_requests}"
         head = ["# Benchmarks", "",
                 f"Measured {datetime.date.today().isoformat()} on {machine()},",
                 f"with `{cmd}` (the emulator and a real PostgreSQL on loopback; the connector",
-                "component in the embedded wasmtime host; Google's cloud-sql-python-connector",
+                "component in the embedded wasmtime host; rows 7 and 8, examples/messages-http and",
+                "examples/python-messages under the",
+                f"{tool_version(wasmtime)} CLI; Google's cloud-sql-python-connector",
                 f"{version('cloud-sql-python-connector')} with pg8000 {version('pg8000')} against the same emulator in the same run).",
                 "Regenerate with `scripts/bench --write BENCHMARKS.md`.", ""]
         with open(args.write, "w") as f:
             f.write("\n".join(head + body) + "\n")
         log(f"wrote {args.write}")
+
+
+def tool_version(binary):
+    """`wasmtime 48.0.8`, from `binary --version`."""
+    try:
+        out = subprocess.run([binary, "--version"], check=True, stdout=subprocess.PIPE, text=True).stdout
+        return " ".join(out.split()[:2])
+    except (OSError, subprocess.CalledProcessError):
+        return os.path.basename(binary)
 
 
 def version(dist):

@@ -13,6 +13,8 @@ export GCP_DB_CONNECTOR_WASM=$WASM_DIR/gcp_db_connector_component.wasm
 export GCP_DB_CONNECTOR_KV_WASM=$WASM_DIR/gcp_db_connector_component_kv.wasm
 export GCPDB_MESSAGES_HTTP=$WASM_DIR/messages_http.wasm
 export GCPDB_MESSAGES_COMPOSED=$WASM_DIR/messages_composed.wasm
+# examples/python-messages, built by componentize-py (build_python_app).
+export GCPDB_PYTHON_MESSAGES=$WASM_DIR/python_messages.wasm
 # The Spin example without Spin's key-value store, which wasmtime lacks ...
 export GCPDB_SPIN_MESSAGES=$WASM_DIR/spin_messages_nokv.wasm
 # ... and with it (imports spin:key-value, which the project's host provides).
@@ -181,12 +183,13 @@ stop_mariadb() {
 }
 
 # python_env: a venv with tests/python/requirements.txt (Google's Python connector,
-# a second client of the emulator), made once; pip runs again only when the
-# requirements change. Sets GCPDB_PYTHON.
+# a second client of the emulator) and componentize-py (for the Python example),
+# made once; pip runs again only when the requirements change. Sets GCPDB_PYTHON.
 python_env() {
   local venv=${GCPDB_VENV:-$HOME/.cache/gcp-db-connector/venv}
-  local req=$ROOT/tests/python/requirements.txt sum
-  sum=$(sha256sum "$req" | cut -d' ' -f1)
+  local reqs=("$ROOT/tests/python/requirements.txt" "$ROOT/examples/python-messages/requirements-build.txt")
+  local sum
+  sum=$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)
   mkdir -p "$(dirname "$venv")"
   (
     flock 9  # concurrent runs on one machine share the venv
@@ -201,10 +204,19 @@ python_env() {
       fi
     fi
     if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$sum" ]; then
-      log "installing tests/python/requirements.txt into $venv"
-      "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+      log "installing tests/python/requirements.txt and componentize-py into $venv"
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "${reqs[0]}" -r "${reqs[1]}"
       echo "$sum" >"$venv/.requirements.sha256"
     fi
   ) 9>"$venv.lock"
   export GCPDB_PYTHON=$venv/bin/python
+}
+
+# build_python_app: examples/python-messages into $GCPDB_PYTHON_MESSAGES with its
+# own build.sh, as the README has users run it (after python_env).
+build_python_app() {
+  log "building examples/python-messages (componentize-py)"
+  COMPONENTIZE_PY=$(dirname "$GCPDB_PYTHON")/componentize-py PYTHON=$GCPDB_PYTHON \
+    BUILD_DIR=$CARGO_TARGET_DIR/python-messages \
+    "$ROOT/examples/python-messages/build.sh" "$GCPDB_PYTHON_MESSAGES" >/dev/null
 }

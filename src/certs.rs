@@ -27,6 +27,36 @@ pub(crate) fn parse_pem_list(pem: &str) -> Option<Vec<CertificateDer<'static>>> 
     (!certs.is_empty()).then_some(certs)
 }
 
+/// Checks trust anchors the Admin API (or a host store) gave: each is a
+/// certificate, none has expired at `now` (as Go's connector checks). The
+/// error completes "the CA certificates …" without echoing bytes.
+pub(crate) fn check_trust_anchors(
+    anchors: &[CertificateDer<'_>],
+    now: SystemTime,
+) -> Result<(), String> {
+    if anchors.is_empty() {
+        return Err("are missing".into());
+    }
+    for (i, anchor) in anchors.iter().enumerate() {
+        let parsed = CertInfo::parse(anchor).map_err(|e| format!("[{i}] is {e}"))?;
+        if parsed.not_after() <= now {
+            return Err(format!(
+                "[{i}] expired at {}; the instance's CA must be rotated",
+                unix_seconds(parsed.not_after())
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, for messages.
+fn unix_seconds(t: SystemTime) -> String {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => format!("{} (Unix time)", d.as_secs()),
+        Err(_) => "a time before 1970".into(),
+    }
+}
+
 /// Checks a client certificate the Admin API issued for `key`: it parses, is
 /// for that key, and has not expired at `now`. Returns its NotAfter; the
 /// error completes "the certificate …" without echoing bytes.

@@ -59,11 +59,17 @@ pub struct Config {
     /// too, so a broken instance is rate-limited across instances as within
     /// one. `None`: the cache lives as long as the connector.
     pub store: Option<Arc<dyn Store>>,
-    /// Keep the RSA private key in the store with the certificate (default).
-    /// Off: the key stays in the instance, and a stored certificate serves
-    /// only connectors with the same key (`rsa_private_key`); others generate
-    /// a key and refresh.
+    /// Keep the connector's RSA private key in the store (default), once per
+    /// principal, so fresh instances reuse it. Off: the key stays in the
+    /// instance, and a stored certificate serves only connectors with the
+    /// same key (`rsa_private_key`); others generate a key and refresh.
     pub store_private_key: bool,
+    /// A secret from outside the store (a Spin variable, an environment
+    /// secret): every value the connector stores is then sealed with an
+    /// HMAC-SHA-256 under it, and one that is not is ignored. Without it,
+    /// whoever can write the store can plant an entry that sends the
+    /// connector to another server.
+    pub store_secret: Option<String>,
     /// Bound on one certificate refresh (tokens and Admin API calls).
     pub refresh_timeout: Duration,
     /// Bound on the TCP connect, the TLS handshake and the metadata exchange,
@@ -86,6 +92,7 @@ impl Default for Config {
             rsa_private_key: None,
             store: None,
             store_private_key: true,
+            store_secret: None,
             // Google's connectors bound a refresh by 60 s.
             refresh_timeout: Duration::from_secs(60),
             dial_timeout: Duration::from_secs(30),
@@ -160,6 +167,13 @@ impl Config {
         self
     }
 
+    /// Seal what is stored with an HMAC under `secret` (see
+    /// [`Config::store_secret`]).
+    pub fn with_store_secret(mut self, secret: impl Into<String>) -> Self {
+        self.store_secret = Some(secret.into());
+        self
+    }
+
     /// Whether the RSA private key goes into the store too.
     pub fn with_store_private_key(mut self, store_private_key: bool) -> Self {
         self.store_private_key = store_private_key;
@@ -189,6 +203,15 @@ impl Config {
             if let Some(url) = url {
                 check_url(what, url)?;
             }
+        }
+        if self
+            .store_secret
+            .as_ref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(Error::invalid_config(
+                "store-secret is empty; give a secret, or none to store entries unsealed",
+            ));
         }
         for (what, t) in [
             ("refresh-timeout", self.refresh_timeout),
@@ -234,6 +257,10 @@ impl fmt::Debug for Config {
             )
             .field("store", &self.store.as_ref().map(|_| "<host store>"))
             .field("store_private_key", &self.store_private_key)
+            .field(
+                "store_secret",
+                &self.store_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("refresh_timeout", &self.refresh_timeout)
             .field("dial_timeout", &self.dial_timeout)
             .finish()

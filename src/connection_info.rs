@@ -14,7 +14,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::error::Error;
 use crate::ip_type::IpType;
-use crate::mdx::MetadataExchange;
+use crate::mdx::{ExchangeRecord, MetadataExchange};
 
 /// Everything a dial needs, valid until `expiry`.
 #[derive(Debug, Clone)]
@@ -36,6 +36,26 @@ pub(crate) struct ConnectionInfo {
     pub expiry: SystemTime,
     /// The exchange to run right after the handshake, if any.
     pub exchange: Option<Arc<dyn MetadataExchange>>,
+}
+
+/// What a refresh learned from the Admin API: the part of a dial's plan that
+/// is not a fact of the service, and all that a host store keeps of it. The
+/// instance's service makes the plan from it (`Service::plan`).
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceFacts {
+    pub addresses: Addresses,
+    /// The only trust anchors of the server's chain.
+    pub trust_anchors: Vec<CertificateDer<'static>>,
+    /// The DNS name the server certificate may carry (Cloud SQL's), without
+    /// trailing dot.
+    pub dns_name: Option<String>,
+    /// The client certificate first, then its issuers.
+    pub client_chain: Vec<CertificateDer<'static>>,
+    /// When the plan stops being good: the certificate's NotAfter, capped by
+    /// the expiry of a token the connection relies on.
+    pub expiry: SystemTime,
+    /// What the metadata exchange carries, if the instance wants one.
+    pub exchange: Option<ExchangeRecord>,
 }
 
 /// The instance's addresses by IP type.
@@ -69,6 +89,21 @@ pub(crate) enum ServerIdentity {
 }
 
 impl ConnectionInfo {
+    /// What of the plan a refresh learned, as a host store keeps it.
+    pub(crate) fn facts(&self) -> InstanceFacts {
+        InstanceFacts {
+            addresses: self.addresses.clone(),
+            trust_anchors: self.trust_anchors.clone(),
+            dns_name: match &self.identity {
+                ServerIdentity::DnsNameOrCommonName { dns_name, .. } => dns_name.clone(),
+                ServerIdentity::AddressDialled => None,
+            },
+            client_chain: self.client_chain.clone(),
+            expiry: self.expiry,
+            exchange: self.exchange.as_ref().map(|e| e.record()),
+        }
+    }
+
     /// The address of `ip_type`, or a typed error naming what is missing.
     pub(crate) fn target(
         &self,

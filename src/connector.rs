@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use crate::cache::memory::MemoryCache;
 use crate::cache::refresh::Refresher;
-use crate::cache::store::HostStore;
-use crate::cache::{CacheKey, Origin, Source};
+use crate::cache::store::{HostStore, Shelf, StoredKey};
+use crate::cache::{CacheKey, Found, Source};
 use crate::cloudsql;
 use crate::config::{Config, ConnectOptions};
 use crate::connect::blocking::{self, Connection};
@@ -19,7 +19,9 @@ use crate::credentials::TokenSource;
 use crate::error::Error;
 use crate::http::Transport;
 use crate::instance::Instance;
+use crate::ip_type::IpType;
 use crate::key::{ClientKey, KeySlot};
+use crate::secret::Secret;
 use crate::wasi::http::WasiHttp;
 
 /// The connector's user agent, before any caller-supplied suffix.
@@ -31,7 +33,6 @@ const USER_AGENT: &str = concat!("gcp-db-connector/", env!("CARGO_PKG_VERSION"))
 pub struct Connector {
     config: Config,
     tokens: Arc<TokenSource>,
-    keys: Arc<KeySlot>,
     /// Memory, then the host store if there is one, then a refresh.
     info: Arc<dyn Source>,
 }
@@ -53,10 +54,6 @@ impl Connector {
             Some(extra) if !extra.trim().is_empty() => format!("{USER_AGENT} {}", extra.trim()),
             _ => USER_AGENT.to_string(),
         };
-        let keys = Arc::new(match &config.rsa_private_key {
-            Some(pem) => KeySlot::with_key(ClientKey::from_pem(pem)?),
-            None => KeySlot::default(),
-        });
         let tokens = Arc::new(TokenSource::new(
             config.credentials.clone(),
             Endpoints {
@@ -65,6 +62,22 @@ impl Connector {
             },
             transport.clone(),
         ));
+        let shelf = config.store.as_ref().map(|store| {
+            Arc::new(Shelf {
+                store: store.clone(),
+                secret: config.store_secret.clone().map(Secret::new),
+                tokens: tokens.clone(),
+                config: config.clone(),
+            })
+        });
+        let keys = Arc::new(match (&config.rsa_private_key, &shelf) {
+            (Some(pem), _) => KeySlot::with_key(ClientKey::from_pem(pem)?),
+            // One key per principal, kept in the store for every instance.
+            (None, Some(shelf)) if config.store_private_key => {
+                KeySlot::with_keeper(Arc::new(StoredKey(shelf.clone())))
+            }
+            (None, _) => KeySlot::default(),
+        });
         let refresh: Box<dyn Source> = Box::new(Refresher {
             config: config.clone(),
             user_agent: user_agent.clone(),
@@ -72,10 +85,9 @@ impl Connector {
             keys: keys.clone(),
             transport,
         });
-        let behind_memory = match &config.store {
-            Some(store) => Box::new(HostStore {
-                store: store.clone(),
-                store_private_key: config.store_private_key,
+        let behind_memory = match shelf {
+            Some(shelf) => Box::new(HostStore {
+                shelf,
                 keys: keys.clone(),
                 user_agent,
                 inner: refresh,
@@ -86,7 +98,6 @@ impl Connector {
             info: Arc::new(MemoryCache::new(behind_memory)),
             config,
             tokens,
-            keys,
         })
     }
 
@@ -139,7 +150,19 @@ impl Connector {
         &self.config
     }
 
+    /// Gets the instance's connection info ready without dialing, as a
+    /// connect would (refreshing it, or loading it from the host store), so
+    /// that the first connect after a deployment does not pay for it (as
+    /// Go's `Dialer.Warmup`). Errors as a connect's would before it dials.
+    pub fn warmup(&self, instance: &str, options: &ConnectOptions) -> Result<(), Error> {
+        self.begin(instance, options)
+            .map(|dial| dial.finish_unused())
+            .map_err(|e| e.for_instance(instance))
+    }
+
     /// Everything before the dial: the name, connection info, the address.
+    /// Info from the host store that cannot be planned with (another
+    /// instance's view, or a planted entry) is forgotten, and refreshed once.
     fn begin(&self, instance: &str, options: &ConnectOptions) -> Result<Dial, Error> {
         let started = Instant::now();
         let name = Instance::parse(instance)?;
@@ -151,29 +174,41 @@ impl Connector {
             .or(self.config.ip_type)
             .unwrap_or_else(|| name.service().default_ip_type());
         let key = CacheKey { name, iam };
-        let found = self
-            .info
-            .get(&key, started + self.config.refresh_timeout)
-            .map_err(|e| e.for_instance(&key.name))?;
-        let prepared = found.prepared;
-        if found.origin == Origin::Store && self.config.store_private_key {
-            // The stored key serves this connector's own refreshes too: no
-            // key generation in an instance that loaded an entry. Not when
-            // keys are kept out of the store: an entry holding one anyway
-            // was not written by this app's config.
-            self.keys.offer(prepared.key.clone());
-        }
-        let target = prepared.info.target(ip_type, &key.name)?;
-        let plan = Plan {
-            target,
-            port: prepared.info.port,
-            tls: prepared.tls.for_connection()?,
-            exchange: prepared.info.exchange.clone(),
-            origin: found.origin,
-            key,
-            started,
-        };
+        let deadline = started + self.config.refresh_timeout;
+        let found = self.get(&key, deadline)?;
+        let plan = match self.plan(&key, &found, ip_type, started) {
+            Err(_) if found.origin.retries_a_failed_dial() => {
+                self.info.invalidate(&key);
+                self.plan(&key, &self.get(&key, deadline)?, ip_type, started)
+            }
+            plan => plan,
+        }?;
         Ok(Dial::new(plan, self.config.dial_timeout, self.info.clone()))
+    }
+
+    fn get(&self, key: &CacheKey, deadline: Instant) -> Result<Found, Error> {
+        self.info
+            .get(key, deadline)
+            .map_err(|e| e.for_instance(&key.name))
+    }
+
+    fn plan(
+        &self,
+        key: &CacheKey,
+        found: &Found,
+        ip_type: IpType,
+        started: Instant,
+    ) -> Result<Plan, Error> {
+        let info = &found.prepared.info;
+        Ok(Plan {
+            target: info.target(ip_type, &key.name)?,
+            port: info.port,
+            tls: found.prepared.tls.for_connection()?,
+            exchange: info.exchange.clone(),
+            origin: found.origin,
+            key: key.clone(),
+            started,
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::RootCertStore;
 
 use crate::alloydb::instance_uri::AlloyDbInstanceUri;
-use crate::cache::stored::{Entry, Refusals};
+use crate::cache::stored::{self, Entry, Refusals};
 use crate::certs::{self, CertInfo};
 use crate::cloudsql::instance_name::InstanceName;
 use crate::connection_info::{ConnectionInfo, ServerIdentity};
@@ -25,7 +25,7 @@ use crate::credentials::token::{parse_token_response, Token};
 use crate::error::Error;
 use crate::http::Response;
 use crate::ip_type::IpType;
-use crate::key::{ClientKey, KeySlot};
+use crate::key::ClientKey;
 use crate::mdx::{self as exchange, MetadataExchange};
 use crate::secret::Secret;
 use crate::service::Service;
@@ -54,12 +54,6 @@ impl FuzzKey {
     pub fn spki_der(&self) -> &[u8] {
         &self.0.spki_der
     }
-
-    fn slot(&self) -> KeySlot {
-        let slot = KeySlot::default();
-        slot.offer(self.0.clone());
-        slot
-    }
 }
 
 /// What an accepted refresh came to, for the targets' invariants.
@@ -73,7 +67,7 @@ pub struct Accepted {
     pub expiry: SystemTime,
     /// Whether `tls::TlsConfig::new` took the certificates.
     pub tls_config: Result<(), Error>,
-    /// The entry as a host store keeps it (without the private key).
+    /// The entry as a host store keeps it (unsealed).
     pub stored: Vec<u8>,
 }
 
@@ -129,7 +123,7 @@ fn accepted(info: ConnectionInfo, key: &FuzzKey, instance: &impl std::fmt::Displ
             let _ = tls::server_name(&target);
         }
     }
-    let stored = serde_json::to_vec(&Entry::encode(&info, &key.0, false)).unwrap_or_default();
+    let stored = seal_entry(&Entry::encode(&info.facts(), &key.0.spki_der));
     Accepted {
         trust_anchors: info.trust_anchors.len(),
         client_chain: info.client_chain.len(),
@@ -139,21 +133,31 @@ fn accepted(info: ConnectionInfo, key: &FuzzKey, instance: &impl std::fmt::Displ
     }
 }
 
-/// An entry read back from a host store, as a connector for `service` loads
-/// it at [`now`] with `key` at hand; `Some` with the entry written anew if it
-/// would be used. Also builds the TLS config from it, as a dial would.
-fn store_entry_for(service: &dyn Service, bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
-    let entry: Entry = serde_json::from_slice(bytes).ok()?;
-    let keep_private_key = entry.private_key.is_some();
-    let (info, client_key) = entry.decode(service, USER_AGENT, &key.slot(), now())?;
-    let _ = tls::TlsConfig::new(&info, &client_key, &"stored entry");
-    serde_json::to_vec(&Entry::encode(&info, &client_key, keep_private_key)).ok()
+/// Where the targets' entries are stored (a value's MAC covers its key).
+const STORE_KEY: &str = "gcp-db-connector/v3/fuzz/entry";
+
+fn seal_entry(entry: &Entry) -> Vec<u8> {
+    stored::seal(STORE_KEY, entry, None).unwrap_or_default()
 }
 
-/// An entry read back from a host store, as a connector loads it at [`now`]
-/// with `key` at hand, for a Cloud SQL instance and else for an AlloyDB one
-/// (whose exchanges differ); `Some` with the entry written anew if either
-/// would use it. Also builds the TLS config from it, as a dial would.
+/// An entry read back from a host store, as a connector for `service` with
+/// `key` loads it at [`now`]; the entry sealed anew if it would be used.
+/// Also builds the TLS config from it, as a dial would.
+fn store_entry_for(service: &dyn Service, bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
+    let entry: Entry = stored::open(STORE_KEY, bytes, None)?;
+    let (facts, public_key) = entry.decode(now())?;
+    if public_key != key.0.spki_der {
+        return None;
+    }
+    let info = service.plan(facts, USER_AGENT).ok()?;
+    let _ = tls::TlsConfig::new(&info, &key.0, &"stored entry");
+    Some(seal_entry(&Entry::encode(&info.facts(), &key.0.spki_der)))
+}
+
+/// An entry read back from a host store (unsealed), as a connector with
+/// `key` loads it at [`now`], for a Cloud SQL instance and else for an
+/// AlloyDB one (whose plans differ); `Some` with the entry sealed anew if
+/// either would use it. Also builds the TLS config from it, as a dial would.
 pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
     let cloudsql = InstanceName::parse("proj:us-central1:db").ok()?;
     let alloydb =
@@ -162,12 +166,34 @@ pub fn store_entry(bytes: &[u8], key: &FuzzKey) -> Option<Vec<u8>> {
     store_entry_for(&cloudsql, bytes, key).or_else(|| store_entry_for(&alloydb, bytes, key))
 }
 
-/// A record of the Admin API's refusals read back from a host store, as a
-/// connector weighs it at [`now`]: how long it holds refreshes back, and the
-/// error it reports.
-pub fn store_refusals(bytes: &[u8]) -> Option<(Duration, String)> {
-    let r = Refusals::decode(bytes)?;
-    Some((r.bucket_at(now()).wait(), r.error().to_string()))
+/// What a connector makes of a record of the Admin API's refusals read back
+/// from a host store (unsealed) at [`now`].
+#[derive(Debug)]
+pub enum StoredRefusals {
+    /// Not a record: ignored.
+    Unreadable,
+    /// Stamped too far after [`now`] to be believed: ignored.
+    FromTheFuture {
+        /// Its stamp.
+        at: SystemTime,
+    },
+    /// Believed: refreshes are held back this long, with this error.
+    Holds(Duration, String),
+}
+
+/// A record of the Admin API's refusals read back from a host store.
+pub fn store_refusals(bytes: &[u8]) -> StoredRefusals {
+    let Some(r) = stored::open::<Refusals>(STORE_KEY, bytes, None) else {
+        return StoredRefusals::Unreadable;
+    };
+    match r.bucket_at(now()) {
+        Some(_) => StoredRefusals::Holds(r.holds(now()).unwrap_or_default(), r.error().to_string()),
+        None => StoredRefusals::FromTheFuture {
+            at: UNIX_EPOCH
+                .checked_add(Duration::from_millis(r.at_unix_ms))
+                .unwrap_or(UNIX_EPOCH),
+        },
+    }
 }
 
 /// The token [`admin_api_answer`] says its call was made with.

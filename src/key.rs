@@ -2,6 +2,7 @@
 //! reused by every refresh (as Google's connectors do).
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -36,19 +37,16 @@ impl ClientKey {
                     "rsa-private-key is not an RSA private key in PEM (PKCS#8 or PKCS#1)",
                 )
             })?;
-        if key.n().bits() < KEY_BITS {
-            return Err(Error::invalid_config(format!(
-                "rsa-private-key has {} bits; Cloud SQL needs at least {KEY_BITS}",
-                key.n().bits()
-            )));
-        }
+        check_strength(&key).map_err(|e| Error::invalid_config(format!("rsa-private-key {e}")))?;
         Self::from_private(&key)
     }
 
-    /// A key kept in a host store (PKCS#8 DER), as [`Self::pkcs8_der`] wrote it.
+    /// A key kept in a host store (PKCS#8 DER), as [`Self::pkcs8_der`] wrote
+    /// it, held to the same bar as a caller's key.
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
         let key = RsaPrivateKey::from_pkcs8_der(der)
             .map_err(|_| Error::invalid_config("the stored key is not an RSA PKCS#8 key"))?;
+        check_strength(&key).map_err(|e| Error::invalid_config(format!("the stored key {e}")))?;
         Self::from_private(&key)
     }
 
@@ -87,56 +85,173 @@ impl std::fmt::Debug for ClientKey {
     }
 }
 
+/// At least [`KEY_BITS`] bits, and a public exponent FIPS 186-5 allows (odd,
+/// 2^16 < e < 2^256). The error completes "the key …".
+fn check_strength(key: &RsaPrivateKey) -> Result<(), String> {
+    let bits = key.n().bits();
+    if bits < KEY_BITS {
+        return Err(format!(
+            "has {bits} bits; Cloud SQL needs at least {KEY_BITS}"
+        ));
+    }
+    let e = key.e();
+    let e_bits = e.bits();
+    let odd = e.to_bytes_le().first().is_some_and(|b| b & 1 == 1);
+    if e_bits <= 16 || e_bits > 256 || !odd {
+        return Err("has a public exponent outside FIPS 186-5's (odd, above 2^16)".into());
+    }
+    Ok(())
+}
+
 fn encoding_error(e: impl std::fmt::Display) -> Error {
     Error::invalid_config(format!("RSA key encoding failed: {e}"))
 }
 
-/// Generates the key on first use, once, however many threads ask.
+/// Where a connector's key is kept beyond its instance (a host store, per
+/// principal), so that a fresh instance reuses it instead of generating one.
+pub(crate) trait KeyKeeper: Send + Sync {
+    /// The kept key, if there is one and it holds up.
+    fn load(&self, deadline: Instant) -> Option<ClientKey>;
+    /// Claims the making of the kept key, so that instances starting
+    /// together make one between them: the key another instance made
+    /// meanwhile, or `None` to make it here and [`keep`](Self::keep) it.
+    fn claim(&self, deadline: Instant) -> Option<ClientKey>;
+    /// Keeps `key` for later instances and ends the claim; returns the key
+    /// to use, which is another instance's if that one was kept instead.
+    /// A failure to keep only costs later instances a key.
+    fn keep(&self, key: ClientKey, deadline: Instant) -> ClientKey;
+}
+
+/// The connector's key: the caller's, or the one kept beyond the instance,
+/// or else generated on first need, once, however many threads ask.
 #[derive(Default)]
-pub(crate) struct KeySlot(Mutex<Option<Arc<ClientKey>>>);
+pub(crate) struct KeySlot {
+    key: Mutex<Option<Arc<ClientKey>>>,
+    keeper: Option<Arc<dyn KeyKeeper>>,
+}
 
 impl KeySlot {
     /// A slot holding the caller's key; nothing is generated.
     pub(crate) fn with_key(key: ClientKey) -> Self {
-        Self(Mutex::new(Some(Arc::new(key))))
+        Self {
+            key: Mutex::new(Some(Arc::new(key))),
+            keeper: None,
+        }
     }
 
-    /// The key, if there is one yet.
+    /// An empty slot that looks for a key in `keeper` before generating
+    /// one, and keeps there the one it generates.
+    pub(crate) fn with_keeper(keeper: Arc<dyn KeyKeeper>) -> Self {
+        Self {
+            key: Mutex::new(None),
+            keeper: Some(keeper),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ClientKey>>> {
+        self.key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key this instance holds, if any yet.
     pub(crate) fn current(&self) -> Option<Arc<ClientKey>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().clone()
     }
 
-    /// Adopts `key` (one a host store kept) unless the slot has one already.
-    pub(crate) fn offer(&self, key: Arc<ClientKey>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(key);
+    /// Whether a key made elsewhere can be this slot's: it holds one (the
+    /// caller's, the same in every instance) or looks in a keeper.
+    pub(crate) fn shares(&self) -> bool {
+        self.keeper.is_some() || self.current().is_some()
+    }
+
+    /// The key without generating one: this instance's, else the kept one.
+    pub(crate) fn existing(&self, deadline: Instant) -> Option<Arc<ClientKey>> {
+        let mut slot = self.lock();
+        if slot.is_none() {
+            *slot = self
+                .keeper
+                .as_ref()
+                .and_then(|k| k.load(deadline))
+                .map(Arc::new);
+        }
+        slot.clone()
     }
 
     /// The key, and whether this call generated it.
-    pub(crate) fn get(&self) -> Result<(Arc<ClientKey>, bool), Error> {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn get(&self, deadline: Instant) -> Result<(Arc<ClientKey>, bool), Error> {
+        if let Some(k) = self.existing(deadline) {
+            return Ok((k, false));
+        }
+        let mut slot = self.lock();
+        // Another thread may have made it meanwhile.
         if let Some(k) = slot.as_ref() {
             return Ok((k.clone(), false));
         }
-        let k = Arc::new(ClientKey::generate()?);
+        let (k, generated) = match &self.keeper {
+            None => (ClientKey::generate()?, true),
+            Some(keeper) => match keeper.claim(deadline) {
+                Some(made_elsewhere) => (made_elsewhere, false),
+                None => (keeper.keep(ClientKey::generate()?, deadline), true),
+            },
+        };
+        let k = Arc::new(k);
         *slot = Some(k.clone());
-        Ok((k, true))
+        Ok((k, generated))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
 
     use super::*;
 
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    /// A keeper in memory, counting what it is asked.
+    #[derive(Default)]
+    struct Kept(Mutex<(Option<Vec<u8>>, u32, u32)>);
+
+    impl KeyKeeper for Kept {
+        fn load(&self, _: Instant) -> Option<ClientKey> {
+            let mut k = self.0.lock().unwrap();
+            k.1 += 1;
+            k.0.as_deref()
+                .map(|der| ClientKey::from_pkcs8_der(der).unwrap())
+        }
+        fn claim(&self, _: Instant) -> Option<ClientKey> {
+            None
+        }
+        fn keep(&self, key: ClientKey, _: Instant) -> ClientKey {
+            let mut k = self.0.lock().unwrap();
+            k.2 += 1;
+            k.0 = Some(key.pkcs8_der().to_vec());
+            key
+        }
+    }
+
+    #[test]
+    fn a_kept_key_serves_the_next_instance_and_one_is_made_only_when_none_is_kept() {
+        let kept = Arc::new(Kept::default());
+        let first = KeySlot::with_keeper(kept.clone());
+        assert!(first.existing(soon()).is_none());
+        let (made, generated) = first.get(soon()).unwrap();
+        assert!(generated);
+        let next = KeySlot::with_keeper(kept.clone());
+        let (loaded, generated) = next.get(soon()).unwrap();
+        assert!(!generated);
+        assert_eq!(loaded.spki_der, made.spki_der);
+        assert_eq!(kept.0.lock().unwrap().2, 1, "kept once");
+    }
+
     #[test]
     fn generates_rsa_2048_with_spki_pem_once() {
         let slot = KeySlot::default();
-        let (k, generated) = slot.get().unwrap();
+        let (k, generated) = slot.get(soon()).unwrap();
         assert!(generated);
         assert!(k.public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
         let public = rsa::RsaPublicKey::from_public_key_pem(&k.public_pem).unwrap();
@@ -147,7 +262,7 @@ mod tests {
             k.spki_der.as_slice()
         );
 
-        let (again, generated) = slot.get().unwrap();
+        let (again, generated) = slot.get(soon()).unwrap();
         assert!(!generated);
         assert!(Arc::ptr_eq(&k, &again));
     }
@@ -161,7 +276,7 @@ mod tests {
         let a = ClientKey::from_pem(&pkcs8).unwrap();
         let b = ClientKey::from_pem(&pkcs1).unwrap();
         assert_eq!(a.spki_der, b.spki_der);
-        let (k, generated) = KeySlot::with_key(a).get().unwrap();
+        let (k, generated) = KeySlot::with_key(a).get(soon()).unwrap();
         assert!(!generated);
         assert_eq!(k.spki_der, b.spki_der);
     }

@@ -95,6 +95,7 @@ pub use credentials::Credentials;
 pub use error::{ApiError, Error, ErrorKind, VerificationCheck};
 pub use instance::Instance;
 pub use ip_type::{InvalidIpType, IpType};
+pub use store::directory::DirectoryStore;
 pub use store::Store;
 #[cfg(all(target_os = "wasi", feature = "wasi-keyvalue"))]
 pub use wasi::keyvalue::open_wasi_keyvalue;

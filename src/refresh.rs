@@ -41,11 +41,11 @@ pub(crate) struct Call {
 }
 
 impl RefreshContext<'_> {
-    /// A service's Admin API: at `configured` (the config's endpoint for it),
-    /// else at the service's `default`.
-    pub(crate) fn admin_api(&self, configured: Option<&str>, default: &str) -> ApiClient {
+    /// A service's Admin API at `endpoint`, called with the connector's
+    /// user agent and quota project.
+    pub(crate) fn admin_api(&self, endpoint: &str) -> ApiClient {
         ApiClient::new(
-            configured.unwrap_or(default),
+            endpoint,
             self.user_agent.to_string(),
             self.config.quota_project.clone(),
         )
@@ -58,12 +58,13 @@ impl RefreshContext<'_> {
         &self,
         tokens: impl FnOnce() -> P,
         wait: impl FnOnce(P) -> Result<T, Error>,
+        deadline: Instant,
         timings: &mut RefreshTimings,
     ) -> Result<(T, Arc<ClientKey>), Error> {
         let started = Instant::now();
         let pending = tokens();
         let key_started = Instant::now();
-        let (key, generated) = self.key.get()?;
+        let (key, generated) = self.key.get(deadline)?;
         let key_time = key_started.elapsed();
         if generated {
             timings.key_generation = key_time;

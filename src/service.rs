@@ -1,17 +1,18 @@
 //! What each service (`cloudsql`, `alloydb`) contributes to a connect,
-//! behind one trait: its default address, its refresh, which yields the
-//! service-neutral plan of a dial, and its metadata exchange made again from
-//! what a host store kept. The instance name picks the service once
+//! behind one trait: its default address and Admin API, its refresh, and the
+//! service-neutral plan of a dial it makes from what a refresh learned (the
+//! facts of the service, port, identity rule, SNI and exchange, are never
+//! taken from a host store). The instance name picks the service once
 //! (`instance`); nothing else asks which it is.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::connection_info::ConnectionInfo;
+use crate::config::Config;
+use crate::connection_info::{ConnectionInfo, InstanceFacts};
 use crate::error::Error;
 use crate::ip_type::IpType;
 use crate::key::ClientKey;
-use crate::mdx::{ExchangeRecord, MetadataExchange};
 use crate::refresh::{RefreshContext, RefreshTimings};
 
 /// One service's part of a connect to one of its instances.
@@ -29,13 +30,13 @@ pub(crate) trait Service {
         deadline: Instant,
     ) -> Result<Refreshed, Error>;
 
-    /// The exchange a host store kept as `record`, for `user_agent`; `None`
-    /// if the record cannot be the service's.
-    fn restore_exchange(
-        &self,
-        record: ExchangeRecord,
-        user_agent: &str,
-    ) -> Option<Arc<dyn MetadataExchange>>;
+    /// The base URL of the service's Admin API for `config`.
+    fn admin_endpoint<'c>(&self, config: &'c Config) -> &'c str;
+
+    /// The plan of a dial from what a refresh learned (just now, or kept in
+    /// a host store); its exchange sends `user_agent`. An error if the facts
+    /// cannot be this instance's.
+    fn plan(&self, facts: InstanceFacts, user_agent: &str) -> Result<ConnectionInfo, Error>;
 }
 
 /// What a refresh yields.

@@ -22,7 +22,7 @@ mod support;
 use std::sync::Arc;
 
 use gcp_db_host::connector::{
-    AccessTokens, Config, ConnectOptions, ConnectorOptions, Credentials, Error, ResourceAny,
+    AccessTokens, Config, ConnectOptions, Credentials, Error, ResourceAny,
 };
 use gcp_db_host::query::{connect_and_query, Login, QueryError};
 use gcp_db_host::{CommandOptions, ConnectorInstance};
@@ -673,24 +673,11 @@ async fn concurrent_connects_on_one_connector_make_one_refresh() {
 /// makes one per request. The store outlives the emulator: each test that
 /// uses it has an instance name of its own.
 async fn kv_connector(config: Config) -> (ConnectorInstance, ResourceAny) {
-    let wasm = std::path::PathBuf::from(
-        std::env::var("GCP_DB_CONNECTOR_KV_WASM")
-            .expect("GCP_DB_CONNECTOR_KV_WASM is not set: run the tests with scripts/test"),
-    );
-    let opts = ConnectorOptions {
-        keyvalue: true,
-        ..ConnectorOptions::default()
-    };
-    let mut inst = host()
-        .instantiate_connector_with(&wasm, &opts)
-        .await
-        .unwrap();
-    let config = Config {
+    support::kv_connector(Config {
         store_bucket: Some("default".into()),
         ..config
-    };
-    let connector = inst.new_connector(config).await.unwrap();
-    (inst, connector)
+    })
+    .await
 }
 
 /// A broken instance behind a serverless host, which makes a fresh connector

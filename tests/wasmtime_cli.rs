@@ -7,56 +7,48 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Emulator;
+use support::{artifact, Emulator, WasmtimeServe};
 
-fn artifact(var: &str) -> PathBuf {
-    let p = PathBuf::from(
-        std::env::var(var)
-            .unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test")),
-    );
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test provides it",
-        p.display()
-    );
-    p
+/// The README's `wasmtime serve` flags for the Rust handler (WASI 0.2). It
+/// imports wasi:keyvalue, so it needs `-S keyvalue` to link, though it opens
+/// no bucket (wasmtime's store does not outlive a request).
+const README_P2_FLAGS: &[&str] = &[
+    "-S",
+    "cli",
+    "-S",
+    "http",
+    "-S",
+    "inherit-network",
+    "-S",
+    "allow-ip-name-lookup",
+    "-S",
+    "keyvalue",
+];
+
+/// [`serve_with`] without a store: wasmtime's own (`-S keyvalue`) does not
+/// outlive a request.
+fn serve(emu: &Emulator, flags: &[&str], app: &Path, instance: &str) -> WasmtimeServe {
+    serve_with(emu, flags, app, instance, &[("GCP_DB_KV_BUCKET", "")], &[])
 }
 
-/// `wasmtime serve` until dropped.
-struct Wasmtime {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Wasmtime {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `wasmtime serve FLAGS --addr … ENV… --dir … app`: the README's flags, the
-/// app's settings for the emulator, and a free port. Returns once the port
-/// accepts connections.
-fn serve(emu: &Emulator, flags: &[&str], app: &Path, instance: &str) -> Wasmtime {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap();
+/// `wasmtime serve` of a Rust example with the app's settings for the
+/// emulator (as `app`/`app-password`), more settings (`env`) and directories
+/// (`dirs`, host path and guest path).
+fn serve_with(
+    emu: &Emulator,
+    flags: &[&str],
+    app: &Path,
+    instance: &str,
+    env: &[(&str, &str)],
+    dirs: &[(&Path, &str)],
+) -> WasmtimeServe {
     let admin = emu.admin_endpoint();
-    let mut cmd = Command::new(artifact("GCPDB_WASMTIME"));
-    cmd.arg("serve")
-        .args(flags)
-        .arg("--addr")
-        .arg(addr.to_string());
-    cmd.arg("--dir")
-        .arg(format!("{}::/creds", emu.state_dir.display()));
-    for (k, v) in [
+    let common = [
         ("INSTANCE", instance),
         ("DB_USER", "app"),
         ("DB_PASS", "app-password"),
@@ -65,29 +57,11 @@ fn serve(emu: &Emulator, flags: &[&str], app: &Path, instance: &str) -> Wasmtime
             "/creds/service-account.json",
         ),
         ("GCP_DB_ADMIN_ENDPOINT", &admin),
-        // wasmtime's store does not outlive a request: no store.
-        ("GCP_DB_KV_BUCKET", ""),
-    ] {
-        cmd.arg("--env").arg(format!("{k}={v}"));
-    }
-    let child = cmd
-        .arg(app)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start wasmtime serve");
-    let mut server = Wasmtime { child, addr };
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("wasmtime serve exited with {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "wasmtime serve did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    ];
+    let env: Vec<_> = common.iter().chain(env).copied().collect();
+    let mut all_dirs = vec![(emu.state_dir.as_path(), "/creds")];
+    all_dirs.extend_from_slice(dirs);
+    WasmtimeServe::start(flags, app, &env, &all_dirs)
 }
 
 /// One request: (status, JSON answer).
@@ -110,7 +84,7 @@ fn request(addr: SocketAddr, post: Option<&str>) -> (u16, Value) {
 
 /// POSTs a message, GETs the list, and finds it there; each request is a
 /// fresh instance, so each refreshes (no store): 2 Admin API calls each.
-fn post_then_list(emu: &Emulator, server: &Wasmtime, key: &str, what: &str) {
+fn post_then_list(emu: &Emulator, server: &WasmtimeServe, key: &str, what: &str) {
     let body = format!("{what} via wasmtime-cli {}", std::process::id());
     let (status, json) = request(server.addr, Some(&body));
     assert_eq!(status, 201, "{json}");
@@ -127,31 +101,76 @@ fn post_then_list(emu: &Emulator, server: &Wasmtime, key: &str, what: &str) {
     assert_eq!(admin_calls, 4, "a refresh per request without a store");
 }
 
-/// README, "wasmtime serve": the Rust handler (WASI 0.2). It imports
-/// wasi:keyvalue, so it needs `-S keyvalue` to link, though it opens no
-/// bucket (wasmtime's store does not outlive a request).
+/// README, "wasmtime serve": the Rust handler (WASI 0.2).
 #[test]
 #[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
 fn the_rust_handler_runs_under_wasmtime_serve() {
     let emu = Emulator::start(&["proj:us-central1:cli-http,backend={pg}"]);
     let server = serve(
         &emu,
-        &[
-            "-S",
-            "cli",
-            "-S",
-            "http",
-            "-S",
-            "inherit-network",
-            "-S",
-            "allow-ip-name-lookup",
-            "-S",
-            "keyvalue",
-        ],
+        README_P2_FLAGS,
         &artifact("GCPDB_MESSAGES_HTTP"),
         "proj:us-central1:cli-http",
     );
     post_then_list(&emu, &server, "proj:cli-http", "rust handler");
+}
+
+/// README, "wasmtime serve" as it is written: the Rust handler with the
+/// connector's cache in a directory wasmtime grants, sealed with a secret.
+/// 50 requests at once, each a fresh instance, make one refresh between them;
+/// every file the store wrote reads whole.
+#[test]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
+fn the_directory_store_makes_one_refresh_for_fifty_fresh_instances() {
+    let emu = Emulator::start(&["proj:us-central1:cli-dir,backend={pg}"]);
+    let cache = std::env::temp_dir().join(format!("gcpdb-cli-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    let server = serve_with(
+        &emu,
+        README_P2_FLAGS,
+        &artifact("GCPDB_MESSAGES_HTTP"),
+        "proj:us-central1:cli-dir",
+        &[
+            ("GCP_DB_KV_BUCKET", ""),
+            ("GCP_DB_STORE_DIR", "/cache"),
+            ("GCP_DB_STORE_SECRET", "a secret from outside the store"),
+        ],
+        &[(&cache, "/cache")],
+    );
+    let started = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let requests: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| request(server.addr, None).0))
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    println!(
+        "50 requests at once on a cold directory store: {:?}",
+        started.elapsed()
+    );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let refreshes = emu.count("generateEphemeralCert", "proj:cli-dir");
+    assert_eq!(refreshes, 1, "one refresh for fifty fresh instances");
+    // The next request loads the entry too.
+    let (status, _) = request(server.addr, None);
+    assert_eq!(status, 200);
+    assert_eq!(emu.count("generateEphemeralCert", "proj:cli-dir"), 1);
+    drop(server);
+    // No torn file: every value is a whole sealed envelope (the entry and
+    // the key), and no lease or lock was left behind.
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        let value: Value = serde_json::from_slice(&std::fs::read(file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(value["format"], 3, "{}", file.display());
+        assert!(value["mac"].is_string(), "{}: not sealed", file.display());
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
 }
 
 /// README, "Spin": the Spin app's build without `spin-kv` on WASI 0.3, with

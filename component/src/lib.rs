@@ -79,17 +79,9 @@ impl wit::GuestConnector for ConnectorResource {
         instance: String,
         options: wit::ConnectOptions,
     ) -> Result<wit::Connection, wit::Error> {
-        let mut opts = ConnectOptions::default();
-        if let Some(t) = options.ip_type {
-            opts = opts.with_ip_type(from_wit_ip_type(t));
-        }
-        if let Some(iam) = options.enable_iam_auth {
-            opts = opts.with_iam_auth(iam);
-        }
-        let options = opts;
         let conn = self
             .connector()?
-            .connect(&instance, &options)
+            .connect(&instance, &from_wit_options(options))
             .map_err(to_wit_error)?;
         Ok(wit::Connection::new(ConnectionResource(RefCell::new(
             Some(conn),
@@ -98,6 +90,12 @@ impl wit::GuestConnector for ConnectorResource {
 
     fn login_token(&self) -> Result<String, wit::Error> {
         self.connector()?.login_token().map_err(to_wit_error)
+    }
+
+    fn warmup(&self, instance: String, options: wit::ConnectOptions) -> Result<(), wit::Error> {
+        self.connector()?
+            .warmup(&instance, &from_wit_options(options))
+            .map_err(to_wit_error)
     }
 }
 
@@ -168,21 +166,44 @@ fn from_wit_ip_type(t: wit::IpType) -> IpType {
     }
 }
 
+fn from_wit_options(options: wit::ConnectOptions) -> ConnectOptions {
+    let mut opts = ConnectOptions::default();
+    if let Some(t) = options.ip_type {
+        opts = opts.with_ip_type(from_wit_ip_type(t));
+    }
+    if let Some(iam) = options.enable_iam_auth {
+        opts = opts.with_iam_auth(iam);
+    }
+    opts
+}
+
 fn from_wit_config(c: wit::Config) -> Result<Config, wit::Error> {
     let ms = |v: Option<u32>, d: Duration| v.map_or(d, |v| Duration::from_millis(v.into()));
-    let store = match c.store_bucket {
-        None => None,
-        #[cfg(feature = "keyvalue")]
-        Some(bucket) => Some(gcp_db_connector::open_wasi_keyvalue(&bucket).map_err(to_wit_error)?),
-        #[cfg(not(feature = "keyvalue"))]
-        Some(_) => {
-            return Err(wit::Error::InvalidConfig(
-                "invalid connector config: store-bucket needs the wasi:keyvalue build of the \
-                 component (gcp_db_connector_component_kv.wasm, world connector-component-kv)"
+    let store =
+        match (c.store_bucket, c.store_dir) {
+            (Some(_), Some(_)) => return Err(wit::Error::InvalidConfig(
+                "invalid connector config: store-bucket and store-dir name two stores; give one"
                     .into(),
-            ))
-        }
-    };
+            )),
+            (None, None) => None,
+            (None, Some(dir)) => Some(
+                gcp_db_connector::DirectoryStore::open(&dir)
+                    .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn gcp_db_connector::Store>)
+                    .map_err(to_wit_error)?,
+            ),
+            #[cfg(feature = "keyvalue")]
+            (Some(bucket), None) => {
+                Some(gcp_db_connector::open_wasi_keyvalue(&bucket).map_err(to_wit_error)?)
+            }
+            #[cfg(not(feature = "keyvalue"))]
+            (Some(_), None) => {
+                return Err(wit::Error::InvalidConfig(
+                    "invalid connector config: store-bucket needs the wasi:keyvalue build of the \
+                 component (gcp_db_connector_component_kv.wasm, world connector-component-kv)"
+                        .into(),
+                ))
+            }
+        };
     let mut config = Config::default();
     config.credentials = c.credentials.map(|c| match c {
         wit::Credentials::AccessToken(t) => Credentials::AccessToken {
@@ -203,6 +224,7 @@ fn from_wit_config(c: wit::Config) -> Result<Config, wit::Error> {
     config.rsa_private_key = c.rsa_private_key;
     config.store = store;
     config.store_private_key = c.store_private_key.unwrap_or(config.store_private_key);
+    config.store_secret = c.store_secret;
     config.refresh_timeout = ms(c.refresh_timeout_ms, config.refresh_timeout);
     config.dial_timeout = ms(c.dial_timeout_ms, config.dial_timeout);
     Ok(config)

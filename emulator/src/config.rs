@@ -13,6 +13,8 @@ use crate::spec::FileInstance;
 
 /// Default access-token lifetime, the same as Google's.
 pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
+/// The longest `--cert-lifetime-secs`: AlloyDB's longest certificate, 24 hours.
+pub const MAX_CERT_LIFETIME_SECS: u64 = 24 * 3600;
 
 /// One emulated instance as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,12 @@ pub struct Options {
     pub ready_file: Option<PathBuf>,
     /// Access-token lifetime in seconds.
     pub token_lifetime_secs: u64,
+    /// Client-certificate lifetime in seconds (`--cert-lifetime-secs`), a test knob:
+    /// `None` issues what Google does (Cloud SQL's `generateEphemeralCert` 1 hour,
+    /// AlloyDB's `generateClientCertificate` the `certDuration` asked, 1 min to 24 h,
+    /// 1 hour when none); `Some(n)`: Cloud SQL's last `n` seconds, AlloyDB's at most
+    /// `n`. Either is still cut at an IAM login token's expiry, as Google does.
+    pub cert_lifetime_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -85,13 +93,18 @@ impl Default for Options {
             state_dir: None,
             ready_file: None,
             token_lifetime_secs: DEFAULT_TOKEN_LIFETIME_SECS,
+            cert_lifetime_secs: None,
         }
     }
 }
 
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SPEC]... \
-[--state-dir DIR] [--ready-file FILE] [--token-lifetime-secs N]
+[--state-dir DIR] [--ready-file FILE] [--token-lifetime-secs N] [--cert-lifetime-secs N]
+  --cert-lifetime-secs N (1 to 86400), a test knob: client certificates last N seconds,
+    Cloud SQL's generateEphemeralCert N, AlloyDB's generateClientCertificate at most N
+    (a shorter certDuration wins). Default: Google's 1 hour (AlloyDB: the certDuration
+    asked, 1 min to 24 h); Google never issues shorter ones.
   SPEC (Cloud SQL, proxy on port 3307):
     project:region:name,backend=HOST:PORT[,version=POSTGRES_15][,ca=legacy|cas][,public-ip=IP]\
 [,private-ip=auto|IP][,mdx=true|false][,psc=true|false]
@@ -150,6 +163,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                     .filter(|n| *n >= 2)
                     .ok_or_else(|| format!("bad --token-lifetime-secs {v:?}"))?;
             }
+            "--cert-lifetime-secs" => {
+                let v = value()?;
+                let n = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_CERT_LIFETIME_SECS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "bad --cert-lifetime-secs {v:?}: seconds, 1 to {MAX_CERT_LIFETIME_SECS}"
+                        )
+                    })?;
+                opts.cert_lifetime_secs = Some(n);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -178,6 +204,27 @@ mod tests {
             ..FileInstance::default()
         };
         assert!(Spec::from_file(alloydb).unwrap_err().contains("tls-suite"));
+    }
+
+    #[test]
+    fn cert_lifetime_is_optional_and_bounded() {
+        let run = |args: &[&str]| match parse_args(args.iter().map(|s| s.to_string())) {
+            Ok(Command::Run(o)) => Ok(o.cert_lifetime_secs),
+            Ok(Command::Help) => panic!("not a run"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(run(&[]), Ok(None), "Google's lifetime by default");
+        assert_eq!(run(&["--cert-lifetime-secs", "200"]), Ok(Some(200)));
+        assert_eq!(run(&["--cert-lifetime-secs=1"]), Ok(Some(1)));
+        assert_eq!(run(&["--cert-lifetime-secs", "86400"]), Ok(Some(86_400)));
+        for bad in ["0", "86401", "-5", "1h", ""] {
+            let e = run(&["--cert-lifetime-secs", bad]).unwrap_err();
+            assert!(e.contains("bad --cert-lifetime-secs"), "{bad}: {e}");
+        }
+        assert!(run(&["--cert-lifetime-secs"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(USAGE.contains("--cert-lifetime-secs N"));
     }
 
     #[test]

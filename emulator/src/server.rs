@@ -252,12 +252,10 @@ pub async fn start(opts: Options) -> Result<Running, String> {
 
     let tokens = TokenStore::new(Duration::from_secs(opts.token_lifetime_secs));
     let instances = Arc::new(Instances::new(&cloudsql_instances, &alloydb_instances));
-    let state: SharedState = Arc::new(AppState::new(
-        instances.projects(),
-        tokens,
-        credentials,
-        token_uri,
-    ));
+    let state: SharedState = Arc::new(
+        AppState::new(instances.projects(), tokens, credentials, token_uri)
+            .with_cert_lifetime(opts.cert_lifetime_secs.map(Duration::from_secs)),
+    );
 
     let admin_app = Router::new()
         .route("/token", post(oauth::token))

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::calls::Calls;
 use crate::credentials::Credentials;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub audiences: Vec<String>,
     /// The IAM login token (principal, expiry) behind each ephemeral certificate, by serial.
     pub ephemeral_principals: IamBindings,
+    /// `--cert-lifetime-secs`: `None` issues client certificates as Google does.
+    pub cert_lifetime: Option<Duration>,
 }
 
 impl AppState {
@@ -57,7 +60,14 @@ impl AppState {
             audiences: vec![token_uri.clone(), GOOGLE_TOKEN_URI.to_string()],
             token_uri,
             ephemeral_principals: IamBindings::default(),
+            cert_lifetime: None,
         }
+    }
+
+    /// The same, issuing client certificates that last `lifetime` (`None`: as Google does).
+    pub fn with_cert_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.cert_lifetime = lifetime;
+        self
     }
 
     /// The IAM principal recorded for the ephemeral certificate with serial `serial`.

@@ -11,8 +11,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use gcp_db_connector::fuzzing::{self, Mdx};
 use gcp_db_connector_fuzz::{alloydb_instance, cloudsql_instance, key, ALLOYDB_INSTANCE};
 use rcgen::{
@@ -218,12 +216,8 @@ fn main() {
         write("alloydb_admin", &format!("seed-{i}"), &input);
     }
 
-    // Store entries as the connector writes them, and one with the private key.
-    let key_der =
-        B64.encode(pem_body_der(include_str!("../seeds/key.pem")).expect("seeds/key.pem is PEM"));
-    let mut with_key: serde_json::Value = serde_json::from_slice(&stored[0]).unwrap();
-    with_key["private_key"] = json!(key_der);
-    stored.push(serde_json::to_vec(&with_key).unwrap());
+    // Store entries as the connector writes them (unsealed), and a record
+    // of the Admin API's refusals of 10 s before the fuzz clock.
     for (i, entry) in stored.iter().enumerate() {
         assert!(
             fuzzing::store_entry(entry, key()).is_some(),
@@ -231,6 +225,17 @@ fn main() {
         );
         write("store_entry", &format!("seed-{i}"), entry);
     }
+    let refusals = json!({
+        "tokens": 0.0, "at_unix_ms": 1_767_225_590_000u64, "quota": true,
+        "call": "connectSettings for proj:us-central1:db", "status": 429,
+        "code": "RESOURCE_EXHAUSTED", "message": "Quota exceeded for quota metric 'Queries'.",
+    });
+    let refusals = json!({"format": 3, "mac": null, "body": refusals.to_string()});
+    write(
+        "store_entry",
+        "seed-refusals",
+        refusals.to_string().as_bytes(),
+    );
 
     // Google's error bodies (the emulator's and the spec's).
     for (i, (status, body)) in [
@@ -351,10 +356,4 @@ fn main() {
         write("mdx", &format!("seed-{i}"), seed);
     }
     println!("seeds written under {}", dir().join("corpus").display());
-}
-
-/// The DER inside a PEM's one block.
-fn pem_body_der(pem: &str) -> Option<Vec<u8>> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    B64.decode(body).ok()
 }

@@ -170,7 +170,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
             ..Default::default()
         };
         let mut config = opts.config.clone();
-        config.store_bucket = Some(crate::keyvalue::DEFAULT_BUCKET.to_string());
+        config.store_bucket = Some(crate::keyvalue::CONNECTOR_BUCKET.to_string());
         // The first instance refreshes and fills the store.
         fresh_instance_connect(&host, kv, &shared, opts, config.clone()).await?;
         for _ in 0..opts.runs {

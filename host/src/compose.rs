@@ -2,7 +2,7 @@
 //! satisfy the matching imports of an *app* (the "socket"), and the result
 //! is one component.
 //!
-//! Here the app imports `gcp:db-connector/connector@0.1.0` and the plug is
+//! Here the app imports `gcp:db-connector/connector@0.2.0` and the plug is
 //! the connector component, which exports it. Every other import of either
 //! (WASI, `wasi:keyvalue`) stays an import of the result, shared by name, and
 //! the result exports what the app exports.

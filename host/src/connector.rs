@@ -87,7 +87,9 @@ impl Default for Config {
             user_agent: None,
             rsa_private_key: None,
             store_bucket: None,
+            store_dir: None,
             store_private_key: None,
+            store_secret: None,
             refresh_timeout_ms: None,
             dial_timeout_ms: None,
         }
@@ -243,6 +245,20 @@ impl ConnectorInstance {
         let api = self.bindings.gcp_db_connector_connector();
         api.connector()
             .call_login_token(&mut self.store, connector)
+            .await
+    }
+
+    /// `connector.warmup`: the instance's connection info made ready without
+    /// a dial.
+    pub async fn warmup(
+        &mut self,
+        connector: ResourceAny,
+        instance: &str,
+        options: ConnectOptions,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let api = self.bindings.gcp_db_connector_connector();
+        api.connector()
+            .call_warmup(&mut self.store, connector, instance, options)
             .await
     }
 

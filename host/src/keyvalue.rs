@@ -40,9 +40,16 @@ mod bindings {
 
 use bindings::wasi::keyvalue::{atomics, store};
 
-/// The bucket every store has unless configured otherwise, and the one the
-/// connector's examples name.
+/// The bucket every store has unless configured otherwise (Spin's default
+/// store).
 pub const DEFAULT_BUCKET: &str = "default";
+
+/// The bucket the connector's examples keep its cache in: one of its own, so
+/// that nothing else of the app writes there.
+pub const CONNECTOR_BUCKET: &str = "gcp-db-connector";
+
+/// The buckets of a store unless configured otherwise.
+pub const DEFAULT_BUCKETS: [&str; 2] = [DEFAULT_BUCKET, CONNECTOR_BUCKET];
 
 /// The `wasi:keyvalue` interfaces this module provides, as a component
 /// names its imports.
@@ -109,9 +116,9 @@ pub struct KeyValueStore {
 }
 
 impl Default for KeyValueStore {
-    /// A store with the one bucket [`DEFAULT_BUCKET`].
+    /// A store with the [`DEFAULT_BUCKETS`].
     fn default() -> KeyValueStore {
-        KeyValueStore::new([DEFAULT_BUCKET])
+        KeyValueStore::new(DEFAULT_BUCKETS)
     }
 }
 
@@ -421,7 +428,7 @@ mod tests {
             store::Error::from(missing),
             store::Error::NoSuchStore
         ));
-        assert_eq!(KeyValueStore::default().bucket_names(), [DEFAULT_BUCKET]);
+        assert_eq!(KeyValueStore::default().bucket_names(), DEFAULT_BUCKETS);
     }
 
     #[test]

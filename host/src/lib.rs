@@ -229,7 +229,7 @@ impl Host {
     }
 
     /// The export names of the component at `wasm`, e.g.
-    /// `gcp:db-connector/connector@0.1.0`.
+    /// `gcp:db-connector/connector@0.2.0`.
     pub fn exports(&self, wasm: &Path) -> wasmtime::Result<Vec<String>> {
         let component = self.component(wasm)?;
         Ok(component

@@ -12,7 +12,7 @@ use std::slice::Iter;
 
 use gcp_db_host::bench::BenchOptions;
 use gcp_db_host::connector::{self, Config, ConnectOptions, ConnectTimings, Credentials, IpType};
-use gcp_db_host::keyvalue::DEFAULT_BUCKET;
+use gcp_db_host::keyvalue::DEFAULT_BUCKETS;
 use gcp_db_host::query::{connect_and_query, Login};
 use gcp_db_host::{CommandOptions, Host, KeyValueStore, ServeOptions};
 
@@ -25,7 +25,7 @@ usage:
       host's value of K. --dir preopens HOST read-only as GUEST. --keyvalue
       provides wasi:keyvalue/store and atomics (0.2.0-draft) and Spin's
       spin:key-value@3.0.0 (a store label names a bucket), in memory, with
-      the buckets named (default: \"default\"); an argument after --keyvalue
+      the buckets named (default: \"default\" and \"gcp-db-connector\"); an argument after --keyvalue
       that ends in .wasm is the component, not a bucket list (or write
       --keyvalue=BUCKET,...).
   gcp-db-host serve [--addr 127.0.0.1:8080] [--env K=V]... [--dir HOST::GUEST]...
@@ -311,7 +311,7 @@ fn parse_keyvalue(
         Some(list) => list,
         None => match rest.next_if(|next| !next.starts_with('-') && !next.ends_with(".wasm")) {
             Some(list) => list.as_str(),
-            None => return Ok(vec![DEFAULT_BUCKET.to_string()]),
+            None => return Ok(DEFAULT_BUCKETS.map(str::to_string).to_vec()),
         },
     };
     let names: Vec<String> = list.split(',').map(str::to_string).collect();
@@ -562,7 +562,7 @@ mod tests {
 
         let run = parse_run(&args(&["--keyvalue", "app.wasm", "a"])).unwrap();
         assert!(run.opts.keyvalue);
-        assert_eq!(run.buckets.unwrap(), [DEFAULT_BUCKET]);
+        assert_eq!(run.buckets.unwrap(), DEFAULT_BUCKETS);
         assert_eq!(run.opts.args, ["a"]);
 
         let run = parse_run(&args(&["--keyvalue", "one,two", "app.wasm"])).unwrap();
@@ -597,7 +597,7 @@ mod tests {
             [(PathBuf::from("/certs"), "/certs".to_string())]
         );
         assert!(serve.opts.keyvalue);
-        assert_eq!(serve.buckets.unwrap(), [DEFAULT_BUCKET]);
+        assert_eq!(serve.buckets.unwrap(), DEFAULT_BUCKETS);
 
         // Flags may follow the component; buckets by `=` or as the next word.
         let serve = parse_serve(&args(&["app.wasm", "--keyvalue=a,b"])).unwrap();
@@ -605,7 +605,7 @@ mod tests {
         let serve = parse_serve(&args(&["--keyvalue", "cache", "app.wasm"])).unwrap();
         assert_eq!(serve.buckets.unwrap(), ["cache"]);
         let serve = parse_serve(&args(&["--keyvalue", "--addr", "[::1]:9", "app.wasm"])).unwrap();
-        assert_eq!(serve.buckets.unwrap(), [DEFAULT_BUCKET]);
+        assert_eq!(serve.buckets.unwrap(), DEFAULT_BUCKETS);
         assert_eq!(serve.opts.addr, "[::1]:9".parse().unwrap());
 
         for bad in [

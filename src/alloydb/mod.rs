@@ -10,13 +10,15 @@ pub(crate) mod refresh;
 use std::sync::Arc;
 use std::time::Instant;
 
+use admin::DEFAULT_ALLOYDB_ADMIN_ENDPOINT;
 use instance_uri::AlloyDbInstanceUri;
 use mdx::AlloyDbExchange;
 
+use crate::config::Config;
+use crate::connection_info::{ConnectionInfo, InstanceFacts, ServerIdentity};
 use crate::credentials::token::{Role, Scope};
 use crate::error::Error;
 use crate::ip_type::IpType;
-use crate::mdx::{ExchangeRecord, MetadataExchange};
 use crate::refresh::RefreshContext;
 use crate::service::{Refreshed, Service};
 
@@ -53,16 +55,36 @@ impl Service for AlloyDbInstanceUri {
         refresh::refresh(self, ctx, iam, deadline)
     }
 
-    /// AlloyDB's exchange always carries its token.
-    fn restore_exchange(
-        &self,
-        record: ExchangeRecord,
-        user_agent: &str,
-    ) -> Option<Arc<dyn MetadataExchange>> {
-        Some(Arc::new(AlloyDbExchange {
-            user_agent: user_agent.to_string(),
-            token: record.login_token?,
-            iam: record.auto_iam,
-        }))
+    fn admin_endpoint<'c>(&self, config: &'c Config) -> &'c str {
+        config
+            .alloydb_admin_endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_ALLOYDB_ADMIN_ENDPOINT)
+    }
+
+    /// Port 5433; the server certificate names the address dialled as a
+    /// SAN, and a PSC name goes out as SNI (as AlloyDB's connectors do); the
+    /// exchange always runs, with its alloydb.login token.
+    fn plan(&self, facts: InstanceFacts, user_agent: &str) -> Result<ConnectionInfo, Error> {
+        let token = facts.exchange.as_ref().and_then(|e| e.login_token.clone());
+        let (Some(token), None) = (token, &facts.dns_name) else {
+            return Err(Error::instance_metadata(format!(
+                "{self}: an AlloyDB plan needs the exchange's token and names no server DNS name"
+            )));
+        };
+        Ok(ConnectionInfo {
+            addresses: facts.addresses,
+            port: ALLOYDB_PORT,
+            trust_anchors: facts.trust_anchors,
+            identity: ServerIdentity::AddressDialled,
+            sni: true,
+            client_chain: facts.client_chain,
+            expiry: facts.expiry,
+            exchange: Some(Arc::new(AlloyDbExchange {
+                user_agent: user_agent.to_string(),
+                token,
+                iam: facts.exchange.is_some_and(|e| e.auto_iam),
+            })),
+        })
     }
 }

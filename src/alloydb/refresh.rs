@@ -3,23 +3,20 @@
 //! (`crate::refresh`), and every field of the answers checked before it is
 //! trusted.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::admin::{
-    self, AdminClient, ClientCertificate, InstanceConnectionInfo, DEFAULT_ALLOYDB_ADMIN_ENDPOINT,
-};
+use super::admin::{self, AdminClient, ClientCertificate, InstanceConnectionInfo};
 use super::instance_uri::AlloyDbInstanceUri;
-use super::mdx::AlloyDbExchange;
-use super::{ADMIN_SCOPE, ALLOYDB_PORT, LOGIN_SCOPE};
+use super::{ADMIN_SCOPE, LOGIN_SCOPE};
 use crate::certs;
-use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, ServerIdentity};
+use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, InstanceFacts};
 use crate::credentials::token::Token;
 use crate::credentials::Freshness;
 use crate::error::Error;
 use crate::key::ClientKey;
+use crate::mdx::ExchangeRecord;
 use crate::refresh::{Call, RefreshContext, RefreshTimings};
-use crate::service::Refreshed;
+use crate::service::{Refreshed, Service};
 
 /// Fetches the instance's connection info, a fresh client certificate and
 /// the token for the metadata exchange.
@@ -30,10 +27,7 @@ pub(crate) fn refresh(
     deadline: Instant,
 ) -> Result<Refreshed, Error> {
     let mut timings = RefreshTimings::default();
-    let admin = AdminClient(ctx.admin_api(
-        ctx.config.alloydb_admin_endpoint.as_deref(),
-        DEFAULT_ALLOYDB_ADMIN_ENDPOINT,
-    ));
+    let admin = AdminClient(ctx.admin_api(uri.admin_endpoint(ctx.config)));
     let ((api, login), key) = ctx.tokens_and_key(
         || {
             let api = ctx.tokens.start(ADMIN_SCOPE, Freshness::Cached, deadline);
@@ -42,6 +36,7 @@ pub(crate) fn refresh(
             (api, login)
         },
         |(api, login)| Ok((api.wait()?, login.wait()?)),
+        deadline,
         &mut timings,
     )?;
 
@@ -112,6 +107,7 @@ pub(crate) fn connection_info(
         .ok_or_else(|| meta("generateClientCertificate answered without caCert"))?;
     let trust_anchors =
         certs::parse_pem_list(&ca_pem).ok_or_else(|| meta("caCert is not a PEM certificate"))?;
+    certs::check_trust_anchors(&trust_anchors, now).map_err(|e| meta(&format!("caCert {e}")))?;
 
     if cert.pem_certificate_chain.is_empty() {
         return Err(meta(
@@ -132,21 +128,18 @@ pub(crate) fn connection_info(
     // an expired token while the certificate is still cached.
     let expiry = login.expiry.map_or(not_after, |t| t.min(not_after));
 
-    Ok(ConnectionInfo {
+    let facts = InstanceFacts {
         addresses,
-        port: ALLOYDB_PORT,
         trust_anchors,
-        identity: ServerIdentity::AddressDialled,
-        // AlloyDB's connectors name a PSC target in SNI.
-        sni: true,
+        dns_name: None,
         client_chain,
         expiry,
-        exchange: Some(Arc::new(AlloyDbExchange {
-            user_agent: user_agent.to_string(),
-            token: login.secret,
-            iam,
-        })),
-    })
+        exchange: Some(ExchangeRecord {
+            login_token: Some(login.secret),
+            auto_iam: iam,
+        }),
+    };
+    uri.plan(facts, user_agent)
 }
 
 #[cfg(test)]
@@ -154,6 +147,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::connection_info::ServerIdentity;
     use crate::connection_info::Target;
     use crate::error::ErrorKind;
     use crate::ip_type::IpType;

@@ -1,35 +1,57 @@
-//! What the host store holds, as JSON: one entry per instance and IAM
-//! setting ([`Entry`]: connection info and its key) and, beside it, the
-//! record of the Admin API's refusals of its refreshes ([`Refusals`]).
-//! Both are read back as untrusted input: anything that does not decode, is
-//! of another format version, or is out of range is ignored.
+//! What the host store holds, as JSON, each value sealed ([`seal`]): per
+//! instance and IAM setting an [`Entry`] (what a refresh learned, and the
+//! public key its certificate is for), beside it the record of the Admin
+//! API's refusals ([`Refusals`]), and per principal the connector's key
+//! ([`KeyRecord`]). All of it is read back as untrusted input: a value that
+//! does not open, decode or check is ignored, and nothing is taken from it
+//! that a refresh would not give (the facts of the service, port, identity
+//! rule, SNI, come from the instance's service, never from the store).
+//!
+//! With a store secret configured, every value carries an HMAC-SHA-256 over
+//! its key and body, and one without a valid one is ignored: a writer of the
+//! store who lacks the secret can then make the connector refresh, nothing
+//! more. Without a secret, such a writer can plant an entry naming its own
+//! CA and address, and so stand between the app and its database.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use rustls_pki_types::CertificateDer;
+use hmac::{Hmac, Mac};
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use super::{is_fresh, CacheKey};
-use crate::certs::CertInfo;
-use crate::connection_info::{Addresses, ConnectionInfo, ServerIdentity};
+use super::is_fresh;
+use crate::certs::{self, CertInfo};
+use crate::connection_info::{Addresses, InstanceFacts};
 use crate::error::{ApiError, Error};
-use crate::key::{ClientKey, KeySlot};
 use crate::mdx::ExchangeRecord;
 use crate::rate_limit::{Bucket, Outcome};
 use crate::secret::Secret;
-use crate::service::Service;
 
 /// The format of stored values; another version is ignored.
-pub(crate) const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 3;
+/// Every key the connector writes starts with this.
+pub(crate) const PREFIX: &str = "gcp-db-connector/v3";
+/// How far ahead of this instance's clock another's may run: a refusal
+/// stamped later than that is not believed.
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
-/// `gcp-db-connector/v2/<instance>/<iam|native>`.
-pub(crate) fn entry_key(key: &CacheKey) -> String {
-    let auth = if key.iam { "iam" } else { "native" };
-    format!("gcp-db-connector/v{FORMAT}/{}/{auth}", key.name)
+type HmacSha256 = Hmac<Sha256>;
+
+/// A short, stable name for `parts`: 16 hex digits of their SHA-256.
+pub(crate) fn fingerprint(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
@@ -38,32 +60,73 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A stored [`ConnectionInfo`] and its key, DER in base64.
+/// The time `ms` after the Unix epoch, if the clock can hold it.
+fn from_unix_ms(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// A stored value: the body, and its MAC when a secret is configured.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    format: u32,
+    mac: Option<String>,
+    body: String,
+}
+
+/// `body` as stored at `key`: sealed with an HMAC over both when there is a
+/// `secret`.
+pub(crate) fn seal(key: &str, body: &impl Serialize, secret: Option<&Secret>) -> Option<Vec<u8>> {
+    let body = serde_json::to_string(body).ok()?;
+    let mac = secret.map(|s| B64.encode(mac(s, key, &body).finalize().into_bytes()));
+    serde_json::to_vec(&Envelope {
+        format: FORMAT,
+        mac,
+        body,
+    })
+    .ok()
+}
+
+/// The body of the value stored at `key`, if it is of this format and, when
+/// there is a `secret`, its MAC is right.
+pub(crate) fn open<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    bytes: &[u8],
+    secret: Option<&Secret>,
+) -> Option<T> {
+    let envelope: Envelope = serde_json::from_slice(bytes).ok()?;
+    if envelope.format != FORMAT {
+        return None;
+    }
+    if let Some(secret) = secret {
+        let tag = B64.decode(envelope.mac?).ok()?;
+        // Constant time, so a forger learns nothing from how long it took.
+        mac(secret, key, &envelope.body).verify_slice(&tag).ok()?;
+    }
+    serde_json::from_str(&envelope.body).ok()
+}
+
+fn mac(secret: &Secret, key: &str, body: &str) -> HmacSha256 {
+    // HMAC takes a key of any length.
+    let mut m = HmacSha256::new_from_slice(secret.expose().as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    m.update(key.as_bytes());
+    m.update(&[0]);
+    m.update(body.as_bytes());
+    m
+}
+
+/// What a refresh learned, and the public key its certificate is for.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Entry {
-    format: u32,
     expiry_unix_ms: u64,
-    port: u16,
     public_ip: Option<IpAddr>,
     private_ip: Option<IpAddr>,
     psc_name: Option<String>,
     trust_anchors: Vec<String>,
-    identity: StoredIdentity,
-    sni: bool,
+    dns_name: Option<String>,
     client_chain: Vec<String>,
     exchange: Option<StoredExchange>,
     public_key: String,
-    pub(crate) private_key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum StoredIdentity {
-    DnsNameOrCommonName {
-        dns_name: Option<String>,
-        common_name: String,
-    },
-    AddressDialled,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,112 +136,93 @@ struct StoredExchange {
 }
 
 impl Entry {
-    pub(crate) fn encode(info: &ConnectionInfo, key: &ClientKey, store_private_key: bool) -> Self {
+    pub(crate) fn encode(facts: &InstanceFacts, spki_der: &[u8]) -> Self {
         let der = |c: &CertificateDer<'_>| B64.encode(c.as_ref());
         Self {
-            format: FORMAT,
-            expiry_unix_ms: unix_ms(info.expiry),
-            port: info.port,
-            public_ip: info.addresses.public,
-            private_ip: info.addresses.private,
-            psc_name: info.addresses.psc.clone(),
-            trust_anchors: info.trust_anchors.iter().map(der).collect(),
-            identity: match &info.identity {
-                ServerIdentity::DnsNameOrCommonName {
-                    dns_name,
-                    common_name,
-                } => StoredIdentity::DnsNameOrCommonName {
-                    dns_name: dns_name.clone(),
-                    common_name: common_name.clone(),
-                },
-                ServerIdentity::AddressDialled => StoredIdentity::AddressDialled,
-            },
-            sni: info.sni,
-            client_chain: info.client_chain.iter().map(der).collect(),
-            exchange: info.exchange.as_ref().map(|ex| {
-                let record = ex.record();
-                StoredExchange {
-                    login_token: record.login_token.map(|t| t.expose().to_string()),
-                    auto_iam: record.auto_iam,
-                }
+            expiry_unix_ms: unix_ms(facts.expiry),
+            public_ip: facts.addresses.public,
+            private_ip: facts.addresses.private,
+            psc_name: facts.addresses.psc.clone(),
+            trust_anchors: facts.trust_anchors.iter().map(der).collect(),
+            dns_name: facts.dns_name.clone(),
+            client_chain: facts.client_chain.iter().map(der).collect(),
+            exchange: facts.exchange.as_ref().map(|e| StoredExchange {
+                login_token: e.login_token.as_ref().map(|t| t.expose().to_string()),
+                auto_iam: e.auto_iam,
             }),
-            public_key: B64.encode(&key.spki_der),
-            private_key: store_private_key.then(|| B64.encode(key.pkcs8_der())),
+            public_key: B64.encode(spki_der),
         }
     }
 
-    /// The entry as connection info and key, if it is of this format, fresh
-    /// at `now`, well-formed, its exchange one that `service` makes (for
-    /// `user_agent`), and its key at hand (stored, or the one in `keys`). Its
-    /// expiry is no later than its client certificate's, whatever it says.
-    pub(crate) fn decode(
-        self,
-        service: &dyn Service,
-        user_agent: &str,
-        keys: &KeySlot,
-        now: SystemTime,
-    ) -> Option<(ConnectionInfo, Arc<ClientKey>)> {
-        if self.format != FORMAT {
-            return None;
-        }
-        let expiry = UNIX_EPOCH.checked_add(Duration::from_millis(self.expiry_unix_ms))?;
-        if !is_fresh(expiry, now) {
-            return None;
-        }
+    /// The facts and the public key (SubjectPublicKeyInfo DER), if the entry
+    /// holds up as a fresh refresh's would at `now`: its trust anchors are
+    /// certificates and have not expired, its client certificate parses and
+    /// is for the public key, its addresses can be dialled, and it is fresh.
+    /// Its expiry is no later than its client certificate's, whatever it
+    /// says.
+    pub(crate) fn decode(self, now: SystemTime) -> Option<(InstanceFacts, Vec<u8>)> {
         let public_key = B64.decode(&self.public_key).ok()?;
-        let key = match &self.private_key {
-            Some(pkcs8) => Arc::new(ClientKey::from_pkcs8_der(&B64.decode(pkcs8).ok()?).ok()?),
-            None => keys.current()?,
-        };
-        if key.spki_der != public_key {
-            return None;
-        }
         let ders = |list: &[String]| -> Option<Vec<CertificateDer<'static>>> {
             list.iter()
                 .map(|c| B64.decode(c).ok().map(CertificateDer::from))
                 .collect()
         };
+        let trust_anchors = ders(&self.trust_anchors)?;
+        certs::check_trust_anchors(&trust_anchors, now).ok()?;
         let client_chain = ders(&self.client_chain)?;
-        let not_after = CertInfo::parse(client_chain.first()?).ok()?.not_after();
-        let expiry = expiry.min(not_after);
+        let client = CertInfo::parse(client_chain.first()?).ok()?;
+        if client.public_key_der()? != public_key {
+            return None;
+        }
+        let expiry = from_unix_ms(self.expiry_unix_ms)?.min(client.not_after());
         if !is_fresh(expiry, now) {
             return None;
         }
-        let exchange = match self.exchange {
-            None => None,
-            Some(e) => Some(service.restore_exchange(
-                ExchangeRecord {
-                    login_token: e.login_token.map(Secret::new),
-                    auto_iam: e.auto_iam,
-                },
-                user_agent,
-            )?),
+        let addresses = Addresses {
+            public: self.public_ip,
+            private: self.private_ip,
+            psc: self.psc_name,
         };
-        let info = ConnectionInfo {
-            addresses: Addresses {
-                public: self.public_ip,
-                private: self.private_ip,
-                psc: self.psc_name,
-            },
-            port: self.port,
-            trust_anchors: ders(&self.trust_anchors)?,
-            identity: match self.identity {
-                StoredIdentity::DnsNameOrCommonName {
-                    dns_name,
-                    common_name,
-                } => ServerIdentity::DnsNameOrCommonName {
-                    dns_name,
-                    common_name,
-                },
-                StoredIdentity::AddressDialled => ServerIdentity::AddressDialled,
-            },
-            sni: self.sni,
+        if !dialable(&addresses) {
+            return None;
+        }
+        let facts = InstanceFacts {
+            addresses,
+            trust_anchors,
+            dns_name: self.dns_name,
             client_chain,
             expiry,
-            exchange,
+            exchange: self.exchange.map(|e| ExchangeRecord {
+                login_token: e.login_token.map(Secret::new),
+                auto_iam: e.auto_iam,
+            }),
         };
-        Some((info, key))
+        Some((facts, public_key))
     }
+}
+
+/// Whether every address is one an instance can have: some address, IPs a
+/// host can be at, a PSC name that is a DNS name.
+fn dialable(a: &Addresses) -> bool {
+    let ip_ok = |ip: &IpAddr| {
+        !(ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+    };
+    let name_ok =
+        |n: &String| matches!(ServerName::try_from(n.as_str()), Ok(ServerName::DnsName(_)));
+    *a != Addresses::default()
+        && a.public.iter().all(ip_ok)
+        && a.private.iter().all(ip_ok)
+        && a.psc.iter().all(name_ok)
+}
+
+/// The connector's key, kept once per principal and reused by every refresh
+/// of every instance (as Google's connectors keep one per process).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    /// PKCS#8 DER.
+    pub(crate) private_key: String,
 }
 
 /// The Admin API's refusals of one instance's refreshes, shared by every
@@ -186,7 +230,6 @@ impl Entry {
 /// Admin API gave it, whose message has the call's token blanked out.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Refusals {
-    format: u32,
     /// Refreshes left in the bucket at `at_unix_ms`.
     tokens: f64,
     /// When the last refresh was refused, in ms since the Unix epoch.
@@ -200,12 +243,6 @@ pub(crate) struct Refusals {
 }
 
 impl Refusals {
-    /// A record read back from the store, if it is one of this format.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        let r: Self = serde_json::from_slice(bytes).ok()?;
-        (r.format == FORMAT).then_some(r)
-    }
-
     /// The record after `e` ended a refresh at `now`, if the shared bucket
     /// counts `e` (the Admin API's refusals; see `rate_limit`).
     pub(crate) fn after(before: Option<&Self>, e: &Error, now: SystemTime) -> Option<Self> {
@@ -214,10 +251,9 @@ impl Refusals {
             Outcome::Refused { quota } => quota,
             _ => return None,
         };
-        let bucket =
-            Bucket::after_shared(before.map(|b| b.bucket_at(now)), Outcome::Refused { quota })?;
+        let before = before.and_then(|b| b.bucket_at(now));
+        let bucket = Bucket::after_shared(before, Outcome::Refused { quota })?;
         Some(Self {
-            format: FORMAT,
             tokens: bucket.tokens(),
             at_unix_ms: unix_ms(now),
             quota,
@@ -228,13 +264,31 @@ impl Refusals {
         })
     }
 
-    /// The bucket at `now`. A refusal stamped later than `now` (another
-    /// host's clock) has earned nothing yet.
-    pub(crate) fn bucket_at(&self, now: SystemTime) -> Bucket {
-        let elapsed = UNIX_EPOCH
-            .checked_add(Duration::from_millis(self.at_unix_ms))
-            .and_then(|at| now.duration_since(at).ok());
-        Bucket::from_stored(self.tokens).refilled(elapsed.unwrap_or_default())
+    /// The bucket at `now`; `None` for a record stamped further ahead of
+    /// `now` than clocks drift (a corrupt or hostile one: believed, it would
+    /// hold refreshes back until its stamp). One stamped a little ahead has
+    /// earned nothing yet.
+    pub(crate) fn bucket_at(&self, now: SystemTime) -> Option<Bucket> {
+        let at = from_unix_ms(self.at_unix_ms)?;
+        if at > now + CLOCK_SKEW {
+            return None;
+        }
+        let elapsed = now.duration_since(at).unwrap_or_default();
+        Some(Bucket::from_stored(self.tokens).refilled(elapsed))
+    }
+
+    /// How long the record holds refreshes back from `now`, if it does: until
+    /// its bucket has a refresh again, counted from its stamp (which another
+    /// host's clock may have put a little after `now`).
+    pub(crate) fn holds(&self, now: SystemTime) -> Option<Duration> {
+        let bucket = self.bucket_at(now)?;
+        if bucket.allows() {
+            return None;
+        }
+        let ahead = from_unix_ms(self.at_unix_ms)?
+            .duration_since(now)
+            .unwrap_or_default();
+        Some(ahead + bucket.wait())
     }
 
     /// The last refusal, as the error its refresh returned.
@@ -246,146 +300,228 @@ impl Refusals {
             message: self.message.clone(),
         })
     }
-
-    /// The record as stored.
-    pub(crate) fn encode(&self) -> Option<Vec<u8>> {
-        serde_json::to_vec(self).ok()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::instance::Instance;
-    use crate::testing::{self, alloydb_key, client_key_copy, refused};
+    use crate::rate_limit::INTERVAL;
+    use crate::testing::certs::Ca;
+    use crate::testing::{self, client_key_copy, refused};
 
-    fn decode(bytes: &[u8], keys: &KeySlot) -> Option<(ConnectionInfo, Arc<ClientKey>)> {
-        let entry: Entry = serde_json::from_slice(bytes).ok()?;
-        entry.decode(alloydb_key().name.service(), "ua", keys, SystemTime::now())
+    const KEY: &str = "gcp-db-connector/v3/0123/p:r:i/native";
+
+    fn secret() -> Secret {
+        Secret::new("the store secret".into())
+    }
+
+    fn stored(facts: &InstanceFacts) -> Vec<u8> {
+        seal(
+            KEY,
+            &Entry::encode(facts, &client_key_copy().spki_der),
+            Some(&secret()),
+        )
+        .unwrap()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<(InstanceFacts, Vec<u8>)> {
+        open::<Entry>(KEY, bytes, Some(&secret()))?.decode(SystemTime::now())
     }
 
     #[test]
     fn an_entry_reads_back_as_written() {
-        let info = testing::alloydb_info(60);
-        let bytes = serde_json::to_vec(&Entry::encode(&info, &client_key_copy(), true)).unwrap();
-        let (back, key) = decode(&bytes, &KeySlot::default()).unwrap();
-        assert_eq!(key.spki_der, client_key_copy().spki_der);
-        assert_eq!(back.addresses, info.addresses);
-        assert_eq!(back.identity, info.identity);
-        assert_eq!((back.port, back.sni), (5433, true));
-        assert_eq!(back.client_chain, info.client_chain);
-        assert_eq!(
-            back.exchange.unwrap().record(),
-            info.exchange.unwrap().record()
-        );
+        let facts = testing::alloydb_info(60).facts();
+        let (back, spki) = decode(&stored(&facts)).unwrap();
+        assert_eq!(spki, client_key_copy().spki_der);
+        assert_eq!(back.addresses, facts.addresses);
+        assert_eq!(back.trust_anchors, facts.trust_anchors);
+        assert_eq!(back.client_chain, facts.client_chain);
+        assert_eq!(back.exchange, facts.exchange);
+        assert_eq!(back.dns_name, facts.dns_name);
     }
 
     #[test]
-    fn corrupt_stale_and_foreign_entries_are_not_used() {
-        let good = serde_json::to_vec(&Entry::encode(
-            &testing::alloydb_info(60),
-            &client_key_copy(),
-            true,
-        ))
-        .unwrap();
-        let edit = |f: &dyn Fn(&mut serde_json::Value)| {
-            let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
-            f(&mut v);
-            v.to_string().into_bytes()
-        };
-        let stale = serde_json::to_vec(&Entry::encode(
-            &testing::alloydb_info(3),
-            &client_key_copy(),
-            true,
-        ))
-        .unwrap();
-        for bad in [
-            b"{not json".to_vec(),
-            b"null".to_vec(),
-            edit(&|v| v["format"] = 1.into()),
-            edit(&|v| v["client_chain"] = serde_json::json!(["%%%"])),
-            edit(&|v| v["client_chain"] = serde_json::json!([])),
-            // AlloyDB's exchange always carries its token.
-            edit(&|v| v["exchange"]["login_token"] = serde_json::Value::Null),
-            stale,
+    fn a_value_sealed_otherwise_is_not_opened() {
+        let facts = testing::alloydb_info(60).facts();
+        let body = Entry::encode(&facts, &client_key_copy().spki_der);
+        let good = seal(KEY, &body, Some(&secret())).unwrap();
+        assert!(open::<Entry>(KEY, &good, Some(&secret())).is_some());
+        // Another secret, another key, no MAC, a changed body.
+        let other = Secret::new("another secret".into());
+        assert!(open::<Entry>(KEY, &good, Some(&other)).is_none());
+        assert!(open::<Entry>(
+            "gcp-db-connector/v3/0123/p:r:j/native",
+            &good,
+            Some(&secret())
+        )
+        .is_none());
+        let unsealed = seal(KEY, &body, None).unwrap();
+        assert!(open::<Entry>(KEY, &unsealed, Some(&secret())).is_none());
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        v["body"] = v["body"]
+            .as_str()
+            .unwrap()
+            .replace("10.0.0.2", "10.6.6.6")
+            .into();
+        assert!(open::<Entry>(KEY, v.to_string().as_bytes(), Some(&secret())).is_none());
+        // Without a secret, anything of the format opens: the README says so.
+        assert!(open::<Entry>(KEY, &good, None).is_some());
+        assert!(open::<Entry>(KEY, &unsealed, None).is_some());
+        // Another format.
+        v["format"] = 2.into();
+        assert!(open::<Entry>(KEY, v.to_string().as_bytes(), None).is_none());
+    }
+
+    /// Edits the stored entry's body and seals it again (as a writer with
+    /// the secret could, or anyone without one).
+    fn edited(facts: &InstanceFacts, f: &dyn Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let mut body =
+            serde_json::to_value(Entry::encode(facts, &client_key_copy().spki_der)).unwrap();
+        f(&mut body);
+        seal(KEY, &body, Some(&secret())).unwrap()
+    }
+
+    #[test]
+    fn an_entry_is_checked_like_a_fresh_refresh() {
+        let facts = testing::alloydb_info(60).facts();
+        let expired_ca = Ca::expired("an expired CA");
+        let other_key = crate::key::ClientKey::generate().unwrap();
+        for (what, bad) in [
+            (
+                "a trust anchor that is no certificate",
+                edited(&facts, &|v| {
+                    v["trust_anchors"] = serde_json::json!(["AAAA"])
+                }),
+            ),
+            (
+                "no trust anchor",
+                edited(&facts, &|v| v["trust_anchors"] = serde_json::json!([])),
+            ),
+            (
+                "an expired trust anchor",
+                edited(&facts, &|v| {
+                    v["trust_anchors"] = serde_json::json!([B64.encode(expired_ca.der())])
+                }),
+            ),
+            (
+                "a client chain that is no certificate",
+                edited(&facts, &|v| v["client_chain"] = serde_json::json!(["%%%"])),
+            ),
+            (
+                "no client chain",
+                edited(&facts, &|v| v["client_chain"] = serde_json::json!([])),
+            ),
+            (
+                "a certificate for another key",
+                edited(&facts, &|v| {
+                    v["public_key"] = B64.encode(&other_key.spki_der).into()
+                }),
+            ),
+            (
+                "an unspecified address",
+                edited(&facts, &|v| v["private_ip"] = "0.0.0.0".into()),
+            ),
+            (
+                "a multicast address",
+                edited(&facts, &|v| v["private_ip"] = "224.0.0.1".into()),
+            ),
+            (
+                "a PSC name that is no DNS name",
+                edited(&facts, &|v| v["psc_name"] = "not a name".into()),
+            ),
+            (
+                "no address",
+                edited(&facts, &|v| {
+                    v["private_ip"] = serde_json::Value::Null;
+                    v["psc_name"] = serde_json::Value::Null;
+                }),
+            ),
+            ("a stale entry", stored(&testing::alloydb_info(3).facts())),
         ] {
-            assert!(
-                decode(&bad, &KeySlot::default()).is_none(),
-                "{}",
-                String::from_utf8_lossy(&bad)
-            );
+            assert!(decode(&bad).is_none(), "{what} was taken");
         }
-        assert!(decode(&good, &KeySlot::default()).is_some());
+        assert!(decode(&stored(&facts)).is_some());
         // An expiry past the certificate's is the certificate's.
-        let forever = edit(&|v| v["expiry_unix_ms"] = u64::MAX.into());
-        let (info, _) = decode(&forever, &KeySlot::default()).unwrap();
-        let cert = CertInfo::parse(&info.client_chain[0]).unwrap();
-        assert_eq!(info.expiry, cert.not_after());
-        // A Cloud SQL instance does not take AlloyDB's exchange.
-        let entry: Entry = serde_json::from_slice(&good).unwrap();
-        let sql = Instance::parse("p:r:i").unwrap();
-        assert!(entry
-            .decode(sql.service(), "ua", &KeySlot::default(), SystemTime::now())
-            .is_none());
+        let forever = edited(&facts, &|v| v["expiry_unix_ms"] = u64::MAX.into());
+        let (back, _) = decode(&forever).unwrap();
+        let cert = CertInfo::parse(&back.client_chain[0]).unwrap();
+        assert_eq!(back.expiry, cert.not_after());
     }
 
     #[test]
-    fn without_the_private_key_only_the_same_key_reads_an_entry() {
-        let bytes = serde_json::to_vec(&Entry::encode(
-            &testing::alloydb_info(60),
-            &client_key_copy(),
-            false,
-        ))
-        .unwrap();
-        assert!(String::from_utf8_lossy(&bytes).contains("\"private_key\":null"));
-        assert!(decode(&bytes, &KeySlot::default()).is_none());
-        let other = KeySlot::default();
-        other.offer(Arc::new(ClientKey::generate().unwrap()));
-        assert!(decode(&bytes, &other).is_none());
-        let same = KeySlot::default();
-        same.offer(Arc::new(client_key_copy()));
-        assert!(decode(&bytes, &same).is_some());
-    }
-
-    #[test]
-    fn a_refusal_record_counts_refusals_and_reads_back() {
+    fn a_refusal_record_counts_refusals() {
         let now = SystemTime::now();
         let denied = refused(403, "PERMISSION_DENIED");
         let once = Refusals::after(None, &denied, now).unwrap();
-        assert!(once.bucket_at(now).allows());
+        assert!(once.bucket_at(now).unwrap().allows());
         let twice = Refusals::after(Some(&once), &denied, now).unwrap();
-        assert!(!twice.bucket_at(now).allows());
-        let back = Refusals::decode(&twice.encode().unwrap()).unwrap();
-        assert_eq!(back.error().kind(), ErrorKind::AdminApi);
-        assert_eq!(back.error().api_error(), denied.api_error());
+        assert!(!twice.bucket_at(now).unwrap().allows());
+        assert_eq!(twice.error().kind(), ErrorKind::AdminApi);
+        assert_eq!(twice.error().api_error(), denied.api_error());
 
         let quota = Refusals::after(None, &refused(429, "RESOURCE_EXHAUSTED"), now).unwrap();
-        assert!(!quota.bucket_at(now).allows());
+        assert!(!quota.bucket_at(now).unwrap().allows());
         assert_eq!(quota.error().kind(), ErrorKind::QuotaExceeded);
 
         // Other failures are not the shared bucket's.
         assert!(Refusals::after(None, &Error::credentials("refused"), now).is_none());
     }
 
-    #[test]
-    fn a_corrupt_or_future_refusal_record_holds_back_one_interval_at_most() {
-        for (tokens, at) in [
-            ("-1e300", 0u64),
-            ("1e300", 0),
-            ("0.0", u64::MAX),
-            ("0.5", u64::MAX / 2),
-        ] {
-            let record = format!(
-                r#"{{"format":{FORMAT},"tokens":{tokens},"at_unix_ms":{at},"quota":false,"call":"c","status":403,"code":"","message":"m"}}"#
-            );
-            let r = Refusals::decode(record.as_bytes()).unwrap();
-            let wait = r.bucket_at(SystemTime::now()).wait();
-            assert!(
-                wait <= crate::rate_limit::INTERVAL,
-                "{tokens} {at}: {wait:?}"
-            );
+    fn record(tokens: f64, at: SystemTime) -> Refusals {
+        Refusals {
+            tokens,
+            at_unix_ms: unix_ms(at),
+            quota: false,
+            call: "c".into(),
+            status: 403,
+            code: String::new(),
+            message: "m".into(),
         }
-        assert!(Refusals::decode(b"{\"format\":1}").is_none());
+    }
+
+    #[test]
+    fn a_refusal_record_from_the_future_holds_back_one_interval_at_most() {
+        let now = SystemTime::now();
+        // An hour ahead: not believed at all.
+        assert!(record(0.0, now + Duration::from_secs(3600))
+            .bucket_at(now)
+            .is_none());
+        // A little ahead (another host's clock): one interval after its
+        // stamp, and the hold says so.
+        let ahead = Duration::from_secs(20);
+        let skewed = record(0.0, now + ahead);
+        let hold = skewed.holds(now).unwrap();
+        // Stamps are whole milliseconds.
+        let want = ahead + INTERVAL;
+        assert!(
+            hold <= want && hold > want - Duration::from_millis(1),
+            "{hold:?}"
+        );
+        assert!(skewed.holds(now + ahead + INTERVAL).is_none());
+        assert!(record(0.0, now + Duration::from_secs(3600))
+            .holds(now)
+            .is_none());
+        // An empty record of the past refills as time passes.
+        let past = record(0.0, now - Duration::from_secs(10));
+        let wait = past.bucket_at(now).unwrap().wait();
+        assert!(
+            wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(past
+            .bucket_at(now + Duration::from_secs(20))
+            .unwrap()
+            .allows());
+        // A count out of range is clamped.
+        assert!(record(-1e300, now).bucket_at(now).unwrap().wait() <= INTERVAL);
+        assert!(record(1e300, now).bucket_at(now).unwrap().allows());
+    }
+
+    #[test]
+    fn fingerprints_tell_parts_apart() {
+        assert_eq!(fingerprint(&["a", "b"]).len(), 16);
+        assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
+        assert_ne!(fingerprint(&["ab", ""]), fingerprint(&["a", "b"]));
     }
 }

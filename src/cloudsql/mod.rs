@@ -10,13 +10,16 @@ pub(crate) mod refresh;
 use std::sync::Arc;
 use std::time::Instant;
 
+use admin::DEFAULT_ADMIN_ENDPOINT;
 use instance_name::InstanceName;
 use mdx::CloudSqlExchange;
 
+use crate::config::Config;
+use crate::connection_info::{ConnectionInfo, InstanceFacts, ServerIdentity};
 use crate::credentials::token::{Role, Scope};
 use crate::error::Error;
 use crate::ip_type::IpType;
-use crate::mdx::{ExchangeRecord, MetadataExchange};
+use crate::mdx::ExchangeRecord;
 use crate::refresh::RefreshContext;
 use crate::service::{Refreshed, Service};
 
@@ -52,21 +55,44 @@ impl Service for InstanceName {
         refresh::refresh(self, ctx, iam, deadline)
     }
 
-    /// Cloud SQL's exchange carries no token.
-    fn restore_exchange(
-        &self,
-        record: ExchangeRecord,
-        user_agent: &str,
-    ) -> Option<Arc<dyn MetadataExchange>> {
-        let ExchangeRecord {
-            login_token: None,
-            auto_iam: false,
-        } = record
-        else {
-            return None;
+    fn admin_endpoint<'c>(&self, config: &'c Config) -> &'c str {
+        config
+            .admin_endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_ENDPOINT)
+    }
+
+    /// Port 3307; the server certificate names the instance's DNS name as a
+    /// SAN or `project:instance` as its CN; no SNI (Cloud SQL's PSC endpoints
+    /// refuse it); the exchange, when the instance lists it, carries no
+    /// token (an IAM login is in the certificate).
+    fn plan(&self, facts: InstanceFacts, user_agent: &str) -> Result<ConnectionInfo, Error> {
+        let exchange = match facts.exchange {
+            None => None,
+            Some(ExchangeRecord {
+                login_token: None,
+                auto_iam: false,
+            }) => Some(Arc::new(CloudSqlExchange {
+                user_agent: user_agent.to_string(),
+            }) as _),
+            Some(_) => {
+                return Err(Error::instance_metadata(format!(
+                    "{self}: a Cloud SQL metadata exchange carries no token"
+                )))
+            }
         };
-        Some(Arc::new(CloudSqlExchange {
-            user_agent: user_agent.to_string(),
-        }))
+        Ok(ConnectionInfo {
+            addresses: facts.addresses,
+            port: CLOUD_SQL_PORT,
+            trust_anchors: facts.trust_anchors,
+            identity: ServerIdentity::DnsNameOrCommonName {
+                dns_name: facts.dns_name,
+                common_name: self.legacy_common_name(),
+            },
+            sni: false,
+            client_chain: facts.client_chain,
+            expiry: facts.expiry,
+            exchange,
+        })
     }
 }

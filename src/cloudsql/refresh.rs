@@ -3,20 +3,19 @@
 //! (`crate::refresh`), and every field of the answers checked before it is
 //! trusted.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::admin::{self, AdminClient, ConnectSettings, DEFAULT_ADMIN_ENDPOINT};
+use super::admin::{self, AdminClient, ConnectSettings};
 use super::instance_name::InstanceName;
-use super::mdx::CloudSqlExchange;
-use super::{ADMIN_SCOPE, CLOUD_SQL_PORT, LOGIN_SCOPE};
+use super::{ADMIN_SCOPE, LOGIN_SCOPE};
 use crate::certs;
-use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, ServerIdentity};
+use crate::connection_info::{strip_dot, Addresses, ConnectionInfo, InstanceFacts};
 use crate::credentials::{Freshness, PendingToken};
 use crate::error::Error;
 use crate::key::ClientKey;
+use crate::mdx::ExchangeRecord;
 use crate::refresh::{Call, RefreshContext, RefreshTimings};
-use crate::service::Refreshed;
+use crate::service::{Refreshed, Service};
 
 /// Fetches a fresh certificate and the instance's connect settings.
 pub(crate) fn refresh(
@@ -26,8 +25,7 @@ pub(crate) fn refresh(
     deadline: Instant,
 ) -> Result<Refreshed, Error> {
     let mut timings = RefreshTimings::default();
-    let admin =
-        AdminClient(ctx.admin_api(ctx.config.admin_endpoint.as_deref(), DEFAULT_ADMIN_ENDPOINT));
+    let admin = AdminClient(ctx.admin_api(name.admin_endpoint(ctx.config)));
     let ((api, login), key) = ctx.tokens_and_key(
         || {
             let api = ctx.tokens.start(ADMIN_SCOPE, Freshness::Cached, deadline);
@@ -35,6 +33,7 @@ pub(crate) fn refresh(
             (api, login)
         },
         |(api, login)| Ok((api.wait()?, login.map(PendingToken::wait).transpose()?)),
+        deadline,
         &mut timings,
     )?;
 
@@ -152,6 +151,8 @@ pub(crate) fn connection_info(
         .ok_or_else(|| meta("connectSettings has no server CA certificate (serverCaCert.cert)"))?;
     let server_ca = certs::parse_pem_list(&ca_pem)
         .ok_or_else(|| meta("serverCaCert.cert is not a list of PEM certificates"))?;
+    certs::check_trust_anchors(&server_ca, now)
+        .map_err(|e| meta(&format!("serverCaCert.cert {e}")))?;
 
     let client_cert = certs::parse_pem_list(cert_pem)
         .and_then(|c| c.into_iter().next())
@@ -165,25 +166,19 @@ pub(crate) fn connection_info(
         .mdx_protocol_support
         .iter()
         .any(|p| p == "CLIENT_PROTOCOL_TYPE")
-        .then(|| {
-            Arc::new(CloudSqlExchange {
-                user_agent: user_agent.to_string(),
-            }) as _
+        .then_some(ExchangeRecord {
+            login_token: None,
+            auto_iam: false,
         });
-    Ok(ConnectionInfo {
+    let facts = InstanceFacts {
         addresses,
-        port: CLOUD_SQL_PORT,
         trust_anchors: server_ca,
-        identity: ServerIdentity::DnsNameOrCommonName {
-            dns_name: server_name,
-            common_name: name.legacy_common_name(),
-        },
-        // Cloud SQL's PSC endpoints refuse SNI.
-        sni: false,
+        dns_name: server_name,
         client_chain: vec![client_cert],
         expiry,
         exchange,
-    })
+    };
+    name.plan(facts, user_agent)
 }
 
 #[cfg(test)]
@@ -191,6 +186,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::cloudsql::mdx::CloudSqlExchange;
+    use crate::connection_info::ServerIdentity;
     use crate::connection_info::Target;
     use crate::error::ErrorKind;
     use crate::ip_type::IpType;

@@ -345,6 +345,12 @@ impl Dial {
         self.deadline = Instant::now();
     }
 
+    /// Ends a dial that was only planned (a warm-up): nothing failed, so
+    /// nothing is invalidated.
+    pub(crate) fn finish_unused(mut self) {
+        self.finished = true;
+    }
+
     /// The error for the deadline passing in the current step.
     fn timed_out(&self) -> Error {
         match &self.state {

@@ -10,6 +10,7 @@ use super::*;
 use crate::credentials::Credentials;
 use crate::error::ErrorKind;
 use crate::ip_type::IpType;
+use crate::store::Store;
 use crate::testing::fake::{FakeInstance, Kind, Mode};
 use crate::testing::google::ScriptedGoogle;
 use crate::testing::MemoryStore;
@@ -155,8 +156,6 @@ fn a_fresh_connector_on_the_store_needs_no_refresh_and_a_stale_entry_is_retried_
     assert!(t.cached && t.from_store);
     assert_eq!(t.key_generation, Duration::ZERO);
     assert_eq!(google.admin_calls(), 2);
-    // It adopted the stored key for its own refreshes.
-    assert!(fresh.keys.current().is_some());
 
     // The instance moves: the stored entry points at a dead address.
     old.set_mode(Mode::Refuse);
@@ -173,30 +172,69 @@ fn a_fresh_connector_on_the_store_needs_no_refresh_and_a_stale_entry_is_retried_
     echo(&mut conn);
     let t = conn.timings();
     assert!(!t.cached && !t.from_store, "retried once, refreshed");
+    // With the key the first instance kept: one key per deployment.
+    assert_eq!(t.key_generation, Duration::ZERO);
     assert_eq!(google_now.admin_calls(), 2);
     assert_eq!(new.handshakes.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[test]
-fn without_keys_in_the_store_a_stored_key_is_not_adopted() {
+fn without_keys_in_the_store_a_stored_key_is_never_taken() {
     let fake = served(Kind::CloudSql { mdx: false });
     let google = Arc::new(ScriptedGoogle::new().with(&fake));
     let store = Arc::new(MemoryStore::default());
-    // Written by a connector that keeps keys in the store...
+    // Written by a connector that keeps its key in the store...
     connector(&google, config(&google).with_store(store.clone()))
         .connect(fake.name(), &ConnectOptions::default())
         .unwrap();
-    // ... read by one that does not: the entry holds a key it must not take.
+    // ... read by one that does not: it makes and uses its own key, so the
+    // entry is of no use to it.
     let strict = connector(
         &google,
         config(&google)
             .with_store(store.clone())
             .with_store_private_key(false),
     );
-    strict
+    let conn = strict
         .connect(fake.name(), &ConnectOptions::default())
         .unwrap();
-    assert!(strict.keys.current().is_none());
+    let t = conn.timings();
+    assert!(!t.from_store && t.key_generation > Duration::ZERO);
+    assert_eq!(google.admin_calls(), 4);
+}
+
+#[test]
+fn a_store_secret_seals_what_is_stored() {
+    let fake = served(Kind::CloudSql { mdx: true });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let store = Arc::new(MemoryStore::default());
+    let sealed = || {
+        config(&google)
+            .with_store(store.clone())
+            .with_store_secret("s3cret")
+    };
+    connector(&google, sealed())
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap();
+    // The same secret reads it; another does not, and refreshes over it.
+    let t = connector(&google, sealed())
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap()
+        .timings();
+    assert!(t.from_store);
+    let other = config(&google)
+        .with_store(store.clone())
+        .with_store_secret("guess");
+    let t = connector(&google, other)
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap()
+        .timings();
+    assert!(
+        !t.from_store,
+        "a value sealed under another secret is not opened"
+    );
+    // Neither its entry nor its key: it made a key of its own.
+    assert!(t.key_generation > Duration::ZERO);
 }
 
 #[test]
@@ -320,4 +358,56 @@ fn connectors_connections_and_connects_cross_threads() {
         let connect = c.connect_async("p:r:i", &options);
         send(&connect);
     }
+}
+
+#[test]
+fn warming_up_makes_the_first_connect_a_cached_one() {
+    let fake = served(Kind::CloudSql { mdx: false });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let c = connector(&google, config(&google));
+    c.warmup(fake.name(), &ConnectOptions::default()).unwrap();
+    assert_eq!(google.admin_calls(), 2);
+    assert_eq!(fake.handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let conn = c.connect(fake.name(), &ConnectOptions::default()).unwrap();
+    assert!(conn.timings().cached);
+    assert_eq!(google.admin_calls(), 2);
+    // It fails as a connect would before the dial.
+    let psc = ConnectOptions::default().with_ip_type(IpType::Psc);
+    let e = c.warmup(fake.name(), &psc).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::IpTypeNotAvailable);
+}
+
+#[test]
+fn a_stored_entry_that_cannot_be_planned_with_is_refreshed_over_once() {
+    let fake = served(Kind::CloudSql { mdx: false });
+    let google = Arc::new(ScriptedGoogle::new().with(&fake));
+    let store = Arc::new(MemoryStore::default());
+    let with_store = || config(&google).with_store(store.clone());
+    connector(&google, with_store())
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap();
+    // Another instance's view, or a planted one: the entry knows only a
+    // private address, which the public dial cannot use.
+    let entry_key = store
+        .map
+        .lock()
+        .unwrap()
+        .keys()
+        .find(|k| k.ends_with("/native"))
+        .cloned()
+        .unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&store.get(&entry_key).unwrap().unwrap()).unwrap();
+    let mut body: serde_json::Value =
+        serde_json::from_str(envelope["body"].as_str().unwrap()).unwrap();
+    body["public_ip"] = serde_json::Value::Null;
+    body["private_ip"] = "10.9.9.9".into();
+    let resealed = crate::cache::stored::seal(&entry_key, &body, None).unwrap();
+    store.set(&entry_key, &resealed).unwrap();
+
+    let conn = connector(&google, with_store())
+        .connect(fake.name(), &ConnectOptions::default())
+        .unwrap();
+    assert!(!conn.timings().from_store, "refreshed over the entry");
+    assert_eq!(google.admin_calls(), 4);
 }

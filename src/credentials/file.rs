@@ -128,6 +128,19 @@ impl CredentialsFile {
         }
     }
 
+    /// Who the file lets the connector act as: the service account's email,
+    /// or the user's OAuth client and a fingerprint of the refresh token.
+    pub(crate) fn principal(&self) -> String {
+        match self {
+            Self::ServiceAccount(sa) => format!("service-account:{}", sa.email),
+            Self::AuthorizedUser(au) => format!(
+                "user:{}:{}",
+                au.client_id,
+                fingerprint(au.refresh_token.expose())
+            ),
+        }
+    }
+
     /// The token endpoint's request for a token of `scope` (signing the JWT
     /// first for a service account), and what kind of credentials asked.
     pub(crate) fn token_request(&self, scope: Scope) -> Result<(Request, &'static str), Error> {
@@ -176,6 +189,16 @@ impl AuthorizedUser {
             ],
         )
     }
+}
+
+/// A short name for a secret that does not show it: 16 hex digits of its
+/// SHA-256.
+pub(crate) fn fingerprint(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn form_post(url: &str, pairs: &[(&str, &str)]) -> Request {

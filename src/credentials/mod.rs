@@ -56,6 +56,7 @@ pub(crate) struct TokenSource {
     transport: Arc<dyn Transport>,
     source: Mutex<Option<Arc<Source>>>,
     cache: Mutex<HashMap<Scope, Token>>,
+    principal: Mutex<Option<String>>,
 }
 
 /// Whether a cached token will do.
@@ -81,7 +82,20 @@ impl TokenSource {
             transport,
             source: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
+            principal: Mutex::new(None),
         }
+    }
+
+    /// Who the credentials act as (see `Source::principal`), found once.
+    pub(crate) fn principal(&self, deadline: Instant) -> Result<String, Error> {
+        if let Some(p) = lock(&self.principal).as_ref() {
+            return Ok(p.clone());
+        }
+        let p = self
+            .source()?
+            .principal(self.transport.as_ref(), deadline)?;
+        *lock(&self.principal) = Some(p.clone());
+        Ok(p)
     }
 
     /// A token of `scope`, from the cache when still fresh.

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::file::CredentialsFile;
+use super::file::{fingerprint, CredentialsFile};
 use super::token::{parse_token_response, Role, Scope, Token};
 use super::Credentials;
 use crate::error::{Error, ErrorKind};
@@ -91,6 +91,38 @@ impl Source {
             .or_else(|| env("GCE_METADATA_HOST"))
             .unwrap_or_else(|| DEFAULT_METADATA_HOST.to_string());
         Self::Metadata { host }
+    }
+
+    /// Who these credentials act as, for keeping what is learned with them
+    /// apart from what other principals learn: the account's email (asked of
+    /// the metadata server there), else a fingerprint of the credential.
+    pub(crate) fn principal(
+        &self,
+        transport: &dyn Transport,
+        deadline: Instant,
+    ) -> Result<String, Error> {
+        match self {
+            Self::Static { api, .. } => Ok(format!("token:{}", fingerprint(api.expose()))),
+            Self::File(file) => Ok(file.principal()),
+            Self::Metadata { host } => {
+                let url = format!(
+                    "http://{host}/computeMetadata/v1/instance/service-accounts/default/email"
+                );
+                let req = Request::get(url).header("metadata-flavor", "Google");
+                let resp = transport
+                    .send(&req, deadline)
+                    .map_err(|e| unreachable_metadata(METADATA_SERVER, e))?;
+                let email = String::from_utf8(resp.body).unwrap_or_default();
+                let email = email.trim();
+                if resp.status != 200 || email.is_empty() || email.len() > 256 {
+                    return Err(Error::credentials(format!(
+                        "the metadata server did not name its service account (HTTP {})",
+                        resp.status
+                    )));
+                }
+                Ok(format!("metadata:{email}"))
+            }
+        }
     }
 
     /// Sends the request for a token of `scope` on `transport`.

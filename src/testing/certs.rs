@@ -29,6 +29,18 @@ impl Ca {
         Self(CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap())
     }
 
+    /// A self-signed CA whose validity ended yesterday.
+    pub(crate) fn expired(cn: &str) -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = name(Some(cn));
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::days(30);
+        p.not_after = now - Duration::days(1);
+        Self(CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap())
+    }
+
     /// A CA signed by this one (CAS's intermediate).
     pub(crate) fn intermediate(&self, cn: &str) -> Self {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();

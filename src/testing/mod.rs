@@ -230,18 +230,25 @@ impl Source for ScriptedSource {
     }
 }
 
-/// An in-memory host store, optionally without atomics or failing.
+/// An in-memory host store, optionally without atomics or failing; it
+/// counts the reads of each key.
 #[derive(Default)]
 pub(crate) struct MemoryStore {
     pub map: Mutex<HashMap<String, Vec<u8>>>,
     pub no_atomics: bool,
     /// Every call fails, as an unreachable store would.
     pub broken: bool,
+    pub gets: Mutex<HashMap<String, u32>>,
 }
 
 impl MemoryStore {
     pub(crate) fn len(&self) -> usize {
         self.map.lock().unwrap().len()
+    }
+
+    /// How many times `key` was read.
+    pub(crate) fn gets_of(&self, key: &str) -> u32 {
+        self.gets.lock().unwrap().get(key).copied().unwrap_or(0)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -256,6 +263,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.check()?;
+        *self.gets.lock().unwrap().entry(key.into()).or_default() += 1;
         Ok(self.map.lock().unwrap().get(key).cloned())
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {

@@ -26,6 +26,78 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
+/// A built artifact named by the environment variable `var` (scripts/test
+/// sets them); panics, naming the fix, when it is unset or missing.
+pub fn artifact(var: &str) -> PathBuf {
+    let p = PathBuf::from(required_env(var));
+    assert!(
+        p.exists(),
+        "{} ({var}) is missing: scripts/test builds it",
+        p.display()
+    );
+    p
+}
+
+/// The real `wasmtime serve` (`$GCPDB_WASMTIME`), killed on drop.
+pub struct WasmtimeServe {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl WasmtimeServe {
+    /// `wasmtime serve FLAGS --addr <a free port> --dir HOST::GUEST…
+    /// --env K=V… app`; returns once the port accepts connections (compiling
+    /// a large component takes a while: up to 5 minutes).
+    pub fn start(
+        flags: &[&str],
+        app: &Path,
+        env: &[(&str, &str)],
+        dirs: &[(&Path, &str)],
+    ) -> WasmtimeServe {
+        use std::net::{TcpListener, TcpStream};
+        use std::time::{Duration, Instant};
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let mut cmd = Command::new(artifact("GCPDB_WASMTIME"));
+        cmd.arg("serve")
+            .args(flags)
+            .arg("--addr")
+            .arg(addr.to_string());
+        for (host, guest) in dirs {
+            cmd.arg("--dir").arg(format!("{}::{guest}", host.display()));
+        }
+        for (k, v) in env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
+        }
+        let child = cmd
+            .arg(app)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start wasmtime serve");
+        let mut server = WasmtimeServe { child, addr };
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("wasmtime serve exited with {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "wasmtime serve did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The connector component.
 pub fn component() -> PathBuf {
     let p = PathBuf::from(required_env("GCP_DB_CONNECTOR_WASM"));
@@ -83,6 +155,24 @@ pub fn host() -> &'static Host {
 pub async fn connector(config: Config) -> (ConnectorInstance, ResourceAny) {
     let mut inst = host()
         .instantiate_connector(&component(), vec![], vec![])
+        .await
+        .unwrap();
+    let connector = inst.new_connector(config).await.unwrap();
+    (inst, connector)
+}
+
+/// A connector made from `config` in a fresh instance of the
+/// `connector-component-kv` build on the host's store (one per test binary,
+/// outliving each test's emulator), as a serverless host makes one per
+/// request.
+pub async fn kv_connector(config: Config) -> (ConnectorInstance, ResourceAny) {
+    let wasm = PathBuf::from(required_env("GCP_DB_CONNECTOR_KV_WASM"));
+    let opts = gcp_db_host::ConnectorOptions {
+        keyvalue: true,
+        ..gcp_db_host::ConnectorOptions::default()
+    };
+    let mut inst = host()
+        .instantiate_connector_with(&wasm, &opts)
         .await
         .unwrap();
     let connector = inst.new_connector(config).await.unwrap();

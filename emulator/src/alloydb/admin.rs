@@ -307,14 +307,17 @@ fn answer(
                     _ => return Err(invalid_argument("publicKey is required")),
                 };
             let key = decode_public_key(public_key).map_err(invalid_argument)?;
-            let duration = match req.cert_duration.as_deref() {
-                None => DEFAULT_CERT_DURATION,
-                Some(d) => parse_duration(d)
-                    .map_err(|e| invalid_argument(format!("invalid certDuration {d:?}: {e}")))?,
-            };
+            let requested =
+                match req.cert_duration.as_deref() {
+                    None => None,
+                    Some(d) => Some(parse_duration(d).map_err(|e| {
+                        invalid_argument(format!("invalid certDuration {d:?}: {e}"))
+                    })?),
+                };
+            let duration = client_cert_duration(requested, state.cert_lifetime);
             let now = OffsetDateTime::now_utc();
             let (key, issued_at, not_after) = issue
-                .apply(key, now, now + clamp_cert_duration(duration))
+                .apply(key, now, now + duration)
                 .map_err(GoogleError::internal)?;
             let ca = cluster.as_ref();
             let cert =
@@ -444,6 +447,14 @@ pub fn clamp_cert_duration(d: Duration) -> Duration {
     d.clamp(MIN_CERT_DURATION, MAX_CERT_DURATION)
 }
 
+/// The lifetime of a client certificate: the `certDuration` asked (else
+/// [`DEFAULT_CERT_DURATION`]) within Google's bounds, and at most `cap`
+/// (`--cert-lifetime-secs`, which may go under [`MIN_CERT_DURATION`]).
+pub fn client_cert_duration(requested: Option<Duration>, cap: Option<Duration>) -> Duration {
+    let duration = clamp_cert_duration(requested.unwrap_or(DEFAULT_CERT_DURATION));
+    cap.map_or(duration, |cap| duration.min(cap))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +553,30 @@ mod tests {
             clamp_cert_duration(Duration::from_secs(100_000)),
             MAX_CERT_DURATION
         );
+    }
+
+    #[test]
+    fn cert_lifetime_caps_the_duration_asked() {
+        let s = Duration::from_secs;
+        // Without --cert-lifetime-secs: Google's, as before.
+        assert_eq!(client_cert_duration(None, None), DEFAULT_CERT_DURATION);
+        assert_eq!(client_cert_duration(Some(s(600)), None), s(600));
+        assert_eq!(client_cert_duration(Some(s(1)), None), MIN_CERT_DURATION);
+        assert_eq!(
+            client_cert_duration(Some(s(172_800)), None),
+            MAX_CERT_DURATION
+        );
+        // With it: at most that long, under Google's one-minute floor too; a shorter
+        // certDuration still wins.
+        assert_eq!(client_cert_duration(None, Some(s(200))), s(200));
+        assert_eq!(client_cert_duration(Some(s(3600)), Some(s(200))), s(200));
+        assert_eq!(client_cert_duration(Some(s(3600)), Some(s(30))), s(30));
+        assert_eq!(client_cert_duration(Some(s(100)), Some(s(200))), s(100));
+        assert_eq!(
+            client_cert_duration(Some(s(1)), Some(s(200))),
+            MIN_CERT_DURATION
+        );
+        assert_eq!(client_cert_duration(None, Some(s(7200))), s(3600));
     }
 
     #[test]

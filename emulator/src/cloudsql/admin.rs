@@ -174,6 +174,18 @@ pub async fn handle(
     respond(route.method, result, tamper)
 }
 
+/// How long Google's ephemeral certificates last (an IAM login token's expiry may cut
+/// one shorter).
+pub const EPHEMERAL_CERT_LIFETIME: Duration = Duration::hours(1);
+
+/// The lifetime of the certificates `generateEphemeralCert` issues: `configured`
+/// (`--cert-lifetime-secs`), else [`EPHEMERAL_CERT_LIFETIME`].
+pub fn ephemeral_cert_lifetime(configured: Option<std::time::Duration>) -> Duration {
+    configured
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(EPHEMERAL_CERT_LIFETIME)
+}
+
 /// `GenerateEphemeralCertRequest`; Google accepts both the proto and the JSON field names.
 #[derive(Debug, Deserialize)]
 struct GenerateRequest {
@@ -204,7 +216,7 @@ fn generate_ephemeral_cert(
     })?;
 
     let now = OffsetDateTime::now_utc();
-    let mut not_after = now + Duration::hours(1);
+    let mut not_after = now + ephemeral_cert_lifetime(state.cert_lifetime);
     let mut binding = None;
     if let Some(login) = req.access_token.filter(|t| !t.is_empty()) {
         let info = state
@@ -245,6 +257,19 @@ mod tests {
             project: p.into(),
             instance: i.into(),
         })
+    }
+
+    #[test]
+    fn ephemeral_certs_last_an_hour_or_the_configured_lifetime() {
+        assert_eq!(ephemeral_cert_lifetime(None), Duration::hours(1));
+        assert_eq!(
+            ephemeral_cert_lifetime(Some(std::time::Duration::from_secs(200))),
+            Duration::seconds(200)
+        );
+        assert_eq!(
+            ephemeral_cert_lifetime(Some(std::time::Duration::from_secs(86_400))),
+            Duration::hours(24)
+        );
     }
 
     #[test]

@@ -341,6 +341,15 @@ impl InProcess {
 
 /// Starts the emulator in-process with these instance specs (as given to `--instance`).
 pub async fn start_in_process(specs: &[String], token_lifetime_secs: u64) -> InProcess {
+    start_in_process_with(specs, token_lifetime_secs, &[]).await
+}
+
+/// [`start_in_process`] with more command-line arguments (`extra`).
+pub async fn start_in_process_with(
+    specs: &[String],
+    token_lifetime_secs: u64,
+    extra: &[&str],
+) -> InProcess {
     let dir = TempDir(std::env::temp_dir().join(format!(
         "gcp-emulator-inproc-{}-{:x}",
         std::process::id(),
@@ -356,6 +365,7 @@ pub async fn start_in_process(specs: &[String], token_lifetime_secs: u64) -> InP
         "--token-lifetime-secs".to_string(),
         token_lifetime_secs.to_string(),
     ]);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let gcp_emulator::config::Command::Run(opts) = gcp_emulator::config::parse_args(args).unwrap()
     else {
         panic!("not a run command");

@@ -55,6 +55,7 @@ mod app {
     wasip2::http::proxy::export!(Handler);
 
     fn config() -> Config {
+        let store_dir = env("GCP_DB_STORE_DIR");
         Config {
             credentials: env("GCP_DB_CREDENTIALS_JSON").map(Credentials::Json),
             ip_type: None,
@@ -66,11 +67,14 @@ mod app {
             quota_project: None,
             user_agent: Some("messages-composed".into()),
             rsa_private_key: None,
+            // A bucket of the connector's own, unless a directory is given.
             store_bucket: Some(
-                std::env::var("GCP_DB_KV_BUCKET").unwrap_or_else(|_| "default".into()),
+                std::env::var("GCP_DB_KV_BUCKET").unwrap_or_else(|_| "gcp-db-connector".into()),
             )
-            .filter(|b| !b.is_empty()),
+            .filter(|b| !b.is_empty() && store_dir.is_none()),
+            store_dir,
             store_private_key: None,
+            store_secret: env("GCP_DB_STORE_SECRET"),
             refresh_timeout_ms: None,
             dial_timeout_ms: None,
         }

@@ -3,9 +3,15 @@
 //! `POST /` with a text body adds one and answers its id.
 //!
 //! The host makes a fresh instance per request (`wasmtime serve`, Spin), so
-//! the connector keeps its certificate in the host's `wasi:keyvalue` bucket
-//! (`GCP_DB_KV_BUCKET`, default `default`; empty: no store): only the first
-//! request of a certificate's lifetime generates a key and calls the Admin API.
+//! the connector keeps its certificate and key in a store that outlives the
+//! instance: the host's `wasi:keyvalue` bucket (`GCP_DB_KV_BUCKET`, default
+//! `gcp-db-connector`, a bucket of its own; empty: no store), or a directory
+//! the host grants (`GCP_DB_STORE_DIR`, e.g. `/cache` with `wasmtime serve
+//! --dir ./cache::/cache`), sealed with `GCP_DB_STORE_SECRET` when set: only
+//! the first request of a certificate's lifetime calls the Admin API, and
+//! only the first after a deployment generates a key. `GET /warmup` gets the
+//! connection info ready without a query, for a deploy hook or a health
+//! check to pay the first request's cost.
 //!
 //! Settings come from the environment: `INSTANCE` (Cloud SQL
 //! `project:region:instance` or an AlloyDB URI), `DB_USER`, `DB_PASS`,
@@ -28,6 +34,7 @@ type Rows = Vec<Vec<Option<String>>>;
 /// The request, as the handler needs it.
 struct Request {
     method: String,
+    path: String,
     body: Vec<u8>,
 }
 
@@ -43,29 +50,48 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn config() -> Result<Config, String> {
-    let bucket = std::env::var("GCP_DB_KV_BUCKET").unwrap_or_else(|_| "default".into());
+    let bucket = std::env::var("GCP_DB_KV_BUCKET").unwrap_or_else(|_| "gcp-db-connector".into());
     let mut config = Config::default();
     config.admin_endpoint = env("GCP_DB_ADMIN_ENDPOINT");
     config.alloydb_admin_endpoint = env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT");
     config.token_endpoint = env("GCP_DB_TOKEN_ENDPOINT");
-    config.store = match bucket.as_str() {
-        "" => None,
+    config.store_secret = env("GCP_DB_STORE_SECRET");
+    config.store = match (env("GCP_DB_STORE_DIR"), bucket.as_str()) {
+        (Some(dir), _) => Some(std::sync::Arc::new(
+            gcp_db_connector::DirectoryStore::open(&dir).map_err(|e| e.to_string())?,
+        )),
+        (None, "") => None,
         #[cfg(target_os = "wasi")]
-        b => Some(gcp_db_connector::open_wasi_keyvalue(b).map_err(|e| e.to_string())?),
+        (None, b) => Some(gcp_db_connector::open_wasi_keyvalue(b).map_err(|e| e.to_string())?),
         #[cfg(not(target_os = "wasi"))]
-        _ => None,
+        (None, _) => None,
     };
     Ok(config)
 }
 
-/// Connects, logs in, runs `sql` (simple query protocol), returns the rows.
-async fn query(sql: &str) -> Result<(Rows, ConnectTimings), String> {
+/// The instance and how to reach it, from the environment.
+fn target() -> Result<(String, ConnectOptions), String> {
     let instance = env("INSTANCE").ok_or("INSTANCE is not set")?;
     let mut options = ConnectOptions::default();
     options.ip_type = env("IP_TYPE")
         .map(|t| t.parse())
         .transpose()
         .map_err(|e| format!("IP_TYPE: {e}"))?;
+    Ok((instance, options))
+}
+
+/// Refreshes or loads the connection info without a query.
+fn warmup() -> Result<(), String> {
+    let (instance, options) = target()?;
+    let connector = Connector::new(config()?).map_err(|e| e.to_string())?;
+    connector
+        .warmup(&instance, &options)
+        .map_err(|e| e.to_string())
+}
+
+/// Connects, logs in, runs `sql` (simple query protocol), returns the rows.
+async fn query(sql: &str) -> Result<(Rows, ConnectTimings), String> {
+    let (instance, options) = target()?;
     let connector = Connector::new(config()?).map_err(|e| e.to_string())?;
     let stream = connector
         .connect_async(&instance, &options)
@@ -111,8 +137,15 @@ fn literal(text: &str) -> String {
 }
 
 async fn handle(req: Request) -> Response {
-    let result = match req.method.as_str() {
-        "GET" => query("SELECT id, body FROM messages ORDER BY id")
+    let result = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/warmup") => warmup().map(|()| {
+            (
+                200,
+                serde_json::json!({"warm": true}),
+                ConnectTimings::default(),
+            )
+        }),
+        ("GET", _) => query("SELECT id, body FROM messages ORDER BY id")
             .await
             .map(|(rows, t)| {
                 let list: Vec<_> = rows
@@ -121,7 +154,7 @@ async fn handle(req: Request) -> Response {
                     .collect();
                 (200, serde_json::Value::from(list), t)
             }),
-        "POST" => match String::from_utf8(req.body) {
+        ("POST", _) => match String::from_utf8(req.body) {
             Ok(text) if !text.trim().is_empty() => query(&format!(
                 "INSERT INTO messages (body) VALUES ({}) RETURNING id",
                 literal(text.trim())
@@ -134,7 +167,7 @@ async fn handle(req: Request) -> Response {
                 ConnectTimings::default(),
             )),
         },
-        other => Ok((
+        (other, _) => Ok((
             405,
             serde_json::json!({"error": format!("{other} is not GET or POST")}),
             ConnectTimings::default(),
@@ -194,7 +227,11 @@ mod wasi_http {
                 return Err("request body over 64 KiB".into());
             }
         }
-        Ok(Request { method, body })
+        let path = req
+            .path_with_query()
+            .map(|p| p.split('?').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| "/".into());
+        Ok(Request { method, path, body })
     }
 
     fn write(out: ResponseOutparam, resp: Response) {

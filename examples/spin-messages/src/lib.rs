@@ -4,11 +4,13 @@
 //! answers `201 {"id": ...}`.
 //!
 //! Spin (and `wasmtime serve`) may give every request a fresh instance, so
-//! with the default `spin-kv` feature the connector keeps its certificate in
-//! Spin's `default` key-value store (`key_value_stores = ["default"]` in
-//! spin.toml): only the first request of a certificate's lifetime generates a
-//! key and calls the Admin API. Without the feature there is no store and the
-//! component does not import `spin:key-value`.
+//! with the default `spin-kv` feature the connector keeps its certificate and
+//! key in a Spin key-value store of its own (`key_value_stores =
+//! ["gcp-db-connector"]` in spin.toml, declared in runtime-config.toml),
+//! sealed with `GCP_DB_STORE_SECRET` when it is set: only the first request
+//! of a certificate's lifetime calls the Admin API, and only the first after
+//! a deployment generates a key. Without the feature there is no store and
+//! the component does not import `spin:key-value`.
 //!
 //! The database work is the library's `Connector::connect_async` and
 //! tokio-postgres on a current-thread tokio runtime driven to completion
@@ -51,12 +53,13 @@ fn config() -> Config {
     config.alloydb_admin_endpoint = env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT");
     config.token_endpoint = env("GCP_DB_TOKEN_ENDPOINT");
     config.store = store();
+    config.store_secret = env("GCP_DB_STORE_SECRET");
     config
 }
 
 #[cfg(all(feature = "spin-kv", target_os = "wasi"))]
 fn store() -> Option<std::sync::Arc<dyn gcp_db_connector::Store>> {
-    match spin_kv::SpinKv::open_default() {
+    match spin_kv::SpinKv::open_connectors() {
         Ok(kv) => Some(std::sync::Arc::new(kv)),
         Err(e) => {
             // Serve without the cross-request cache rather than fail.
@@ -217,14 +220,19 @@ mod spin_kv {
     use spin_sdk::key_value::Store;
     use spin_sdk::wit_bindgen::block_on;
 
-    /// Spin's `default` store, opened once per instance.
+    /// The connector's Spin key-value store label (`spin.toml`'s
+    /// `key_value_stores`).
+    const STORE_LABEL: &str = "gcp-db-connector";
+
+    /// The connector's own Spin store (`gcp-db-connector`), opened once per
+    /// instance.
     pub struct SpinKv(Arc<Store>);
 
     impl SpinKv {
-        pub fn open_default() -> Result<SpinKv, String> {
-            block_on(async { Store::open_default().await })
+        pub fn open_connectors() -> Result<SpinKv, String> {
+            block_on(async { Store::open(STORE_LABEL).await })
                 .map(|s| SpinKv(Arc::new(s)))
-                .map_err(|e| format!("opening the default key-value store: {e}"))
+                .map_err(|e| format!("opening the key-value store {}: {e}", STORE_LABEL))
         }
     }
 

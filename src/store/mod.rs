@@ -1,4 +1,8 @@
-//! The host store the cross-request cache lives in (`cache::store`).
+//! The host store the cross-request cache lives in (`cache::store`), and
+//! [`DirectoryStore`](directory::DirectoryStore), one over a directory for
+//! hosts without a persistent key-value store.
+
+pub mod directory;
 
 /// A host key-value store that outlives a component instance. Keys are at
 /// most a few hundred bytes of `[A-Za-z0-9:/._@-]`; values a few KiB.
