@@ -114,6 +114,8 @@ CREATE ROLE app LOGIN PASSWORD 'app-password';
 -- The emulator's IAM principals, as Cloud SQL names IAM database users.
 CREATE ROLE "connector-sa@emulator-project.iam" LOGIN;
 CREATE ROLE "dev-user@example.com" LOGIN;
+-- The service account the emulator's impersonation files impersonate.
+CREATE ROLE "target-sa@emulator-project.iam" LOGIN;
 CREATE TABLE messages (id serial PRIMARY KEY, body text NOT NULL, created timestamptz DEFAULT now());
 INSERT INTO messages (body) VALUES ('hello from Cloud SQL'), ('through a wasm component');
 GRANT SELECT, INSERT ON messages TO app;
@@ -167,8 +169,11 @@ CREATE USER 'app'@'%' IDENTIFIED BY 'app-password';
 CREATE USER 'app'@'localhost' IDENTIFIED BY 'app-password';
 -- The emulator's IAM principals, as Cloud SQL names IAM database users for MySQL.
 CREATE USER 'connector-sa'@'%', 'connector-sa'@'localhost', 'dev-user'@'%', 'dev-user'@'localhost';
+-- The service account the emulator's impersonation files impersonate.
+CREATE USER 'target-sa'@'%', 'target-sa'@'localhost';
 GRANT SELECT, INSERT ON appdb.* TO 'app'@'%', 'app'@'localhost',
-  'connector-sa'@'%', 'connector-sa'@'localhost', 'dev-user'@'%', 'dev-user'@'localhost';
+  'connector-sa'@'%', 'connector-sa'@'localhost', 'dev-user'@'%', 'dev-user'@'localhost',
+  'target-sa'@'%', 'target-sa'@'localhost';
 SQL
   export MYSQLPORT
 }

@@ -11,6 +11,56 @@ use crate::error::Error;
 use crate::ip_type::IpType;
 use crate::store::Store;
 
+/// Google's universe: `googleapis.com`.
+pub const DEFAULT_UNIVERSE_DOMAIN: &str = "googleapis.com";
+
+/// A service account to act as, through a chain of delegates (see
+/// [`Config::impersonation`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountImpersonation {
+    /// The target's email, e.g. `sa@project.iam.gserviceaccount.com`.
+    pub target_principal: String,
+    /// The service accounts between the caller and the target, in order
+    /// (emails or `projects/-/serviceAccounts/EMAIL`): each may impersonate
+    /// the next, the last the target.
+    pub delegates: Vec<String>,
+}
+
+impl ServiceAccountImpersonation {
+    /// Impersonation of `target_principal` directly.
+    pub fn new(target_principal: impl Into<String>) -> Self {
+        Self {
+            target_principal: target_principal.into(),
+            delegates: Vec::new(),
+        }
+    }
+
+    /// The same, through `delegates`.
+    pub fn with_delegates(mut self, delegates: Vec<String>) -> Self {
+        self.delegates = delegates;
+        self
+    }
+
+    /// The Auth Proxy's `--impersonate-service-account` form: emails,
+    /// comma-separated, the target first; each later one delegates to the
+    /// one before it (`sa1,sa2,sa3`: the caller's token acts as sa3, which
+    /// acts as sa2, which impersonates sa1).
+    ///
+    /// ```
+    /// use gcp_db_connector::ServiceAccountImpersonation;
+    /// let i = ServiceAccountImpersonation::from_chain("sa1@p.iam.gserviceaccount.com,sa2@p.iam.gserviceaccount.com,sa3@p.iam.gserviceaccount.com");
+    /// assert_eq!(i.target_principal, "sa1@p.iam.gserviceaccount.com");
+    /// assert_eq!(i.delegates, ["sa3@p.iam.gserviceaccount.com", "sa2@p.iam.gserviceaccount.com"]);
+    /// ```
+    pub fn from_chain(chain: &str) -> Self {
+        let mut accounts: Vec<String> = chain.split(',').map(|a| a.trim().to_string()).collect();
+        let target = accounts.remove(0);
+        accounts.reverse();
+        Self::new(target).with_delegates(accounts)
+    }
+}
+
 /// Settings shared by every connect of a [`Connector`](crate::Connector).
 ///
 /// ```
@@ -33,18 +83,33 @@ pub struct Config {
     pub ip_type: Option<IpType>,
     /// Automatic IAM database authentication for every connect by default.
     pub enable_iam_auth: bool,
-    /// Cloud SQL Admin API base URL; default
-    /// [`DEFAULT_ADMIN_ENDPOINT`](crate::DEFAULT_ADMIN_ENDPOINT).
+    /// Act as this service account, whatever the credentials (as the Auth
+    /// Proxy's `--impersonate-service-account`): their token is exchanged
+    /// at IAM Credentials for one of the target's, which is also the IAM
+    /// database user of automatic IAM authentication.
+    pub impersonation: Option<ServiceAccountImpersonation>,
+    /// The Google Cloud universe every default endpoint is in (Admin APIs,
+    /// token, STS, IAM Credentials), e.g. `googleapis.com`; `None`:
+    /// `GOOGLE_CLOUD_UNIVERSE_DOMAIN`, else
+    /// [`DEFAULT_UNIVERSE_DOMAIN`]. Credentials of another universe are an
+    /// error before any call.
+    pub universe_domain: Option<String>,
+    /// Cloud SQL Admin API base URL; default `https://sqladmin.UNIVERSE`
+    /// ([`DEFAULT_ADMIN_ENDPOINT`](crate::DEFAULT_ADMIN_ENDPOINT)).
     pub admin_endpoint: Option<String>,
-    /// AlloyDB Admin API base URL; default
-    /// [`DEFAULT_ALLOYDB_ADMIN_ENDPOINT`](crate::DEFAULT_ALLOYDB_ADMIN_ENDPOINT).
+    /// AlloyDB Admin API base URL; default `https://alloydb.UNIVERSE`
+    /// ([`DEFAULT_ALLOYDB_ADMIN_ENDPOINT`](crate::DEFAULT_ALLOYDB_ADMIN_ENDPOINT)).
     pub alloydb_admin_endpoint: Option<String>,
     /// Token endpoint, overriding the one a credentials file carries.
     pub token_endpoint: Option<String>,
+    /// IAM Credentials API base URL, for [`Config::impersonation`]; default
+    /// `https://iamcredentials.UNIVERSE`.
+    pub iam_credentials_endpoint: Option<String>,
     /// Metadata server host; default `GCE_METADATA_HOST` or
     /// [`DEFAULT_METADATA_HOST`](crate::DEFAULT_METADATA_HOST).
     pub metadata_host: Option<String>,
-    /// Sent as `X-Goog-User-Project` on Admin API calls.
+    /// Sent as `X-Goog-User-Project` on Admin API calls; `None`:
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT`, if set.
     pub quota_project: Option<String>,
     /// Appended to the connector's user agent.
     pub user_agent: Option<String>,
@@ -83,9 +148,12 @@ impl Default for Config {
             credentials: None,
             ip_type: None,
             enable_iam_auth: false,
+            impersonation: None,
+            universe_domain: None,
             admin_endpoint: None,
             alloydb_admin_endpoint: None,
             token_endpoint: None,
+            iam_credentials_endpoint: None,
             metadata_host: None,
             quota_project: None,
             user_agent: None,
@@ -180,6 +248,55 @@ impl Config {
         self
     }
 
+    /// Act as a service account (see [`Config::impersonation`]).
+    pub fn with_impersonation(mut self, impersonation: ServiceAccountImpersonation) -> Self {
+        self.impersonation = Some(impersonation);
+        self
+    }
+
+    /// Use the universe `domain` (see [`Config::universe_domain`]).
+    pub fn with_universe_domain(mut self, domain: impl Into<String>) -> Self {
+        self.universe_domain = Some(domain.into());
+        self
+    }
+
+    /// Call the IAM Credentials API at `url` (no trailing slash).
+    pub fn with_iam_credentials_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.iam_credentials_endpoint = Some(url.into());
+        self
+    }
+
+    /// The universe every default endpoint is in: the configured one, else
+    /// [`DEFAULT_UNIVERSE_DOMAIN`]. (A connector made from a config that
+    /// leaves it unset takes `GOOGLE_CLOUD_UNIVERSE_DOMAIN` first.)
+    pub fn universe(&self) -> &str {
+        self.universe_domain
+            .as_deref()
+            .unwrap_or(DEFAULT_UNIVERSE_DOMAIN)
+    }
+
+    /// Fills what the config leaves open from the environment, as Google's
+    /// connectors do: the universe from `GOOGLE_CLOUD_UNIVERSE_DOMAIN`, the
+    /// quota project from `GOOGLE_CLOUD_QUOTA_PROJECT`.
+    pub(crate) fn with_environment(self) -> Self {
+        self.with_environment_from(|name| std::env::var(name).ok())
+    }
+
+    fn with_environment_from(mut self, env: impl Fn(&str) -> Option<String>) -> Self {
+        let env = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if self.universe_domain.is_none() {
+            self.universe_domain = env("GOOGLE_CLOUD_UNIVERSE_DOMAIN");
+        }
+        if self.quota_project.is_none() {
+            self.quota_project = env("GOOGLE_CLOUD_QUOTA_PROJECT");
+        }
+        self
+    }
+
     /// Bound one certificate refresh by `timeout`.
     pub fn with_refresh_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = timeout;
@@ -199,10 +316,32 @@ impl Config {
             ("admin-endpoint", &self.admin_endpoint),
             ("alloydb-admin-endpoint", &self.alloydb_admin_endpoint),
             ("token-endpoint", &self.token_endpoint),
+            ("iam-credentials-endpoint", &self.iam_credentials_endpoint),
         ] {
             if let Some(url) = url {
                 check_url(what, url)?;
             }
+        }
+        if let Some(domain) = &self.universe_domain {
+            let ok = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.contains('.')
+                && domain.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(Error::invalid_config(format!(
+                    "universe-domain {domain:?} is not a domain name (e.g. googleapis.com)"
+                )));
+            }
+        }
+        if let Some(i) = &self.impersonation {
+            // The same checks as when it is used, before any call.
+            crate::credentials::impersonated::Impersonation::of(
+                "https://iamcredentials.invalid",
+                &i.target_principal,
+                &i.delegates,
+            )?;
         }
         if self
             .store_secret
@@ -247,7 +386,10 @@ impl fmt::Debug for Config {
             .field("enable_iam_auth", &self.enable_iam_auth)
             .field("admin_endpoint", &self.admin_endpoint)
             .field("alloydb_admin_endpoint", &self.alloydb_admin_endpoint)
+            .field("impersonation", &self.impersonation)
+            .field("universe_domain", &self.universe_domain)
             .field("token_endpoint", &self.token_endpoint)
+            .field("iam_credentials_endpoint", &self.iam_credentials_endpoint)
             .field("metadata_host", &self.metadata_host)
             .field("quota_project", &self.quota_project)
             .field("user_agent", &self.user_agent)
@@ -335,6 +477,57 @@ mod tests {
             .with_admin_endpoint("http://127.0.0.1:9")
             .check()
             .unwrap();
+    }
+
+    #[test]
+    fn the_universe_and_the_impersonation_are_checked_before_any_call() {
+        for bad in [
+            "",
+            "googleapis",
+            "https://googleapis.com",
+            "a..b",
+            "x/y.com",
+            "a b.com",
+        ] {
+            let e = Config::default()
+                .with_universe_domain(bad)
+                .check()
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidConfig, "{bad}");
+            assert!(e.message().contains("universe-domain"), "{e}");
+        }
+        let c = Config::default().with_universe_domain("example-universe.test");
+        assert!(c.check().is_ok());
+        assert_eq!(c.universe(), "example-universe.test");
+        assert_eq!(Config::default().universe(), DEFAULT_UNIVERSE_DOMAIN);
+
+        let bad = ServiceAccountImpersonation::new("not-an-email");
+        let e = Config::default()
+            .with_impersonation(bad)
+            .check()
+            .unwrap_err();
+        assert!(e.message().contains("not-an-email"), "{e}");
+        let chain =
+            ServiceAccountImpersonation::from_chain("t@p.iam.gserviceaccount.com, bad delegate");
+        assert!(Config::default().with_impersonation(chain).check().is_err());
+        // The environment fills only what the config leaves open.
+        let env = |name: &str| match name {
+            "GOOGLE_CLOUD_UNIVERSE_DOMAIN" => Some(" u.example ".to_string()),
+            "GOOGLE_CLOUD_QUOTA_PROJECT" => Some("billed".to_string()),
+            _ => None,
+        };
+        let c = Config::default().with_environment_from(env);
+        assert_eq!(c.universe_domain.as_deref(), Some("u.example"));
+        assert_eq!(c.quota_project.as_deref(), Some("billed"));
+        let mut mine = Config::default().with_universe_domain("mine.example");
+        mine.quota_project = Some("mine".into());
+        let c = mine.with_environment_from(env);
+        assert_eq!(c.universe_domain.as_deref(), Some("mine.example"));
+        assert_eq!(c.quota_project.as_deref(), Some("mine"));
+
+        let ok = ServiceAccountImpersonation::from_chain("t@p.iam.gserviceaccount.com");
+        assert!(ok.delegates.is_empty());
+        assert!(Config::default().with_impersonation(ok).check().is_ok());
     }
 
     #[test]

@@ -67,6 +67,44 @@ pub(crate) struct Addresses {
     pub psc: Option<String>,
 }
 
+impl Addresses {
+    /// Why an address is not one an instance can have, if one is not: no
+    /// address at all, an IP no host can be at, a PSC name that is not a
+    /// DNS name. A refresh and a host store's entry are held to the same.
+    pub(crate) fn problem(&self) -> Option<String> {
+        let bad_ip = |ip: &IpAddr| {
+            ip.is_unspecified()
+                || ip.is_multicast()
+                || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+        };
+        if *self == Addresses::default() {
+            return Some("no IP address and no PSC DNS name".into());
+        }
+        if let Some(ip) = self
+            .public
+            .iter()
+            .chain(&self.private)
+            .find(|ip| bad_ip(ip))
+        {
+            return Some(format!("the address {ip}, where no instance can be"));
+        }
+        match &self.psc {
+            Some(name)
+                if !matches!(
+                    rustls_pki_types::ServerName::try_from(name.as_str()),
+                    Ok(rustls_pki_types::ServerName::DnsName(_))
+                ) =>
+            {
+                Some(format!(
+                    "the PSC DNS name {:?}, which is not a DNS name",
+                    name.escape_debug().to_string()
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Where to dial: an IP, or the PSC DNS name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {

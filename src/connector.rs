@@ -49,6 +49,7 @@ impl Connector {
         config: Config,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, Error> {
+        let config = config.with_environment();
         config.check()?;
         let user_agent = match &config.user_agent {
             Some(extra) if !extra.trim().is_empty() => format!("{USER_AGENT} {}", extra.trim()),
@@ -59,6 +60,9 @@ impl Connector {
             Endpoints {
                 token_endpoint: config.token_endpoint.clone(),
                 metadata_host: config.metadata_host.clone(),
+                iam_credentials_endpoint: config.iam_credentials_endpoint.clone(),
+                universe_domain: config.universe().to_string(),
+                impersonation: config.impersonation.clone(),
             },
             transport.clone(),
         ));

@@ -20,8 +20,10 @@ use crate::cache::stored::{self, Entry, Refusals};
 use crate::certs::{self, CertInfo};
 use crate::cloudsql::instance_name::InstanceName;
 use crate::connection_info::{ConnectionInfo, ServerIdentity};
-use crate::credentials::file::CredentialsFile;
+use crate::credentials::impersonated::Impersonation;
+use crate::credentials::source::{Endpoints, Source};
 use crate::credentials::token::{parse_token_response, Token};
+use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::http::Response;
 use crate::ip_type::IpType;
@@ -206,7 +208,7 @@ pub fn admin_api_answer(status: u16, body: &[u8]) -> Result<(), Error> {
         status,
         body: body.to_vec(),
     };
-    google_api::check_status("fuzz call".into(), resp, Some(ADMIN_API_TOKEN)).map(drop)
+    google_api::check_status("fuzz call".into(), resp, &[ADMIN_API_TOKEN]).map(drop)
 }
 
 /// A token endpoint's (or the metadata server's) answer of HTTP `status`;
@@ -216,13 +218,34 @@ pub fn token_response(status: u16, body: &[u8]) -> Result<Option<SystemTime>, Er
         status,
         body: body.to_vec(),
     };
-    parse_token_response(&resp, "https://oauth2.invalid/token", "fuzz").map(|t| t.expiry)
+    parse_token_response(&resp, "https://oauth2.invalid/token", "fuzz", &[]).map(|t| t.expiry)
 }
 
-/// A credentials JSON (service account or authorized user) as a caller or a
-/// file hands it in.
+/// A credentials JSON (service account, authorized user, impersonated
+/// service account, external account) as a caller or a file hands it in,
+/// resolved as a connector would (no call is made).
 pub fn credentials_json(json: &str) -> Result<(), Error> {
-    CredentialsFile::parse(json, "the fuzz credentials", None).map(drop)
+    Source::resolve(
+        Some(&Credentials::Json(json.to_string())),
+        &Endpoints::default(),
+    )
+    .map(drop)
+}
+
+/// IAM Credentials' `generateAccessToken` answer of HTTP `status`; the
+/// impersonated token's expiry.
+pub fn impersonation_response(status: u16, body: &[u8]) -> Result<Option<SystemTime>, Error> {
+    let resp = Response {
+        status,
+        body: body.to_vec(),
+    };
+    Impersonation::of(
+        "https://iamcredentials.invalid",
+        "fuzz@p.iam.gserviceaccount.com",
+        &[],
+    )?
+    .token(&resp, &[])
+    .map(|t| t.expiry)
 }
 
 /// Every certificate of a PEM string (`serverCaCert`, `caCert`, a chain

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::error::{ApiError, Error};
 use crate::http::{Pending, Request, Response, Transport};
-use crate::retry;
+use crate::{redact, retry};
 
 /// A Google API at `base` (no trailing slash), called with these headers.
 #[derive(Debug, Clone)]
@@ -87,19 +87,10 @@ pub(crate) fn finish(
     deadline: Instant,
     call: impl FnOnce() -> String,
 ) -> Result<Response, Error> {
+    let secrets = redact::request_secrets(req);
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     retry::finish_with_retry(pending, req, transport, deadline)
-        .and_then(|r| check_status(call(), r, bearer_token(req)))
-}
-
-/// The token `req` carries, so that an error answer echoing it (a proxy's
-/// error page repeating the request's headers, say) cannot carry it into an
-/// error message.
-fn bearer_token(req: &Request) -> Option<&str> {
-    req.headers
-        .iter()
-        .find(|(name, _)| *name == "authorization")
-        .and_then(|(_, value)| value.strip_prefix("Bearer "))
-        .filter(|token| !token.is_empty())
+        .and_then(|r| check_status(call(), r, &secrets))
 }
 
 /// Passes a success through; turns an error status into an
@@ -111,26 +102,20 @@ fn bearer_token(req: &Request) -> Option<&str> {
 pub(crate) fn check_status(
     call: String,
     resp: Response,
-    token: Option<&str>,
+    secrets: &[&str],
 ) -> Result<Response, Error> {
     if resp.is_success() {
         return Ok(resp);
     }
-    let redact = |text: String| match token {
-        Some(t) if text.contains(t) => text.replace(t, "<token>"),
-        _ => text,
-    };
     let (code, message) = match serde_json::from_slice::<GoogleErrorBody>(&resp.body) {
         Ok(b) => (
-            redact(b.error.status.unwrap_or_default()),
-            redact(b.error.message.unwrap_or_default()),
+            redact::server_text(&b.error.status.unwrap_or_default(), secrets),
+            redact::server_text(&b.error.message.unwrap_or_default(), secrets),
         ),
-        // Control characters go first, so none can split the token and be
-        // dropped after; the cut comes last, so no part of the token is left.
-        Err(_) => {
-            let text = String::from_utf8_lossy(&resp.body);
-            (String::new(), excerpt(&redact(without_controls(&text))))
-        }
+        Err(_) => (
+            String::new(),
+            redact::server_text(&String::from_utf8_lossy(&resp.body), secrets),
+        ),
     };
     // Google answers a spent quota with 429 RESOURCE_EXHAUSTED.
     Err(Error::api(ApiError {
@@ -139,20 +124,6 @@ pub(crate) fn check_status(
         code,
         message,
     }))
-}
-
-fn without_controls(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).collect()
-}
-
-/// The start of a non-JSON error body, for the error message.
-fn excerpt(text: &str) -> String {
-    const MAX: usize = 200;
-    let mut cut: String = text.chars().take(MAX).collect();
-    if text.chars().nth(MAX).is_some() {
-        cut.push('…');
-    }
-    cut
 }
 
 #[cfg(test)]
@@ -174,11 +145,13 @@ mod tests {
         let api = ApiClient::new("http://127.0.0.1:9/", "ua/1".into(), Some("quota-p".into()));
         let r = api.get("v1/x", "tok");
         assert_eq!(r.url, "http://127.0.0.1:9/v1/x");
-        assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
         assert!(r
             .headers
-            .contains(&("x-goog-user-project", "quota-p".into())));
-        assert!(r.headers.contains(&("user-agent", "ua/1".into())));
+            .contains(&("authorization".into(), "Bearer tok".into())));
+        assert!(r
+            .headers
+            .contains(&("x-goog-user-project".into(), "quota-p".into())));
+        assert!(r.headers.contains(&("user-agent".into(), "ua/1".into())));
     }
 
     #[test]
@@ -187,7 +160,7 @@ mod tests {
             status: 404,
             body: br#"{"error":{"code":404,"message":"The Cloud SQL instance does not exist.","errors":[{"reason":"instanceDoesNotExist"}],"status":"NOT_FOUND"}}"#.to_vec(),
         };
-        let (kind, e) = refusal(check_status("connectSettings for p:r:i".into(), resp, None));
+        let (kind, e) = refusal(check_status("connectSettings for p:r:i".into(), resp, &[]));
         assert_eq!(kind, ErrorKind::AdminApi);
         assert_eq!(e.status, 404);
         assert_eq!(e.code, "NOT_FOUND");
@@ -196,14 +169,14 @@ mod tests {
             status: 502,
             body: b"Bad Gateway\n".to_vec(),
         };
-        let (kind, e) = refusal(check_status("c".into(), resp, None));
+        let (kind, e) = refusal(check_status("c".into(), resp, &[]));
         assert_eq!(kind, ErrorKind::AdminApi);
         assert_eq!(e.message, "Bad Gateway");
         let ok = Response {
             status: 200,
             body: vec![],
         };
-        assert!(check_status("c".into(), ok, None).is_ok());
+        assert!(check_status("c".into(), ok, &[]).is_ok());
     }
 
     #[test]
@@ -212,7 +185,7 @@ mod tests {
             status: 429,
             body: br#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Queries'.","status":"RESOURCE_EXHAUSTED"}}"#.to_vec(),
         };
-        let e = check_status("connectSettings for p:r:i".into(), resp, None).unwrap_err();
+        let e = check_status("connectSettings for p:r:i".into(), resp, &[]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
         let api = e.api_error().unwrap();
         assert_eq!((api.status, api.code.as_str()), (429, "RESOURCE_EXHAUSTED"));
@@ -232,7 +205,7 @@ mod tests {
             status: 429,
             body: b"Too Many Requests".to_vec(),
         };
-        let (kind, _) = refusal(check_status("c".into(), bare, None));
+        let (kind, _) = refusal(check_status("c".into(), bare, &[]));
         assert_eq!(kind, ErrorKind::QuotaExceeded);
     }
 
@@ -240,12 +213,13 @@ mod tests {
     fn an_echoed_token_is_blanked_out_of_the_error() {
         let token = "ya29.a0-the-secret-token";
         let req = ApiClient::new("http://127.0.0.1:9", "ua/1".into(), None).get("v1/x", token);
-        assert_eq!(bearer_token(&req), Some(token));
+        let secrets = redact::request_secrets(&req);
+        assert_eq!(secrets, [token]);
         // A proxy's error page repeating the request, the token astride the
-        // excerpt's 200-character cut and split by a control character; and
-        // Google's JSON, should it ever quote it.
+        // message's cut and split by a control character; and Google's JSON,
+        // should it ever quote it.
         let split = token.replacen("secret", "sec\u{7}ret", 1);
-        let page = format!("{}Authorization: Bearer {split}\r\n", "x".repeat(168));
+        let page = format!("{} Authorization: Bearer {split}\r\n", "x".repeat(280));
         let json =
             format!(r#"{{"error":{{"message":"bad token {token}","status":"UNAUTHENTICATED"}}}}"#);
         for body in [page, json] {
@@ -253,7 +227,7 @@ mod tests {
                 status: 401,
                 body: body.into_bytes(),
             };
-            let e = check_status("c".into(), resp, bearer_token(&req)).unwrap_err();
+            let e = check_status("c".into(), resp, &[secrets[0].as_str()]).unwrap_err();
             let text = e.to_string();
             assert!(!text.contains("secret"), "{text}");
             assert!(!text.contains("ya29."), "{text}");

@@ -3,6 +3,7 @@
 //! [`Transport`] that carries them. The connector's transport is `wasi:http`
 //! (`crate::wasi::http`); tests script one.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use crate::error::Error;
@@ -26,7 +27,9 @@ pub(crate) enum Method {
 pub(crate) struct Request {
     pub method: Method,
     pub url: String,
-    pub headers: Vec<(&'static str, String)>,
+    /// Names in lower case; most are the connector's own (`&'static`), a
+    /// few come from a credentials file.
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: Vec<u8>,
 }
 
@@ -44,13 +47,17 @@ impl Request {
         Self {
             method: Method::Post,
             url,
-            headers: vec![("content-type", content_type.to_string())],
+            headers: vec![("content-type".into(), content_type.to_string())],
             body,
         }
     }
 
-    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    pub(crate) fn header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }

@@ -64,6 +64,7 @@ mod key;
 mod keygen;
 mod mdx;
 mod rate_limit;
+mod redact;
 mod refresh;
 mod retry;
 mod secret;
@@ -83,7 +84,7 @@ pub use cache::REFRESH_BUFFER;
 pub use cloudsql::admin::DEFAULT_ADMIN_ENDPOINT;
 pub use cloudsql::instance_name::InstanceName;
 pub use cloudsql::CLOUD_SQL_PORT;
-pub use config::{Config, ConnectOptions};
+pub use config::{Config, ConnectOptions, ServiceAccountImpersonation, DEFAULT_UNIVERSE_DOMAIN};
 pub use connect::blocking::Connection;
 pub use connect::timings::ConnectTimings;
 #[cfg(feature = "tokio")]

@@ -66,7 +66,8 @@ pub(crate) fn outcome(code: i32, message: &str) -> Result<(), Error> {
     match code {
         1 => Ok(()),
         2 => Err(Error::metadata_exchange(format!(
-            "the server refused the connection: {message}"
+            "the server refused the connection: {}",
+            crate::redact::server_text(message, &[])
         ))),
         other => Err(malformed(format!("response code {other}"))),
     }

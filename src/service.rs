@@ -31,7 +31,7 @@ pub(crate) trait Service {
     ) -> Result<Refreshed, Error>;
 
     /// The base URL of the service's Admin API for `config`.
-    fn admin_endpoint<'c>(&self, config: &'c Config) -> &'c str;
+    fn admin_endpoint(&self, config: &Config) -> String;
 
     /// The plan of a dial from what a refresh learned (just now, or kept in
     /// a host store); its exchange sends `user_agent`. An error if the facts

@@ -213,6 +213,12 @@ fn from_wit_config(c: wit::Config) -> Result<Config, wit::Error> {
         wit::Credentials::Json(j) => Credentials::Json(j),
         wit::Credentials::MetadataServer => Credentials::MetadataServer,
     });
+    config.impersonation = c.impersonation.map(|i| {
+        gcp_db_connector::ServiceAccountImpersonation::new(i.target_principal)
+            .with_delegates(i.delegates)
+    });
+    config.universe_domain = c.universe_domain;
+    config.iam_credentials_endpoint = c.iam_credentials_endpoint;
     config.ip_type = c.ip_type.map(from_wit_ip_type);
     config.enable_iam_auth = c.enable_iam_auth;
     config.admin_endpoint = c.admin_endpoint;

@@ -1,6 +1,7 @@
 //! The admin server's state and its catch-all route: what every handler shares
 //! ([`AppState`]) next to both services' instances, the instance a control path names,
-//! and the Admin API fallback that hands each path to its service.
+//! and the fallback that hands each path to its service: IAM Credentials, AlloyDB's Admin
+//! API or Cloud SQL's.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 
 use crate::alloydb::instance::AlloyDbInstance;
+use crate::calls::ApiMethod;
 use crate::cloudsql::instance::Instance;
 use crate::proxy::ProxyControls;
 use crate::state::{AppState, SharedState};
-use crate::{alloydb, cloudsql};
+use crate::{alloydb, cloudsql, faults, iamcredentials};
 
 /// Both services' instances.
 #[derive(Debug, Default)]
@@ -89,8 +91,8 @@ impl FromRef<App> for SharedState {
     }
 }
 
-/// The Admin API handler: every path not claimed by another route lands here, and goes
-/// to AlloyDB's Admin API if it has one of its paths, else to Cloud SQL's.
+/// The API handler: every path not claimed by another route lands here, and goes to IAM
+/// Credentials or AlloyDB's Admin API if it has one of their paths, else to Cloud SQL's.
 pub async fn admin_api(
     State(app): State<App>,
     method: Method,
@@ -100,10 +102,25 @@ pub async fn admin_api(
 ) -> Response {
     let state: &AppState = &app.state;
     let path = uri.path();
+    if let Some(route) = iamcredentials::parse_path(path) {
+        let resp = iamcredentials::handle(state, &method, path, route, &headers, &body).await;
+        return slow_down(state, ApiMethod::GenerateAccessToken, resp).await;
+    }
     if let Some(route) = alloydb::admin::parse_path(path) {
         let instances = &app.instances.alloydb;
-        return alloydb::admin::handle(state, instances, &method, route, &headers, &body).await;
+        let api = route.method;
+        let resp = alloydb::admin::handle(state, instances, &method, route, &headers, &body).await;
+        return slow_down(state, api, resp).await;
     }
     let instances = &app.instances.cloudsql;
-    cloudsql::admin::handle(state, instances, &method, path, &headers, &body).await
+    let resp = cloudsql::admin::handle(state, instances, &method, path, &headers, &body).await;
+    match cloudsql::admin::parse_admin_path(path) {
+        Some(route) => slow_down(state, route.method, resp).await,
+        None => resp,
+    }
+}
+
+/// `resp` to a call of `api`, its body stalled or trickled if a test asked for that.
+async fn slow_down(state: &AppState, api: ApiMethod, resp: Response) -> Response {
+    faults::slow_down(state.faults.take_slow(api.name()), resp).await
 }

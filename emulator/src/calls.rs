@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-/// An Admin API method (Cloud SQL or AlloyDB).
+/// A method of a Google API the emulator serves: the Cloud SQL and AlloyDB Admin APIs, STS
+/// and IAM Credentials. Counters, faults and broken answers are kept per method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminMethod {
+pub enum ApiMethod {
     /// Cloud SQL `GET .../connectSettings`.
     ConnectSettings,
     /// Cloud SQL `POST ...:generateEphemeralCert`.
@@ -19,15 +20,21 @@ pub enum AdminMethod {
     ConnectionInfo,
     /// AlloyDB `POST .../clusters/C:generateClientCertificate`.
     GenerateClientCertificate,
+    /// STS `POST /v1/token` (token exchange).
+    Sts,
+    /// IAM Credentials `POST /v1/projects/-/serviceAccounts/SA:generateAccessToken`.
+    GenerateAccessToken,
 }
 
-impl AdminMethod {
+impl ApiMethod {
     /// Every method, for parsing.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::ConnectSettings,
         Self::GenerateEphemeralCert,
         Self::ConnectionInfo,
         Self::GenerateClientCertificate,
+        Self::Sts,
+        Self::GenerateAccessToken,
     ];
 
     /// The name the counters and the fault endpoint use (the REST method's name).
@@ -37,6 +44,8 @@ impl AdminMethod {
             Self::GenerateEphemeralCert => "generateEphemeralCert",
             Self::ConnectionInfo => "connectionInfo",
             Self::GenerateClientCertificate => "generateClientCertificate",
+            Self::Sts => "sts",
+            Self::GenerateAccessToken => "generateAccessToken",
         }
     }
 
@@ -50,7 +59,15 @@ impl AdminMethod {
         match self {
             Self::ConnectSettings | Self::GenerateEphemeralCert => "sqladmin.googleapis.com",
             Self::ConnectionInfo | Self::GenerateClientCertificate => "alloydb.googleapis.com",
+            Self::Sts => "sts.googleapis.com",
+            Self::GenerateAccessToken => "iamcredentials.googleapis.com",
         }
+    }
+
+    /// True for the APIs that answer errors in Google's newer shape (no `errors` list):
+    /// all but the Cloud SQL Admin API.
+    pub fn modern_errors(self) -> bool {
+        !matches!(self, Self::ConnectSettings | Self::GenerateEphemeralCert)
     }
 }
 
@@ -86,6 +103,8 @@ struct Counts {
     generate_client_certificate: BTreeMap<String, u64>,
     alloydb_mdx: BTreeMap<String, u64>,
     alloydb_mdx_auth_types: BTreeMap<String, Vec<String>>,
+    sts: BTreeMap<String, u64>,
+    generate_access_token: BTreeMap<String, u64>,
 }
 
 /// What one proxy listener (one address) saw. Counters are zeroed by a reset; the number
@@ -145,16 +164,19 @@ impl Calls {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one Admin API call for `key`: `project:instance` for Cloud SQL, the instance
-    /// URI for `connectionInfo`, the cluster (`projects/P/locations/R/clusters/C`) for
-    /// `generateClientCertificate`.
-    pub fn record_admin(&self, method: AdminMethod, key: &str) {
+    /// Counts one API call for `key`: `project:instance` for Cloud SQL, the instance URI
+    /// for `connectionInfo`, the cluster (`projects/P/locations/R/clusters/C`) for
+    /// `generateClientCertificate`, the `audience` asked for (`sts`), the service account
+    /// in the path (`generateAccessToken`).
+    pub fn record_call(&self, method: ApiMethod, key: &str) {
         let mut c = self.lock();
         let map = match method {
-            AdminMethod::ConnectSettings => &mut c.connect_settings,
-            AdminMethod::GenerateEphemeralCert => &mut c.generate_ephemeral_cert,
-            AdminMethod::ConnectionInfo => &mut c.connection_info,
-            AdminMethod::GenerateClientCertificate => &mut c.generate_client_certificate,
+            ApiMethod::ConnectSettings => &mut c.connect_settings,
+            ApiMethod::GenerateEphemeralCert => &mut c.generate_ephemeral_cert,
+            ApiMethod::ConnectionInfo => &mut c.connection_info,
+            ApiMethod::GenerateClientCertificate => &mut c.generate_client_certificate,
+            ApiMethod::Sts => &mut c.sts,
+            ApiMethod::GenerateAccessToken => &mut c.generate_access_token,
         };
         *map.entry(key.to_string()).or_default() += 1;
     }
@@ -233,6 +255,8 @@ impl Calls {
             "generateClientCertificate": c.generate_client_certificate,
             "alloydbMdx": c.alloydb_mdx,
             "alloydbMdxAuthType": c.alloydb_mdx_auth_types,
+            "sts": c.sts,
+            "generateAccessToken": c.generate_access_token,
         })
     }
 
@@ -251,9 +275,9 @@ mod tests {
     #[test]
     fn counts_and_resets() {
         let calls = Calls::default();
-        calls.record_admin(AdminMethod::ConnectSettings, "p:i");
-        calls.record_admin(AdminMethod::ConnectSettings, "p:i");
-        calls.record_admin(AdminMethod::GenerateEphemeralCert, "p:j");
+        calls.record_call(ApiMethod::ConnectSettings, "p:i");
+        calls.record_call(ApiMethod::ConnectSettings, "p:i");
+        calls.record_call(ApiMethod::GenerateEphemeralCert, "p:j");
         calls.record_token(Grant::JwtBearer);
         calls.record_token(Grant::Metadata);
         calls.record_mdx("p:i", Some("TCP"));
@@ -267,14 +291,23 @@ mod tests {
         let closed = calls.proxy("127.0.0.8").accepted();
         drop(closed);
         let uri = "projects/p/locations/r/clusters/c/instances/i";
-        calls.record_admin(AdminMethod::ConnectionInfo, uri);
-        calls.record_admin(
-            AdminMethod::GenerateClientCertificate,
+        calls.record_call(ApiMethod::ConnectionInfo, uri);
+        calls.record_call(
+            ApiMethod::GenerateClientCertificate,
             "projects/p/locations/r/clusters/c",
         );
         calls.record_alloydb_mdx(uri, Some("DB_NATIVE"));
         calls.record_alloydb_mdx(uri, None);
         calls.record_alloydb_mdx(uri, Some("AUTO_IAM"));
+        calls.record_call(ApiMethod::Sts, "//iam.googleapis.com/aud");
+        calls.record_call(
+            ApiMethod::GenerateAccessToken,
+            "t@p.iam.gserviceaccount.com",
+        );
+        calls.record_call(
+            ApiMethod::GenerateAccessToken,
+            "t@p.iam.gserviceaccount.com",
+        );
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{"p:i":2},"generateEphemeralCert":{"p:j":1},
@@ -287,7 +320,9 @@ mod tests {
                    "connectionInfo":{uri:1},
                    "generateClientCertificate":{"projects/p/locations/r/clusters/c":1},
                    "alloydbMdx":{uri:3},
-                   "alloydbMdxAuthType":{uri:["DB_NATIVE","AUTO_IAM"]}})
+                   "alloydbMdxAuthType":{uri:["DB_NATIVE","AUTO_IAM"]},
+                   "sts":{"//iam.googleapis.com/aud":1},
+                   "generateAccessToken":{"t@p.iam.gserviceaccount.com":2}})
         );
         calls.reset();
         assert_eq!(
@@ -298,7 +333,8 @@ mod tests {
                    "proxyHandshakes":{},"proxyClientBytes":{},
                    "proxyOpenConnections":{"127.0.0.9":1},
                    "connectionInfo":{},"generateClientCertificate":{},
-                   "alloydbMdx":{},"alloydbMdxAuthType":{}})
+                   "alloydbMdx":{},"alloydbMdxAuthType":{},
+                   "sts":{},"generateAccessToken":{}})
         );
         drop(open);
         assert_eq!(calls.snapshot()["proxyOpenConnections"], json!({}));
@@ -306,13 +342,16 @@ mod tests {
 
     #[test]
     fn method_names_round_trip() {
-        for m in AdminMethod::ALL {
-            assert_eq!(AdminMethod::parse(m.name()), Some(m));
+        for m in ApiMethod::ALL {
+            assert_eq!(ApiMethod::parse(m.name()), Some(m));
         }
-        assert_eq!(AdminMethod::parse("getConnectionInfo"), None);
+        assert_eq!(ApiMethod::parse("getConnectionInfo"), None);
         assert_eq!(
-            AdminMethod::ConnectionInfo.service(),
+            ApiMethod::ConnectionInfo.service(),
             "alloydb.googleapis.com"
         );
+        assert_eq!(ApiMethod::parse("sts"), Some(ApiMethod::Sts));
+        assert!(ApiMethod::GenerateAccessToken.modern_errors());
+        assert!(!ApiMethod::ConnectSettings.modern_errors());
     }
 }

@@ -112,7 +112,33 @@ pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SP
     projects/P/locations/R/clusters/C/instances/I,backend=HOST:PORT[,private-ip=auto|IP]\
 [,public-ip=auto|IP][,psc=true|false]
     (a private IP is always there, auto by default; public IP and PSC only when asked for)
-  Every auto address is a random 127.x.y.z.";
+  Every auto address is a random 127.x.y.z.
+  Credentials (in the state dir; the ready line names each): service-account.json
+    (connector-sa), authorized-user.json (dev-user@example.com), impersonated-sa.json and
+    impersonated-user.json (impersonated_service_account of target-sa, the second through
+    delegate-sa), external-account-file.json (workload identity federation, subject token
+    from subject-token.jwt, impersonating target-sa) and external-account-url.json
+    (subject token from a URL, STS client auth, no impersonation).
+  Service accounts: connector-sa, target-sa, delegate-sa @emulator-project.iam.gserviceaccount.com.
+  IAM policy of generateAccessToken (who may impersonate whom, one link of a delegate chain
+  each): connector-sa -> target-sa, delegate-sa; dev-user@example.com -> delegate-sa;
+  delegate-sa -> target-sa; principal://iam.googleapis.com/projects/428716093512/locations/
+  global/workloadIdentityPools/emulator-pool/subject/wasm-workload -> target-sa.
+  Nobody else; a token from generateAccessToken stands for the target, IAM database
+  logins included. The APIs also take connector-sa's self-signed JWT as a bearer token,
+  as Google's do (key file's key, iss = sub = its email, a scope claim or the API's
+  audience https://SERVICE/, at most an hour).
+  Test controls (under control_endpoint; more in the README), stalls among them:
+    POST /faults {\"method\":M,\"body\":\"stall\",\"count\":N}: the next N answers of M
+      (connectSettings, generateEphemeralCert, connectionInfo, generateClientCertificate,
+      sts, generateAccessToken, token = the OAuth2 token endpoint; none: any) send their
+      status and headers (Content-Length too), then no body until the client gives up.
+    POST /faults {\"method\":M,\"body\":\"trickle\",\"delay_ms\":D,\"count\":N}: the
+      same, but the body comes one byte every D ms.
+    POST /instances/{name}/proxy {\"mode\":\"trickle-server-flight\",\"delay_ms\":D}: the
+      proxy answers each ClientHello with its whole server flight one byte every D ms,
+      then holds the connection without finishing the handshake (\"normal\" restores it).
+    POST /faults/reset drops the fault queues.";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -225,6 +251,14 @@ mod tests {
             .unwrap_err()
             .contains("needs a value"));
         assert!(USAGE.contains("--cert-lifetime-secs N"));
+        // The IAM policy it documents is the one enforced.
+        let workload =
+            crate::workload_identity::principal(crate::workload_identity::DEFAULT_SUBJECT);
+        let (pool, subject) = workload.split_once("global/").unwrap();
+        assert!(
+            USAGE.contains(pool) && USAGE.contains(subject),
+            "{workload}"
+        );
     }
 
     #[test]

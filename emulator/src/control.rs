@@ -1,7 +1,11 @@
 //! Test control endpoints under `/emulator/v1`: call counters and proxy traffic, the access
-//! tokens issued (so tests can check no client leaks one), injected Admin API failures and
-//! broken answers, what each proxy presents in the handshake, proxy faults, and how an
-//! AlloyDB proxy answers the metadata exchange.
+//! tokens issued (so tests can check no client leaks one), injected API failures and
+//! broken answers (Admin APIs, STS, generateAccessToken), what each proxy presents in the
+//! handshake, proxy faults, how an AlloyDB proxy answers the metadata exchange, and the
+//! identity provider's subject token (rewritten on demand). Also here, though no test
+//! control: the subject token's URL source (`GET /subject-token`, what
+//! `external-account-url.json` reads) and the identity provider's OIDC discovery document
+//! and keys under `/oidc`, its issuer URL.
 //!
 //! `{name}` is a Cloud SQL connection name (`project:region:name`) or an AlloyDB instance
 //! URI, percent-encoded into one path segment (`projects%2Fp%2Flocations%2F…`); axum decodes
@@ -9,7 +13,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,11 +22,14 @@ use serde_json::json;
 
 use crate::alloydb::mdx::MdxMode;
 use crate::app::{App, NamedInstance};
-use crate::calls::AdminMethod;
+use crate::calls::ApiMethod;
 use crate::certs::ServerCertMode;
+use crate::faults::{slow_target, SlowBody};
+use crate::idp::SubjectTokenMode;
 use crate::proxy::ProxyFault;
 use crate::state::SharedState;
 use crate::tamper::Tamper;
+use crate::workload_identity::{DEFAULT_SUBJECT, SUBJECT_TOKEN_FIELD, SUBJECT_TOKEN_HEADER};
 
 /// Routes, to be nested under `/emulator/v1`.
 pub fn router() -> Router<App> {
@@ -36,6 +43,101 @@ pub fn router() -> Router<App> {
         .route("/faults", post(add_fault))
         .route("/faults/response", post(tamper_response))
         .route("/faults/reset", post(reset_faults))
+        .route(
+            "/subject-token",
+            get(subject_token).post(rewrite_subject_token),
+        )
+        .route(
+            "/oidc/.well-known/openid-configuration",
+            get(oidc_discovery),
+        )
+        .route("/oidc/jwks", get(oidc_jwks))
+}
+
+/// The issuer URL of the identity provider, under the control endpoint `control`.
+pub fn oidc_issuer(control: &str) -> String {
+    format!("{control}/oidc")
+}
+
+/// The subject token's URL source, under the control endpoint `control`.
+pub fn subject_token_url(control: &str) -> String {
+    format!("{control}/subject-token")
+}
+
+/// `GET /subject-token` with `Metadata: True`: `{"id_token":"…","token_type":"Bearer"}`,
+/// the current subject token, as an instance metadata service serves one. Without the
+/// header, Azure's refusal.
+async fn subject_token(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    let (name, value) = SUBJECT_TOKEN_HEADER;
+    let ok = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(value));
+    if !ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_request",
+                        "error_description": "Required metadata header not specified"})),
+        )
+            .into_response();
+    }
+    Json(json!({SUBJECT_TOKEN_FIELD: state.idp.current(), "token_type": "Bearer"})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectTokenRequest {
+    sub: Option<String>,
+    mode: Option<String>,
+}
+
+/// `POST /subject-token {"sub":"…","mode":"valid"|"expired"|"bad-signature"|
+/// "wrong-audience"|"wrong-issuer"}` (both optional: `wasm-workload`, `valid`): a new
+/// subject token, in the file and at the URL.
+async fn rewrite_subject_token(State(state): State<SharedState>, body: Bytes) -> Response {
+    let modes: Vec<String> = SubjectTokenMode::ALL
+        .iter()
+        .map(|m| format!("{:?}", m.name()))
+        .collect();
+    let usage = format!("expected {{\"sub\":\"…\",\"mode\":{}}}", modes.join("|"));
+    let req = if body.iter().all(u8::is_ascii_whitespace) {
+        SubjectTokenRequest {
+            sub: None,
+            mode: None,
+        }
+    } else {
+        match serde_json::from_slice::<SubjectTokenRequest>(&body) {
+            Ok(r) => r,
+            Err(_) => return error(StatusCode::BAD_REQUEST, usage),
+        }
+    };
+    let mode = match req.mode.as_deref() {
+        None => SubjectTokenMode::Valid,
+        Some(m) => match SubjectTokenMode::parse(m) {
+            Some(mode) => mode,
+            None => return error(StatusCode::BAD_REQUEST, usage),
+        },
+    };
+    let sub = req.sub.unwrap_or_else(|| DEFAULT_SUBJECT.to_string());
+    if sub.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "sub must not be empty".into());
+    }
+    match state.idp.rewrite(&sub, mode) {
+        Ok(()) => done(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the subject token: {e}"),
+        ),
+    }
+}
+
+/// The identity provider's OpenID Connect discovery document.
+async fn oidc_discovery(State(state): State<SharedState>) -> Response {
+    Json(state.idp.discovery()).into_response()
+}
+
+/// The identity provider's signing keys (JWKS).
+async fn oidc_jwks(State(state): State<SharedState>) -> Response {
+    Json(state.idp.jwks()).into_response()
 }
 
 async fn calls(State(state): State<SharedState>) -> Response {
@@ -100,28 +202,40 @@ async fn server_cert(State(app): State<App>, Path(name): Path<String>, body: Byt
 #[derive(Debug, Deserialize)]
 struct FaultRequest {
     /// `connectSettings`, `generateEphemeralCert`, `connectionInfo`,
-    /// `generateClientCertificate`, or absent for any.
+    /// `generateClientCertificate`, `sts`, `generateAccessToken`, or absent for any.
     method: Option<String>,
     /// With `count`: fail that many calls with this status.
     status: Option<u16>,
     count: Option<u32>,
     /// Answer every later call of the method after this delay (0 removes it).
     latency_ms: Option<u64>,
+    /// `stall` or `trickle`: the next `count` (default 1) answers send their headers, then
+    /// no body, or the body a byte per `delay_ms`. The method may also be `token`.
+    body: Option<String>,
+    /// The delay between two bytes of a trickled body.
+    delay_ms: Option<u64>,
 }
 
 /// `POST /faults {"method":"connectSettings","status":503,"count":2}`: the next
 /// `count` calls of that method fail with `status`, as Google answers it.
 /// `{"method":…,"latency_ms":N}`: later calls are answered after N ms.
+/// `{"method":…,"body":"stall","count":N}` / `{"method":…,"body":"trickle","delay_ms":D,
+/// "count":N}`: the next N answers (default 1) send their status and headers, then no body
+/// until the client gives up, or the body a byte every D ms; `method` may also be `token`
+/// (the OAuth2 token endpoint).
 async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<FaultRequest>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\"|\"connectionInfo\"|\"generateClientCertificate\",\"status\":503,\"count\":N}".into(),
+            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\"|\"connectionInfo\"|\"generateClientCertificate\"|\"sts\"|\"generateAccessToken\",\"status\":503,\"count\":N}, {\"method\":…,\"latency_ms\":N} or {\"method\":…|\"token\",\"body\":\"stall\"|\"trickle\",\"delay_ms\":N,\"count\":N}".into(),
         );
     };
+    if let Some(mode) = req.body.as_deref() {
+        return add_slow_body(&state, &req, mode);
+    }
     let method = match req.method.as_deref() {
         None => None,
-        Some(name) => match AdminMethod::parse(name) {
+        Some(name) => match ApiMethod::parse(name) {
             Some(m) => Some(m),
             None => return error(StatusCode::BAD_REQUEST, format!("unknown method {name:?}")),
         },
@@ -142,6 +256,44 @@ async fn add_fault(State(state): State<SharedState>, body: Bytes) -> Response {
             "give status and count together, or latency_ms".into(),
         ),
     }
+}
+
+/// A slow-body fault (`"body":"stall"|"trickle"`).
+fn add_slow_body(state: &SharedState, req: &FaultRequest, mode: &str) -> Response {
+    if req.status.is_some() || req.latency_ms.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give body without status or latency_ms".into(),
+        );
+    }
+    let target = match req.method.as_deref() {
+        None => None,
+        Some(name) => match slow_target(name) {
+            Some(t) => Some(t),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown method {name:?}")),
+        },
+    };
+    let slow = match (mode, req.delay_ms) {
+        ("stall", None) => SlowBody::Stall,
+        ("trickle", Some(ms)) if ms > 0 => SlowBody::Trickle(std::time::Duration::from_millis(ms)),
+        ("stall", Some(_)) => {
+            return error(StatusCode::BAD_REQUEST, "stall takes no delay_ms".into())
+        }
+        ("trickle", _) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "trickle needs \"delay_ms\" (at least 1)".into(),
+            )
+        }
+        (other, _) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown body {other:?}: expected stall or trickle"),
+            )
+        }
+    };
+    state.faults.push_slow(target, slow, req.count.unwrap_or(1));
+    done()
 }
 
 /// Clears the faults and the broken answers.
@@ -168,10 +320,10 @@ async fn tamper_response(State(state): State<SharedState>, body: Bytes) -> Respo
     let Ok(req) = serde_json::from_slice::<TamperRequest>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\"|\"connectionInfo\"|\"generateClientCertificate\",\"mode\":\"malformed\"|\"truncated\"|\"oversized\"|\"drop-field\"|\"ca-not-pem\"|\"cert-other-key\"|\"cert-expired\",\"field\":\"…\",\"count\":N}".into(),
+            "expected {\"method\":\"connectSettings\"|\"generateEphemeralCert\"|\"connectionInfo\"|\"generateClientCertificate\"|\"sts\"|\"generateAccessToken\",\"mode\":\"malformed\"|\"truncated\"|\"oversized\"|\"drop-field\"|\"ca-not-pem\"|\"cert-other-key\"|\"cert-expired\",\"field\":\"…\",\"count\":N}".into(),
         );
     };
-    let Some(method) = AdminMethod::parse(&req.method) else {
+    let Some(method) = ApiMethod::parse(&req.method) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!("unknown method {:?}", req.method),
@@ -195,10 +347,12 @@ async fn tamper_response(State(state): State<SharedState>, body: Bytes) -> Respo
 struct ProxyFaultRequest {
     mode: String,
     bytes: Option<u64>,
+    delay_ms: Option<u64>,
 }
 
-/// `POST /instances/{name}/proxy {"mode":"drop-after-bytes","bytes":N}`:
-/// how that instance's proxy treats new connections, until set back to `normal`.
+/// `POST /instances/{name}/proxy {"mode":"drop-after-bytes","bytes":N}` (or
+/// `{"mode":"trickle-server-flight","delay_ms":D}`, …): how that instance's proxy treats
+/// new connections, until set back to `normal`.
 async fn proxy_fault(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> Response {
     let Some(inst) = app.instances.by_name(&name) else {
         return unknown_instance(&name);
@@ -206,10 +360,10 @@ async fn proxy_fault(State(app): State<App>, Path(name): Path<String>, body: Byt
     let Ok(req) = serde_json::from_slice::<ProxyFaultRequest>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "expected {\"mode\":\"normal\"|\"refuse\"|\"drop-after-handshake\"|\"drop-after-bytes\"|\"cut-after-client-hello\"|\"cut-mid-server-flight\",\"bytes\":N}".into(),
+            "expected {\"mode\":\"normal\"|\"refuse\"|\"drop-after-handshake\"|\"drop-after-bytes\"|\"cut-after-client-hello\"|\"cut-mid-server-flight\"|\"trickle-server-flight\",\"bytes\":N,\"delay_ms\":N}".into(),
         );
     };
-    match ProxyFault::parse(&req.mode, req.bytes) {
+    match ProxyFault::parse(&req.mode, req.bytes, req.delay_ms) {
         Ok(fault) => {
             inst.controls().set_proxy_fault(fault);
             done()

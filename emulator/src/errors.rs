@@ -98,6 +98,39 @@ https://developers.google.com/identity/sign-in/web/devconsole-project."
         }
     }
 
+    /// 401 as the newer APIs answer it: the bearer token is missing (`missing`) or unknown
+    /// or expired, with the `google.rpc.ErrorInfo` Google's front end adds for `service`'s
+    /// RPC `rpc_method` (e.g. `google.iam.credentials.v1.IAMCredentials.GenerateAccessToken`).
+    pub fn unauthenticated_modern(missing: bool, service: &str, rpc_method: &str) -> Self {
+        let (message, reason) = if missing {
+            (
+                "Request is missing required authentication credential. Expected OAuth 2 \
+                 access token, login cookie or other valid authentication credential. See \
+                 https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                "CREDENTIALS_MISSING",
+            )
+        } else {
+            (
+                "Request had invalid authentication credentials. Expected OAuth 2 access \
+                 token, login cookie or other valid authentication credential. See \
+                 https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+            )
+        };
+        Self::new(401, message, "authError", "UNAUTHENTICATED")
+            .modern()
+            .with_detail(error_info(reason, service, rpc_method))
+    }
+
+    /// 403 as the newer APIs answer it: the token lacks the scope `service` needs.
+    pub fn insufficient_scopes_modern(service: &str, rpc_method: &str) -> Self {
+        Self::insufficient_scopes().modern().with_detail(error_info(
+            "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+            service,
+            rpc_method,
+        ))
+    }
+
     /// 403: the token lacks an Admin API scope.
     pub fn insufficient_scopes() -> Self {
         Self {
@@ -188,6 +221,17 @@ https://developers.google.com/identity/sign-in/web/devconsole-project."
             }
         })
     }
+}
+
+/// The `google.rpc.ErrorInfo` detail Google's front end adds to authentication errors of
+/// `service`'s RPC `rpc_method`.
+pub fn error_info(reason: &str, service: &str, rpc_method: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": service, "method": rpc_method},
+    })
 }
 
 impl IntoResponse for GoogleError {

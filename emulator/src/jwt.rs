@@ -1,5 +1,6 @@
-//! Verification of the RS256 JWT-bearer assertions (RFC 7523) that service accounts send
-//! to the token endpoint, with Google's error texts.
+//! RS256 JWTs: verification of the JWT-bearer assertions (RFC 7523) that service accounts
+//! send to the token endpoint, with Google's error texts; the signature check alone, for
+//! the identity provider's subject tokens; and signing.
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -81,8 +82,13 @@ pub struct Verified {
     pub scopes: Vec<String>,
 }
 
-/// Verifies `jwt` against `expected` at `now` (Unix seconds).
-pub fn verify(jwt: &str, expected: &Expected<'_>, now: i64) -> Result<Verified, JwtError> {
+/// The claims of `jwt` if it is an RS256 JWT signed by `public_key` whose header `kid`,
+/// when present, is `key_id`; `Err(JwtError::Signature)` for anything else.
+pub fn verified_claims(
+    jwt: &str,
+    public_key: &RsaPublicKey,
+    key_id: &str,
+) -> Result<Value, JwtError> {
     let mut parts = jwt.split('.');
     let (Some(h), Some(c), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -94,18 +100,22 @@ pub fn verify(jwt: &str, expected: &Expected<'_>, now: i64) -> Result<Verified, 
         return Err(JwtError::Signature);
     }
     if let Some(kid) = header.get("kid") {
-        if kid.as_str() != Some(expected.key_id) {
+        if kid.as_str() != Some(key_id) {
             return Err(JwtError::Signature);
         }
     }
     let sig_bytes = B64.decode(s).map_err(|_| JwtError::Signature)?;
     let signature = Signature::try_from(sig_bytes.as_slice()).map_err(|_| JwtError::Signature)?;
     let signing_input = &jwt[..h.len() + 1 + c.len()];
-    VerifyingKey::<Sha256>::new(expected.public_key.clone())
+    VerifyingKey::<Sha256>::new(public_key.clone())
         .verify(signing_input.as_bytes(), &signature)
         .map_err(|_| JwtError::Signature)?;
+    decode_json(c)
+}
 
-    let claims: Value = decode_json(c)?;
+/// Verifies `jwt` against `expected` at `now` (Unix seconds).
+pub fn verify(jwt: &str, expected: &Expected<'_>, now: i64) -> Result<Verified, JwtError> {
+    let claims = verified_claims(jwt, expected.public_key, expected.key_id)?;
     if claims.get("iss").and_then(Value::as_str) != Some(expected.issuer) {
         return Err(JwtError::Issuer);
     }
@@ -141,6 +151,58 @@ pub fn verify(jwt: &str, expected: &Expected<'_>, now: i64) -> Result<Verified, 
     Ok(Verified { scopes })
 }
 
+/// What a self-signed JWT used as an access token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfSigned {
+    /// The scopes it carries: its `scope` claim, or, for one with the API's audience and no
+    /// `scope`, cloud-platform (it is good for that whole API).
+    pub scopes: Vec<String>,
+    /// Its `exp` (Unix seconds).
+    pub exp: i64,
+}
+
+/// Checks `jwt` as Google checks a service account's self-signed JWT sent as a bearer
+/// token instead of an OAuth2 access token (AIP-4111, "service account authorization
+/// without OAuth"; google-auth sends one whenever a GAPIC client has service-account
+/// credentials): RS256, signed by `public_key` (header `kid`, when present, `key_id`),
+/// `iss` and `sub` the service account `email`, at most an hour long and current at `now`,
+/// and either a `scope` claim or `aud` the API's URL, `https://{service}/`. `None` for
+/// anything else, which the API answers as it answers an unknown token.
+pub fn self_signed_access(
+    jwt: &str,
+    public_key: &RsaPublicKey,
+    key_id: &str,
+    email: &str,
+    service: &str,
+    now: i64,
+) -> Option<SelfSigned> {
+    let claims = verified_claims(jwt, public_key, key_id).ok()?;
+    let text = |k: &str| claims.get(k).and_then(Value::as_str);
+    if text("iss") != Some(email) || text("sub") != Some(email) {
+        return None;
+    }
+    let iat = claims.get("iat").and_then(Value::as_i64)?;
+    let exp = claims.get("exp").and_then(Value::as_i64)?;
+    if exp <= iat
+        || exp - iat > MAX_LIFETIME_SECS
+        || exp + SKEW_SECS <= now
+        || iat > now + SKEW_SECS
+    {
+        return None;
+    }
+    let scopes: Vec<String> = text("scope")
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if !scopes.is_empty() {
+        return Some(SelfSigned { scopes, exp });
+    }
+    let audience = format!("https://{service}/");
+    (text("aud") == Some(audience.as_str())).then(|| SelfSigned {
+        scopes: vec![crate::tokens::SCOPE_CLOUD_PLATFORM.to_string()],
+        exp,
+    })
+}
+
 fn decode_json(part: &str) -> Result<Value, JwtError> {
     let bytes = B64.decode(part).map_err(|_| JwtError::Signature)?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| JwtError::Signature)?;
@@ -154,6 +216,11 @@ fn decode_json(part: &str) -> Result<Value, JwtError> {
 /// Test helper: signs `claims` with RS256 (used by unit and integration tests).
 #[doc(hidden)]
 pub fn sign_for_tests(key: &rsa::RsaPrivateKey, kid: Option<&str>, claims: &Value) -> String {
+    sign(key, kid, claims)
+}
+
+/// An RS256 JWT of `claims` signed with `key`, with `kid` in its header if given.
+pub fn sign(key: &rsa::RsaPrivateKey, kid: Option<&str>, claims: &Value) -> String {
     use rsa::pkcs1v15::SigningKey;
     use rsa::signature::{SignatureEncoding, Signer};
     let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
@@ -292,5 +359,64 @@ mod tests {
         c.as_object_mut().unwrap().remove("iat");
         let jwt = sign_for_tests(&keys().0, None, &c);
         assert_eq!(check(&jwt, NOW), Err(JwtError::Timeframe));
+    }
+
+    #[test]
+    fn self_signed_access_tokens() {
+        let public = keys().0.to_public_key();
+        let svc = "alloydb.googleapis.com";
+        let check = |jwt: &str| self_signed_access(jwt, &public, "kid1", ISS, svc, NOW);
+        // google-auth's: iss = sub, a scope claim, no aud.
+        let scoped = json!({"iss": ISS, "sub": ISS, "iat": NOW, "exp": NOW + 3600,
+                            "scope": "https://www.googleapis.com/auth/cloud-platform"});
+        let jwt = sign_for_tests(&keys().0, Some("kid1"), &scoped);
+        assert_eq!(
+            check(&jwt),
+            Some(SelfSigned {
+                scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+                exp: NOW + 3600
+            })
+        );
+        // Or the API's audience instead of a scope: good for that API only.
+        let aud = json!({"iss": ISS, "sub": ISS, "iat": NOW, "exp": NOW + 60,
+                         "aud": "https://alloydb.googleapis.com/"});
+        let jwt = sign_for_tests(&keys().0, None, &aud);
+        assert!(check(&jwt).is_some());
+        assert_eq!(
+            self_signed_access(&jwt, &public, "kid1", ISS, "sqladmin.googleapis.com", NOW),
+            None
+        );
+        // Everything else: another key or kid, another subject, too long, expired, neither
+        // scope nor audience, an access token.
+        let refused = [
+            sign_for_tests(&keys().1, Some("kid1"), &scoped),
+            sign_for_tests(&keys().0, Some("kid2"), &scoped),
+            sign_for_tests(&keys().0, None, &{
+                let mut c = scoped.clone();
+                c["sub"] = json!("other@p.iam.gserviceaccount.com");
+                c
+            }),
+            sign_for_tests(&keys().0, None, &{
+                let mut c = scoped.clone();
+                c["exp"] = json!(NOW + 3601);
+                c
+            }),
+            sign_for_tests(&keys().0, None, &{
+                let mut c = scoped.clone();
+                c["iat"] = json!(NOW - 7200);
+                c["exp"] = json!(NOW - 3600);
+                c
+            }),
+            sign_for_tests(
+                &keys().0,
+                None,
+                &json!({"iss": ISS, "sub": ISS, "iat": NOW,
+                                                    "exp": NOW + 60}),
+            ),
+            "ya29.emu-abc".to_string(),
+        ];
+        for jwt in refused {
+            assert_eq!(check(&jwt), None, "{jwt}");
+        }
     }
 }

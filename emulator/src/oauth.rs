@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::calls::Grant;
 use crate::credentials::{SERVICE_ACCOUNT_EMAIL, USER_EMAIL};
+use crate::faults::{self, TOKEN_ENDPOINT};
 use crate::jwt::{self, Expected};
 use crate::state::SharedState;
 use crate::tokens::{SCOPE_CLOUD_PLATFORM, SCOPE_SQLSERVICE_LOGIN, SCOPE_USERINFO_EMAIL};
@@ -37,10 +38,16 @@ fn with_no_store(mut resp: Response) -> Response {
     resp
 }
 
-/// `POST /token`.
+/// `POST /token`, its body stalled or trickled if a test asked for that.
 pub async fn token(State(state): State<SharedState>, body: Bytes) -> Response {
+    let slow = state.faults.take_slow(TOKEN_ENDPOINT);
+    faults::slow_down(slow, answer(&state, &body)).await
+}
+
+/// The token endpoint's answer to `body`.
+fn answer(state: &SharedState, body: &[u8]) -> Response {
     let form: HashMap<String, String> =
-        match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
+        match serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
             Ok(pairs) => pairs.into_iter().collect(),
             Err(_) => {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Bad Request")
@@ -50,11 +57,11 @@ pub async fn token(State(state): State<SharedState>, body: Bytes) -> Response {
     match grant_type {
         JWT_BEARER => {
             state.calls.record_token(Grant::JwtBearer);
-            jwt_bearer(&state, &form)
+            jwt_bearer(state, &form)
         }
         "refresh_token" => {
             state.calls.record_token(Grant::RefreshToken);
-            refresh_token(&state, &form)
+            refresh_token(state, &form)
         }
         "" => oauth_error(
             StatusCode::BAD_REQUEST,

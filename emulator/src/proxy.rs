@@ -160,6 +160,9 @@ pub enum ProxyFault {
     CutAfterClientHello,
     /// Answer the ClientHello with the first half of the server's flight, then close.
     CutMidServerFlight,
+    /// Answer the ClientHello with the server's whole flight one byte at a time, each after
+    /// this delay, then hold the connection (no more TLS) until the client closes it.
+    TrickleServerFlight(Duration),
 }
 
 impl ProxyFault {
@@ -172,8 +175,9 @@ impl ProxyFault {
     }
 
     /// `normal`, `refuse`, `drop-after-handshake`, `drop-after-bytes` with `bytes`,
-    /// `cut-after-client-hello` or `cut-mid-server-flight`.
-    pub fn parse(mode: &str, bytes: Option<u64>) -> Result<Self, String> {
+    /// `cut-after-client-hello`, `cut-mid-server-flight` or `trickle-server-flight` with
+    /// `delay_ms` (at least 1).
+    pub fn parse(mode: &str, bytes: Option<u64>, delay_ms: Option<u64>) -> Result<Self, String> {
         match (mode, bytes) {
             ("normal", _) => Ok(Self::Normal),
             ("refuse", _) => Ok(Self::Refuse),
@@ -182,9 +186,14 @@ impl ProxyFault {
             ("drop-after-bytes", None) => Err("drop-after-bytes needs \"bytes\"".into()),
             ("cut-after-client-hello", _) => Ok(Self::CutAfterClientHello),
             ("cut-mid-server-flight", _) => Ok(Self::CutMidServerFlight),
+            ("trickle-server-flight", _) => match delay_ms {
+                Some(ms) if ms > 0 => Ok(Self::TrickleServerFlight(Duration::from_millis(ms))),
+                _ => Err("trickle-server-flight needs \"delay_ms\" (at least 1)".into()),
+            },
             (other, _) => Err(format!(
                 "unknown mode {other:?}: expected normal, refuse, drop-after-handshake, \
-                 drop-after-bytes, cut-after-client-hello or cut-mid-server-flight"
+                 drop-after-bytes, cut-after-client-hello, cut-mid-server-flight or \
+                 trickle-server-flight"
             )),
         }
     }
@@ -327,12 +336,18 @@ async fn handle<E: Endpoint>(
 ) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
     let config = endpoint.controls().server_config();
-    if let ProxyFault::CutAfterClientHello | ProxyFault::CutMidServerFlight = fault {
+    let flight = match fault {
+        ProxyFault::CutAfterClientHello => Some(Flight::None),
+        ProxyFault::CutMidServerFlight => Some(Flight::Half),
+        ProxyFault::TrickleServerFlight(delay) => Some(Flight::Trickle(delay)),
+        _ => None,
+    };
+    if let Some(flight) = flight {
         eprintln!(
-            "proxy {}: fault: cutting the TLS handshake with {peer} ({fault:?})",
+            "proxy {}: fault: breaking the TLS handshake with {peer} ({fault:?})",
             endpoint.name()
         );
-        return cut_handshake(tcp, config, fault == ProxyFault::CutMidServerFlight).await;
+        return cut_handshake(tcp, config, flight).await;
     }
     let acceptor = TlsAcceptor::from(config);
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
@@ -353,15 +368,28 @@ async fn handle<E: Endpoint>(
     endpoint.serve_tls(tls, peer, fault, state).await
 }
 
+/// How much of its first flight a broken handshake sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flight {
+    /// None.
+    None,
+    /// The first half, at once.
+    Half,
+    /// All of it, a byte per delay.
+    Trickle(Duration),
+}
+
 /// Plays the server's side of a handshake up to its first flight, then closes the TCP
 /// connection (no alert, no close_notify): right after the ClientHello, or having sent
-/// the first half of the flight (`send_half`), which ends inside an encrypted record.
-/// The close is a FIN, and what the client sends meanwhile (its ChangeCipherSpec) is
-/// read, so it sees the server close rather than a reset.
+/// the first half of the flight, which ends inside an encrypted record. The close is a
+/// FIN, and what the client sends meanwhile (its ChangeCipherSpec) is read, so it sees the
+/// server close rather than a reset. A trickled flight is sent whole, a byte at a time;
+/// then the connection is held, with no more TLS, until the client closes it (or the
+/// handshake timeout passes).
 async fn cut_handshake(
     mut tcp: TcpStream,
     config: Arc<ServerConfig>,
-    send_half: bool,
+    flight: Flight,
 ) -> Result<(), String> {
     let mut conn =
         rustls::ServerConnection::new(config).map_err(|e| format!("cannot start TLS: {e}"))?;
@@ -380,15 +408,29 @@ async fn cut_handshake(
         conn.process_new_packets()
             .map_err(|e| format!("bad ClientHello: {e}"))?;
     }
-    if send_half {
-        let mut flight = Vec::new();
-        while conn.wants_write() {
-            conn.write_tls(&mut flight)
-                .map_err(|e| format!("writing the server's flight: {e}"))?;
-        }
-        tcp.write_all(&flight[..flight.len() / 2])
+    let mut bytes = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut bytes)
+            .map_err(|e| format!("writing the server's flight: {e}"))?;
+    }
+    match flight {
+        Flight::None => {}
+        Flight::Half => tcp
+            .write_all(&bytes[..bytes.len() / 2])
             .await
-            .map_err(|e| format!("sending half the server's flight: {e}"))?;
+            .map_err(|e| format!("sending half the server's flight: {e}"))?,
+        Flight::Trickle(delay) => {
+            for byte in bytes.chunks(1) {
+                tokio::time::sleep(delay).await;
+                if tcp.write_all(byte).await.is_err() {
+                    return Ok(()); // The client gave up.
+                }
+            }
+            // Hold the connection: whatever the client sends next is read and dropped.
+            let hold = async { while let Ok(1..) = tcp.read(&mut buf).await {} };
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, hold).await;
+            return Ok(());
+        }
     }
     close_after_refusal(Inbound::new(tcp)).await;
     Ok(())
@@ -506,25 +548,37 @@ mod tests {
 
     #[test]
     fn parses_fault_modes() {
-        assert_eq!(ProxyFault::parse("normal", None), Ok(ProxyFault::Normal));
-        assert_eq!(ProxyFault::parse("refuse", Some(3)), Ok(ProxyFault::Refuse));
         assert_eq!(
-            ProxyFault::parse("drop-after-handshake", None),
+            ProxyFault::parse("normal", None, None),
+            Ok(ProxyFault::Normal)
+        );
+        assert_eq!(
+            ProxyFault::parse("refuse", Some(3), None),
+            Ok(ProxyFault::Refuse)
+        );
+        assert_eq!(
+            ProxyFault::parse("drop-after-handshake", None, None),
             Ok(ProxyFault::DropAfterHandshake)
         );
         assert_eq!(
-            ProxyFault::parse("drop-after-bytes", Some(10)),
+            ProxyFault::parse("drop-after-bytes", Some(10), None),
             Ok(ProxyFault::DropAfterBytes(10))
         );
-        assert!(ProxyFault::parse("drop-after-bytes", None).is_err());
+        assert!(ProxyFault::parse("drop-after-bytes", None, None).is_err());
         assert_eq!(
-            ProxyFault::parse("cut-after-client-hello", None),
+            ProxyFault::parse("cut-after-client-hello", None, None),
             Ok(ProxyFault::CutAfterClientHello)
         );
         assert_eq!(
-            ProxyFault::parse("cut-mid-server-flight", None),
+            ProxyFault::parse("cut-mid-server-flight", None, None),
             Ok(ProxyFault::CutMidServerFlight)
         );
-        assert!(ProxyFault::parse("explode", None).is_err());
+        assert_eq!(
+            ProxyFault::parse("trickle-server-flight", None, Some(20)),
+            Ok(ProxyFault::TrickleServerFlight(Duration::from_millis(20)))
+        );
+        assert!(ProxyFault::parse("trickle-server-flight", None, None).is_err());
+        assert!(ProxyFault::parse("trickle-server-flight", None, Some(0)).is_err());
+        assert!(ProxyFault::parse("explode", None, None).is_err());
     }
 }

@@ -24,10 +24,18 @@ use crate::certs::{generate_rsa_keys, CertAuthority};
 use crate::cloudsql::certs::InstanceKeys;
 use crate::cloudsql::instance::{Instance, SERVER_PROXY_PORT};
 use crate::config::{Options, Spec};
-use crate::credentials::{Credentials, SERVICE_ACCOUNT_EMAIL};
+use crate::credentials::{
+    impersonation_url, write_private, Credentials, DELEGATE_SA_EMAIL, SERVICE_ACCOUNT_EMAIL,
+    TARGET_SA_EMAIL, UNIVERSE_DOMAIN,
+};
+use crate::idp::Idp;
 use crate::state::{AppState, SharedState};
 use crate::tokens::TokenStore;
-use crate::{control, metadata, oauth, proxy};
+use crate::workload_identity::{
+    self, external_account_file_json, external_account_url_json, DEFAULT_SUBJECT,
+    EXTERNAL_ACCOUNT_FILE, EXTERNAL_ACCOUNT_URL_FILE, SUBJECT_TOKEN_FILE,
+};
+use crate::{control, metadata, oauth, proxy, sts};
 
 /// One instance in the ready line.
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +114,39 @@ pub struct Ready {
     pub authorized_user_file: String,
     /// The service account's email.
     pub service_account_email: String,
+    /// STS's token exchange endpoint, `http://127.0.0.1:P/v1/token` (Google's
+    /// `https://sts.googleapis.com/v1/token`).
+    pub sts_endpoint: String,
+    /// The IAM Credentials base URL, the admin server (Google's
+    /// `https://iamcredentials.googleapis.com`): `generateAccessToken` is at
+    /// `{it}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`.
+    pub iam_credentials_endpoint: String,
+    /// The `impersonated_service_account` file whose source is the service-account key.
+    pub impersonated_service_account_file: String,
+    /// The `impersonated_service_account` file whose source is the authorized user, with
+    /// the delegate service account in `delegates`.
+    pub impersonated_user_file: String,
+    /// The `external_account` file with a file source, impersonating the target.
+    pub external_account_file: String,
+    /// The `external_account` file with a URL source and STS client authentication, no
+    /// impersonation.
+    pub external_account_url_file: String,
+    /// The subject token (a JWT, as text) the file source reads.
+    pub subject_token_file: String,
+    /// Where the URL source gets the subject token (`GET`, header `Metadata: True`).
+    pub subject_token_url: String,
+    /// The identity provider's issuer URL (`iss` of subject tokens).
+    pub oidc_issuer: String,
+    /// The STS `audience`: the workload identity pool provider.
+    pub workload_identity_audience: String,
+    /// The principal of the default subject's federated tokens (`principal://…`).
+    pub workload_principal: String,
+    /// The service account the impersonation files impersonate.
+    pub target_service_account_email: String,
+    /// The service account the user's impersonation goes through.
+    pub delegate_service_account_email: String,
+    /// `googleapis.com`, as the credential files say.
+    pub universe_domain: String,
     /// The instances.
     pub instances: Vec<ReadyInstance>,
 }
@@ -183,13 +224,14 @@ fn keys_needed(specs: &[Spec]) -> usize {
 
 /// Starts the emulator described by `opts`.
 pub async fn start(opts: Options) -> Result<Running, String> {
-    // Keys first: service account, unrelated CA, then each instance's.
-    let needed = 2 + keys_needed(&opts.instances);
+    // Keys first: service account, unrelated CA, identity provider, then each instance's.
+    let needed = 3 + keys_needed(&opts.instances);
     let mut keys = tokio::task::spawn_blocking(move || generate_rsa_keys(needed))
         .await
         .map_err(|e| format!("key generation task failed: {e}"))??;
     let sa_key = keys.pop().ok_or("no service account key")?;
     let unrelated_key = keys.pop().ok_or("no unrelated CA key")?;
+    let idp_key = keys.pop().ok_or("no identity provider key")?;
     let credentials = Credentials::generate(&sa_key)?;
     let unrelated = CertAuthority::unrelated(&unrelated_key)?;
 
@@ -234,31 +276,83 @@ pub async fn start(opts: Options) -> Result<Running, String> {
             (d.clone(), Some(d))
         }
     };
-    let (sa_file, user_file) = credentials
-        .write_files(&state_dir, &token_uri)
+    let control_endpoint = format!("{admin_endpoint}/emulator/v1");
+    let sts_endpoint = format!("{admin_endpoint}/v1/token");
+    let subject_token_url = control::subject_token_url(&control_endpoint);
+    let files = credentials
+        .write_files(&state_dir, &token_uri, &admin_endpoint)
         .map_err(|e| format!("cannot write credentials to {}: {e}", state_dir.display()))?;
+    let subject_token_path = state_dir.join(SUBJECT_TOKEN_FILE);
+    let idp = Idp::new(
+        idp_key,
+        control::oidc_issuer(&control_endpoint),
+        subject_token_path.clone(),
+        DEFAULT_SUBJECT,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot write the subject token to {}: {e}",
+            state_dir.display()
+        )
+    })?;
+    let external_file = state_dir.join(EXTERNAL_ACCOUNT_FILE);
+    let external_url_file = state_dir.join(EXTERNAL_ACCOUNT_URL_FILE);
+    let target_url = impersonation_url(&admin_endpoint, TARGET_SA_EMAIL);
+    let subject_token_file = subject_token_path.display().to_string();
+    write_private(
+        &external_file,
+        &external_account_file_json(&sts_endpoint, &subject_token_file, &target_url),
+    )
+    .and_then(|()| {
+        write_private(
+            &external_url_file,
+            &external_account_url_json(
+                &sts_endpoint,
+                &subject_token_url,
+                &credentials.sts_client_id,
+                &credentials.sts_client_secret,
+            ),
+        )
+    })
+    .map_err(|e| format!("cannot write credentials to {}: {e}", state_dir.display()))?;
 
+    let path = |p: &std::path::Path| p.display().to_string();
     let ready = Ready {
         admin_endpoint: admin_endpoint.clone(),
         alloydb_admin_endpoint: admin_endpoint.clone(),
         token_endpoint: token_uri.clone(),
         metadata_host: metadata_addr.to_string(),
-        control_endpoint: format!("{admin_endpoint}/emulator/v1"),
-        service_account_file: sa_file.display().to_string(),
-        authorized_user_file: user_file.display().to_string(),
+        oidc_issuer: idp.issuer().to_string(),
+        control_endpoint,
+        service_account_file: path(&files.service_account),
+        authorized_user_file: path(&files.authorized_user),
         service_account_email: SERVICE_ACCOUNT_EMAIL.to_string(),
+        sts_endpoint,
+        iam_credentials_endpoint: admin_endpoint.clone(),
+        impersonated_service_account_file: path(&files.impersonated_sa),
+        impersonated_user_file: path(&files.impersonated_user),
+        external_account_file: path(&external_file),
+        external_account_url_file: path(&external_url_file),
+        subject_token_file,
+        subject_token_url,
+        workload_identity_audience: workload_identity::audience(),
+        workload_principal: workload_identity::principal(DEFAULT_SUBJECT),
+        target_service_account_email: TARGET_SA_EMAIL.to_string(),
+        delegate_service_account_email: DELEGATE_SA_EMAIL.to_string(),
+        universe_domain: UNIVERSE_DOMAIN.to_string(),
         instances: ready_instances,
     };
 
     let tokens = TokenStore::new(Duration::from_secs(opts.token_lifetime_secs));
     let instances = Arc::new(Instances::new(&cloudsql_instances, &alloydb_instances));
     let state: SharedState = Arc::new(
-        AppState::new(instances.projects(), tokens, credentials, token_uri)
+        AppState::new(instances.projects(), tokens, credentials, idp, token_uri)
             .with_cert_lifetime(opts.cert_lifetime_secs.map(Duration::from_secs)),
     );
 
     let admin_app = Router::new()
         .route("/token", post(oauth::token))
+        .route("/v1/token", post(sts::token))
         .nest("/emulator/v1", control::router())
         .fallback(app::admin_api)
         .layer(middleware::from_fn(log_requests))

@@ -1,5 +1,6 @@
 //! State shared by every HTTP handler and proxy, whichever service: tokens, call counters,
-//! injected faults, credentials and the IAM logins behind ephemeral certificates. Each
+//! injected faults, credentials, the identity provider and IAM policy behind workload
+//! identity federation and impersonation, and the IAM logins behind ephemeral certificates. Each
 //! service keeps its own instances (`cloudsql::instance`, `alloydb::instance`); `app`
 //! holds both next to this.
 
@@ -11,6 +12,8 @@ use crate::calls::Calls;
 use crate::credentials::Credentials;
 use crate::faults::Faults;
 use crate::iam::IamBindings;
+use crate::iamcredentials::policy::Policy;
+use crate::idp::Idp;
 use crate::tamper::Tampering;
 use crate::tokens::TokenStore;
 
@@ -32,6 +35,10 @@ pub struct AppState {
     pub tampering: Tampering,
     /// Principals' secrets.
     pub credentials: Credentials,
+    /// The external identity provider the workload identity pool trusts.
+    pub idp: Idp,
+    /// Who may impersonate which service account.
+    pub policy: Policy,
     /// The token endpoint URL the emulator advertises (`http://127.0.0.1:P/token`).
     pub token_uri: String,
     /// Accepted JWT audiences: `token_uri` and Google's.
@@ -48,6 +55,7 @@ impl AppState {
         projects: HashSet<String>,
         tokens: TokenStore,
         credentials: Credentials,
+        idp: Idp,
         token_uri: String,
     ) -> Self {
         Self {
@@ -57,6 +65,8 @@ impl AppState {
             faults: Faults::default(),
             tampering: Tampering::default(),
             credentials,
+            idp,
+            policy: Policy::emulator(),
             audiences: vec![token_uri.clone(), GOOGLE_TOKEN_URI.to_string()],
             token_uri,
             ephemeral_principals: IamBindings::default(),

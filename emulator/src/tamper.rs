@@ -1,4 +1,4 @@
-//! Tampered Admin API answers, for tests: "answer the next N calls of this
+//! Tampered API answers (the Admin APIs, STS, generateAccessToken), for tests: "answer the next N calls of this
 //! method with a broken success". Google never sends these; each is a way a
 //! broken proxy, a bug or an attacker on the path could, and a connector must
 //! refuse every one with a clear error instead of trusting it.
@@ -20,7 +20,7 @@ use rsa::RsaPublicKey;
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
-use crate::calls::AdminMethod;
+use crate::calls::ApiMethod;
 use crate::certs::{generate_rsa_keys, rsa_spki};
 
 /// How much whitespace `oversized` appends: well past any client's bound on
@@ -80,10 +80,10 @@ impl Issue {
 impl Tamper {
     /// The mode named `mode` (with `field` for `drop-field`), if it applies to
     /// `method`.
-    pub fn parse(mode: &str, field: Option<&str>, method: AdminMethod) -> Result<Self, String> {
+    pub fn parse(mode: &str, field: Option<&str>, method: ApiMethod) -> Result<Self, String> {
         let issues_cert = matches!(
             method,
-            AdminMethod::GenerateEphemeralCert | AdminMethod::GenerateClientCertificate
+            ApiMethod::GenerateEphemeralCert | ApiMethod::GenerateClientCertificate
         );
         let tamper = match mode {
             "malformed" => Self::Malformed,
@@ -136,7 +136,7 @@ impl Tamper {
 
     /// The response to send for `method` instead of `answer`: 200 and JSON's
     /// content type, as a real answer.
-    pub fn response(&self, method: AdminMethod, answer: Value) -> Response {
+    pub fn response(&self, method: ApiMethod, answer: Value) -> Response {
         (
             [(header::CONTENT_TYPE, "application/json")],
             self.body(method, answer),
@@ -145,7 +145,7 @@ impl Tamper {
     }
 
     /// The body to send for `method` instead of `answer`.
-    pub fn body(&self, method: AdminMethod, mut answer: Value) -> Vec<u8> {
+    pub fn body(&self, method: ApiMethod, mut answer: Value) -> Vec<u8> {
         match self {
             Self::DropField(path) => drop_path(&mut answer, path),
             Self::CaNotPem => {
@@ -171,11 +171,14 @@ impl Tamper {
 }
 
 /// Where `method`'s answer carries the CA certificate (a JSON pointer).
-fn ca_path(method: AdminMethod) -> Option<&'static str> {
+fn ca_path(method: ApiMethod) -> Option<&'static str> {
     match method {
-        AdminMethod::ConnectSettings => Some("/serverCaCert/cert"),
-        AdminMethod::GenerateClientCertificate => Some("/caCert"),
-        AdminMethod::GenerateEphemeralCert | AdminMethod::ConnectionInfo => None,
+        ApiMethod::ConnectSettings => Some("/serverCaCert/cert"),
+        ApiMethod::GenerateClientCertificate => Some("/caCert"),
+        ApiMethod::GenerateEphemeralCert
+        | ApiMethod::ConnectionInfo
+        | ApiMethod::Sts
+        | ApiMethod::GenerateAccessToken => None,
     }
 }
 
@@ -197,7 +200,7 @@ fn drop_path(value: &mut Value, path: &str) {
 /// One queued tampering.
 #[derive(Debug)]
 struct Entry {
-    method: AdminMethod,
+    method: ApiMethod,
     tamper: Tamper,
     remaining: u32,
 }
@@ -210,7 +213,7 @@ pub struct Tampering {
 
 impl Tampering {
     /// Tampers with the next `count` answers of `method`.
-    pub fn push(&self, method: AdminMethod, tamper: Tamper, count: u32) {
+    pub fn push(&self, method: ApiMethod, tamper: Tamper, count: u32) {
         if count > 0 {
             self.lock().push(Entry {
                 method,
@@ -221,7 +224,7 @@ impl Tampering {
     }
 
     /// The tampering for this call of `method`, if one is queued.
-    pub fn take(&self, method: AdminMethod) -> Option<Tamper> {
+    pub fn take(&self, method: ApiMethod) -> Option<Tamper> {
         let mut queue = self.lock();
         let i = queue.iter().position(|e| e.method == method)?;
         queue[i].remaining -= 1;
@@ -247,7 +250,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use AdminMethod::*;
+    use ApiMethod::*;
 
     fn settings() -> Value {
         json!({

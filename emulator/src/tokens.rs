@@ -16,6 +16,24 @@ pub const SCOPE_SQLSERVICE_LOGIN: &str = "https://www.googleapis.com/auth/sqlser
 pub const SCOPE_ALLOYDB_LOGIN: &str = "https://www.googleapis.com/auth/alloydb.login";
 /// Scope for the caller's email.
 pub const SCOPE_USERINFO_EMAIL: &str = "https://www.googleapis.com/auth/userinfo.email";
+/// Scope of the IAM APIs; google-auth scopes an impersonation's source credentials to it.
+pub const SCOPE_IAM: &str = "https://www.googleapis.com/auth/iam";
+
+/// Where Google's OAuth 2.0 scope URLs start.
+const SCOPE_URL_PREFIX: &str = "https://www.googleapis.com/auth/";
+
+/// True for a scope Google could grant: a `https://www.googleapis.com/auth/…` URL or one of
+/// the OpenID Connect names. Token requests with anything else are refused.
+pub fn is_valid_scope(scope: &str) -> bool {
+    let url_rest = scope.strip_prefix(SCOPE_URL_PREFIX);
+    let well_formed = url_rest.is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+    });
+    well_formed || matches!(scope, "openid" | "email" | "profile")
+}
 
 /// What the emulator knows about an access token it issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +74,21 @@ impl TokenStore {
         self.lifetime
     }
 
-    /// Issues a fresh `ya29.emu-…` token and returns it with its info.
+    /// Issues a fresh `ya29.emu-…` token that lives the store's lifetime and returns it
+    /// with its info.
     pub fn issue(&self, principal: &str, scopes: Vec<String>) -> (String, TokenInfo) {
+        self.issue_for(principal, scopes, self.lifetime)
+    }
+
+    /// Issues a fresh `ya29.emu-…` token that lives `lifetime`, but never longer than the
+    /// store's lifetime (`--token-lifetime-secs` shortens every token), and returns it
+    /// with its info.
+    pub fn issue_for(
+        &self,
+        principal: &str,
+        scopes: Vec<String>,
+        lifetime: Duration,
+    ) -> (String, TokenInfo) {
         let token = format!(
             "ya29.emu-{}",
             Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
@@ -66,7 +97,7 @@ impl TokenStore {
         let info = TokenInfo {
             principal: principal.to_string(),
             scopes,
-            expiry: now + self.lifetime,
+            expiry: now + lifetime.min(self.lifetime),
         };
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         // Drop long-expired tokens so a long-running emulator does not grow without bound.
@@ -121,6 +152,43 @@ mod tests {
         let mut both = vec![tok, other];
         both.sort();
         assert_eq!(store.issued(), both);
+    }
+
+    #[test]
+    fn lifetimes_are_capped_by_the_store() {
+        let store = TokenStore::new(Duration::from_secs(600));
+        let before = SystemTime::now();
+        let (_, short) = store.issue_for("a@b", vec![], Duration::from_secs(60));
+        let (_, long) = store.issue_for("a@b", vec![], Duration::from_secs(3600));
+        let after = SystemTime::now();
+        assert!(short.expiry >= before + Duration::from_secs(60));
+        assert!(short.expiry <= after + Duration::from_secs(60));
+        assert!(long.expiry >= before + Duration::from_secs(600));
+        assert!(long.expiry <= after + Duration::from_secs(600));
+    }
+
+    #[test]
+    fn scopes_are_checked() {
+        for good in [
+            SCOPE_CLOUD_PLATFORM,
+            SCOPE_IAM,
+            SCOPE_SQLSERVICE_LOGIN,
+            "https://www.googleapis.com/auth/devstorage.read_only",
+            "openid",
+            "email",
+        ] {
+            assert!(is_valid_scope(good), "{good}");
+        }
+        for bad in [
+            "",
+            "cloud-platform",
+            "https://www.googleapis.com/auth/",
+            "https://example.com/auth/x",
+            "https://www.googleapis.com/auth/a b",
+            "https://www.googleapis.com/auth/x?y",
+        ] {
+            assert!(!is_valid_scope(bad), "{bad:?}");
+        }
     }
 
     #[test]

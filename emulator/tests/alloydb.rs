@@ -13,7 +13,7 @@ use rsa::RsaPrivateKey;
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use support::{
-    alloydb_mdx_request, dial_verified, http, now, read_alloydb_mdx_response, sa_token,
+    alloydb_mdx_request, dial_verified, eventually, http, now, read_alloydb_mdx_response, sa_token,
     start_emulator, start_in_process, test_postgres, InProcess, Pg, Resp,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -566,7 +566,13 @@ async fn proxy_logins() {
         }
     };
     assert!(refused, "a leaf-only client chain was accepted");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the proxy is done with that connection, an exchange on it would be counted.
+    eventually("the proxy closed the leaf-only connection", || async {
+        emu.calls().await["proxyOpenConnections"]
+            .get(&private)
+            .is_none()
+    })
+    .await;
 
     // --- Counters: every exchange at i1, the auth types of the well-formed ones in order.
     let calls = emu.calls().await;
@@ -830,17 +836,21 @@ async fn binary_logs_without_secrets() {
             pg.terminate().await;
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let log = emu.stderr.lock().unwrap().clone();
-    assert!(
-        log.contains("metadata exchange: auth_type=AUTO_IAM"),
-        "{log}"
-    );
-    assert!(log.contains("metadata exchange refused"), "{log}");
-    assert!(
-        log.contains(&format!("IAM login as \"{SA_DB_USER}\"")),
-        "{log}"
-    );
+    // Every connection's handler is done (so has logged all it will), and the log says
+    // what happened.
+    let calls_url = format!("{}/calls", emu.ready["control_endpoint"].as_str().unwrap());
+    eventually("the proxy closed every connection", || async {
+        let calls = http("GET", &calls_url, &[], b"").await.json();
+        calls["proxyOpenConnections"].get(ip).is_none()
+    })
+    .await;
+    let log = emu
+        .log_containing(&[
+            "metadata exchange: auth_type=AUTO_IAM",
+            "metadata exchange refused",
+            &format!("IAM login as \"{SA_DB_USER}\""),
+        ])
+        .await;
     for secret in [admin_token.as_str(), login_token.as_str(), "ya29."] {
         assert!(!log.contains(secret), "log leaks a secret: {log}");
     }

@@ -472,7 +472,8 @@ async fn emulator_end_to_end() {
             "mdx": {}, "mdxClientProtocolType": {}, "proxyConnections": {},
             "proxyHandshakes": {}, "proxyClientBytes": {}, "proxyOpenConnections": {},
             "connectionInfo": {}, "generateClientCertificate": {},
-            "alloydbMdx": {}, "alloydbMdxAuthType": {}
+            "alloydbMdx": {}, "alloydbMdxAuthType": {},
+            "sts": {}, "generateAccessToken": {}
         })
     );
     let r = http("POST", &format!("{control}/calls/reset"), &[], b"").await;
@@ -485,7 +486,8 @@ async fn emulator_end_to_end() {
                "mdx":{},"mdxClientProtocolType":{},"proxyConnections":{},
                "proxyHandshakes":{},"proxyClientBytes":{},"proxyOpenConnections":{},
                "connectionInfo":{},"generateClientCertificate":{},
-               "alloydbMdx":{},"alloydbMdxAuthType":{}})
+               "alloydbMdx":{},"alloydbMdxAuthType":{},
+               "sts":{},"generateAccessToken":{}})
     );
 
     // --- TLS proxies: legacy (CN check) and CAS (SAN check, intermediate in the roots).
@@ -663,8 +665,7 @@ async fn emulator_end_to_end() {
         .expect("emulator did not stop")
         .unwrap();
     assert!(status.success(), "{status}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = emu.stderr.lock().unwrap().clone();
+    let log = emu.final_log().await;
     assert!(log.contains("POST /token 200"), "{log}");
     for secret in [
         access.as_str(),

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -11,7 +12,7 @@ use postgres_protocol::message::backend::Message;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
-use support::{dial, form, http, sa_token, start_emulator, startup_message, FORM};
+use support::{dial, eventually, form, http, sa_token, start_emulator, startup_message, FORM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -31,6 +32,8 @@ type Session = Arc<Mutex<Vec<u8>>>;
 struct Backend {
     addr: String,
     sessions: Arc<Mutex<Vec<Session>>>,
+    /// Sessions whose client (the proxy) has closed or reset them.
+    ended: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -43,26 +46,38 @@ impl Backend {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
+        let ended = Arc::new(AtomicUsize::new(0));
         let all = sessions.clone();
+        let all_ended = ended.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 let seen = Session::default();
                 all.lock().unwrap().push(seen.clone());
+                let ended = all_ended.clone();
                 tokio::spawn(async move {
-                    if s.write_all(greeting).await.is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = s.read(&mut buf).await {
-                        seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if s.write_all(&buf[..n]).await.is_err() {
-                            return;
+                    if s.write_all(greeting).await.is_ok() {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = s.read(&mut buf).await {
+                            seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
                         }
                     }
+                    ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        Self { addr, sessions }
+        Self {
+            addr,
+            sessions,
+            ended,
+        }
+    }
+
+    /// How many sessions have ended.
+    fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
     }
 
     fn connections(&self) -> usize {
@@ -384,14 +399,21 @@ async fn iam_login_and_metadata_exchange() {
         json!({"p:pgmdx": ["TCP", "UDS"]})
     );
 
-    // --- The log tells what happened, without the tokens.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let log = emu.stderr.lock().unwrap().clone();
-    assert!(
-        log.contains("metadata exchange: client_protocol_type=TCP"),
-        "{log}"
-    );
-    assert!(log.contains("IAM login refused"), "{log}");
+    // --- The log tells what happened, without the tokens (once every connection's
+    // handler is done, so has logged all it will).
+    eventually("the proxies closed every connection", || async {
+        let calls = http("GET", &format!("{control}/calls"), &[], b"")
+            .await
+            .json();
+        calls["proxyOpenConnections"] == json!({})
+    })
+    .await;
+    let log = emu
+        .log_containing(&[
+            "metadata exchange: client_protocol_type=TCP",
+            "IAM login refused",
+        ])
+        .await;
     for secret in [sa_token.as_str(), user_token.as_str(), "ya29."] {
         assert!(!log.contains(secret), "log leaks a secret: {log}");
     }
@@ -551,7 +573,11 @@ async fn mysql_iam_login() {
         let prefix = format!("Access denied for user '{db_user}'@'cloudsqlproxy~");
         assert!(message.starts_with(&prefix), "{message}");
         assert!(message.ends_with("' (using password: NO)"), "{message}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Once the backend saw its session end, it has seen all the proxy sent.
+        eventually("the backend session ended", || {
+            std::future::ready(backend.ended() == backend.connections())
+        })
+        .await;
         assert!(
             backend.last_session().is_empty(),
             "a refused login reached the backend"
@@ -592,10 +618,8 @@ async fn mysql_iam_login() {
     );
     drop(tls);
 
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let log = emu.stderr.lock().unwrap().clone();
-    assert!(log.contains("IAM login as \"connector-sa\""), "{log}");
-    assert!(log.contains("IAM login refused"), "{log}");
+    emu.log_containing(&["IAM login as \"connector-sa\"", "IAM login refused"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

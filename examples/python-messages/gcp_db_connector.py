@@ -141,7 +141,8 @@ class Connector:
     Arguments as Google's ``Connector``: ``ip_type`` ("public", "private",
     "psc"; default public), ``enable_iam_auth``, ``timeout`` (seconds, for the
     certificate refresh and for the dial, each), ``quota_project``,
-    ``sqladmin_api_endpoint``, ``user_agent``, and ``refresh_strategy``, which
+    ``sqladmin_api_endpoint``, ``universe_domain``, ``user_agent``, and
+    ``refresh_strategy``, which
     must be "lazy": a background refresh needs a thread that outlives the
     request, and a wasm instance has none.
 
@@ -166,6 +167,7 @@ class Connector:
         sqladmin_api_endpoint=None,
         user_agent=None,
         refresh_strategy="lazy",
+        universe_domain=None,
         alloydb_api_endpoint=None,
         credentials_file=None,
         store_bucket=None,
@@ -189,6 +191,9 @@ class Connector:
         self._enable_iam_auth = bool(enable_iam_auth)
         self._config = wit.Config(
             credentials=credentials,
+            impersonation=None,
+            universe_domain=universe_domain or None,
+            iam_credentials_endpoint=None,
             ip_type=self._ip_type,
             enable_iam_auth=self._enable_iam_auth,
             admin_endpoint=sqladmin_api_endpoint or None,

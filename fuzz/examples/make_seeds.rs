@@ -257,6 +257,10 @@ fn main() {
         (200, json!({"access_token": "ya29.metadata-token", "expires_in": 3599, "token_type": "Bearer", "id_token": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"})),
         (400, json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."})),
         (401, json!({"error": "unauthorized_client", "error_description": "Client is unauthorized to retrieve access tokens using this method."})),
+        // IAM Credentials' generateAccessToken and its refusal; STS's answer.
+        (200, json!({"accessToken": "ya29.c.impersonated", "expireTime": "2026-12-06T22:00:00Z"})),
+        (403, json!({"error": {"code": 403, "message": "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).", "status": "PERMISSION_DENIED"}})),
+        (200, json!({"access_token": "ya29.federated", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer", "expires_in": 3600})),
     ]
     .iter()
     .enumerate()
@@ -277,7 +281,37 @@ fn main() {
         "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty", "refresh_token": "1//0fuzz-refresh-token",
         "quota_project_id": "proj"
     });
-    for (i, v) in [sa, user].iter().enumerate() {
+    // gcloud's impersonated ADC file, and Workload Identity Federation files
+    // (file and URL sources) as `gcloud iam workload-identity-pools
+    // create-cred-config` writes them.
+    let impersonated = json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/target@proj.iam.gserviceaccount.com:generateAccessToken",
+        "delegates": ["projects/-/serviceAccounts/delegate@proj.iam.gserviceaccount.com"],
+        "source_credentials": user.clone(),
+    });
+    let audience = "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/oidc";
+    let external_file = json!({
+        "type": "external_account", "audience": audience,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/target@proj.iam.gserviceaccount.com:generateAccessToken",
+        "service_account_impersonation": {"token_lifetime_seconds": 1800},
+        "credential_source": {"file": "/var/run/secrets/token"},
+        "universe_domain": "googleapis.com"
+    });
+    let external_url = json!({
+        "type": "external_account", "audience": audience,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"url": "http://169.254.169.254/token", "headers": {"Metadata": "True"},
+            "format": {"type": "json", "subject_token_field_name": "access_token"}},
+        "workforce_pool_user_project": "proj"
+    });
+    for (i, v) in [sa, user, impersonated, external_file, external_url]
+        .iter()
+        .enumerate()
+    {
         assert!(
             fuzzing::credentials_json(&v.to_string()).is_ok(),
             "credentials seed {i}"

@@ -67,8 +67,8 @@ pub use bindings::{ConnectorComponent, ConnectorComponentPre};
 /// The types of the `gcp:db-connector/connector` interface, as generated from
 /// `wit/connector.wit`.
 pub use bindings::exports::gcp::db_connector::connector::{
-    AccessTokens, ApiError, Config, ConnectOptions, ConnectTimings, Credentials, Error, IpType,
-    VerificationCheck, VerificationError,
+    AccessTokens, ApiError, Config, ConnectOptions, ConnectTimings, Credentials, Error,
+    Impersonation, IpType, VerificationCheck, VerificationError,
 };
 
 /// Defaults matching the WIT's documented ones (all optional fields unset,
@@ -77,11 +77,14 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             credentials: None,
+            impersonation: None,
+            universe_domain: None,
             ip_type: None,
             enable_iam_auth: false,
             admin_endpoint: None,
             alloydb_admin_endpoint: None,
             token_endpoint: None,
+            iam_credentials_endpoint: None,
             metadata_host: None,
             quota_project: None,
             user_agent: None,

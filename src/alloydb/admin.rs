@@ -127,7 +127,9 @@ mod tests {
             r.url,
             "http://127.0.0.1:9/v1beta/projects/example.com:p/locations/us-central1/clusters/c/instances/i/connectionInfo"
         );
-        assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
+        assert!(r
+            .headers
+            .contains(&("authorization".into(), "Bearer tok".into())));
 
         let r = client()
             .generate_client_certificate(&uri(), "tok", "PEM")

@@ -10,7 +10,6 @@ pub(crate) mod refresh;
 use std::sync::Arc;
 use std::time::Instant;
 
-use admin::DEFAULT_ALLOYDB_ADMIN_ENDPOINT;
 use instance_uri::AlloyDbInstanceUri;
 use mdx::AlloyDbExchange;
 
@@ -55,11 +54,13 @@ impl Service for AlloyDbInstanceUri {
         refresh::refresh(self, ctx, iam, deadline)
     }
 
-    fn admin_endpoint<'c>(&self, config: &'c Config) -> &'c str {
+    /// The configured one, else `https://alloydb.UNIVERSE`
+    /// ([`DEFAULT_ALLOYDB_ADMIN_ENDPOINT`] in Google's).
+    fn admin_endpoint(&self, config: &Config) -> String {
         config
             .alloydb_admin_endpoint
-            .as_deref()
-            .unwrap_or(DEFAULT_ALLOYDB_ADMIN_ENDPOINT)
+            .clone()
+            .unwrap_or_else(|| format!("https://alloydb.{}", config.universe()))
     }
 
     /// Port 5433; the server certificate names the address dialled as a

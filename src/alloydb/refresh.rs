@@ -27,7 +27,7 @@ pub(crate) fn refresh(
     deadline: Instant,
 ) -> Result<Refreshed, Error> {
     let mut timings = RefreshTimings::default();
-    let admin = AdminClient(ctx.admin_api(uri.admin_endpoint(ctx.config)));
+    let admin = AdminClient(ctx.admin_api(&uri.admin_endpoint(ctx.config)));
     let ((api, login), key) = ctx.tokens_and_key(
         || {
             let api = ctx.tokens.start(ADMIN_SCOPE, Freshness::Cached, deadline);
@@ -101,6 +101,9 @@ pub(crate) fn connection_info(
             "connectionInfo lists no IP address and no PSC DNS name: the instance has no \
              supported IP addresses",
         ));
+    }
+    if let Some(problem) = addresses.problem() {
+        return Err(meta(&format!("connectionInfo lists {problem}")));
     }
 
     let ca_pem = present(cert.ca_cert)

@@ -72,7 +72,7 @@ impl Shelf {
     fn entry_key(&self, key: &CacheKey, deadline: Instant) -> Option<String> {
         let principal = self.tokens.principal(deadline).ok()?;
         let endpoint = key.name.service().admin_endpoint(&self.config);
-        let scope = fingerprint(&[&principal, endpoint]);
+        let scope = fingerprint(&[&principal, &endpoint]);
         let auth = if key.iam { "iam" } else { "native" };
         Some(format!("{PREFIX}/{scope}/{}/{auth}", key.name))
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -183,7 +183,7 @@ impl Entry {
             private: self.private_ip,
             psc: self.psc_name,
         };
-        if !dialable(&addresses) {
+        if addresses.problem().is_some() {
             return None;
         }
         let facts = InstanceFacts {
@@ -199,22 +199,6 @@ impl Entry {
         };
         Some((facts, public_key))
     }
-}
-
-/// Whether every address is one an instance can have: some address, IPs a
-/// host can be at, a PSC name that is a DNS name.
-fn dialable(a: &Addresses) -> bool {
-    let ip_ok = |ip: &IpAddr| {
-        !(ip.is_unspecified()
-            || ip.is_multicast()
-            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
-    };
-    let name_ok =
-        |n: &String| matches!(ServerName::try_from(n.as_str()), Ok(ServerName::DnsName(_)));
-    *a != Addresses::default()
-        && a.public.iter().all(ip_ok)
-        && a.private.iter().all(ip_ok)
-        && a.psc.iter().all(name_ok)
 }
 
 /// The connector's key, kept once per principal and reused by every refresh

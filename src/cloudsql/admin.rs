@@ -147,11 +147,13 @@ mod tests {
             r.url,
             "http://127.0.0.1:9/sql/v1beta4/projects/example.com:proj/instances/db/connectSettings"
         );
-        assert!(r.headers.contains(&("authorization", "Bearer tok".into())));
         assert!(r
             .headers
-            .contains(&("x-goog-user-project", "quota-p".into())));
-        assert!(r.headers.contains(&("user-agent", "ua/1".into())));
+            .contains(&("authorization".into(), "Bearer tok".into())));
+        assert!(r
+            .headers
+            .contains(&("x-goog-user-project".into(), "quota-p".into())));
+        assert!(r.headers.contains(&("user-agent".into(), "ua/1".into())));
 
         let r = client()
             .generate_ephemeral_cert(&name(), "tok", "PEM", Some("login"))

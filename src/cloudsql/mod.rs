@@ -10,7 +10,6 @@ pub(crate) mod refresh;
 use std::sync::Arc;
 use std::time::Instant;
 
-use admin::DEFAULT_ADMIN_ENDPOINT;
 use instance_name::InstanceName;
 use mdx::CloudSqlExchange;
 
@@ -55,11 +54,13 @@ impl Service for InstanceName {
         refresh::refresh(self, ctx, iam, deadline)
     }
 
-    fn admin_endpoint<'c>(&self, config: &'c Config) -> &'c str {
+    /// The configured one, else `https://sqladmin.UNIVERSE`
+    /// ([`DEFAULT_ADMIN_ENDPOINT`] in Google's).
+    fn admin_endpoint(&self, config: &Config) -> String {
         config
             .admin_endpoint
-            .as_deref()
-            .unwrap_or(DEFAULT_ADMIN_ENDPOINT)
+            .clone()
+            .unwrap_or_else(|| format!("https://sqladmin.{}", config.universe()))
     }
 
     /// Port 3307; the server certificate names the instance's DNS name as a

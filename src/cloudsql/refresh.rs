@@ -25,7 +25,7 @@ pub(crate) fn refresh(
     deadline: Instant,
 ) -> Result<Refreshed, Error> {
     let mut timings = RefreshTimings::default();
-    let admin = AdminClient(ctx.admin_api(name.admin_endpoint(ctx.config)));
+    let admin = AdminClient(ctx.admin_api(&name.admin_endpoint(ctx.config)));
     let ((api, login), key) = ctx.tokens_and_key(
         || {
             let api = ctx.tokens.start(ADMIN_SCOPE, Freshness::Cached, deadline);
@@ -136,6 +136,9 @@ pub(crate) fn connection_info(
             "connectSettings lists no PRIMARY or PRIVATE address in ipAddresses and no PSC DNS \
              name: the instance has no supported IP addresses",
         ));
+    }
+    if let Some(problem) = addresses.problem() {
+        return Err(meta(&format!("connectSettings lists {problem}")));
     }
     let server_name = s
         .dns_names
@@ -316,6 +319,21 @@ mod tests {
             assert_eq!(e.ip_type(), Some(t));
             assert_eq!(e.instance(), Some("proj:us-central1:db"));
         }
+    }
+
+    #[test]
+    fn an_address_no_instance_can_have_is_refused_as_a_store_entry_would_be() {
+        let ca = Ca::new("CA");
+        let cert = ca.client_cert_pem(&key().spki_der, 60);
+        let mut s = settings(&ca.pem());
+        s.dns_names[1].name = Some("xyz.psc.:us-central1.sql-psc.goog.".into());
+        let e = build(s, &cert, None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InstanceMetadata);
+        assert!(e.message().contains("which is not a DNS name"), "{e}");
+        let mut s = settings(&ca.pem());
+        s.ip_addresses[0].ip_address = Some("0.0.0.0".into());
+        let e = build(s, &cert, None).unwrap_err();
+        assert!(e.message().contains("the address 0.0.0.0"), "{e}");
     }
 
     #[test]

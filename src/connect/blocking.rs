@@ -2,7 +2,7 @@
 //! `wasi:sockets`), then carries the established connection's bytes.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 
 use rustls::ClientConnection;
 
@@ -17,14 +17,11 @@ pub(crate) fn run(mut dial: Dial) -> Result<Connection, Error> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match dial.next()? {
-            Action::Resolve { host, port, .. } => {
-                // std's lookup takes no timeout; the host bounds it.
-                dial.resolved(
-                    (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map(Iterator::collect),
-                );
-            }
+            Action::Resolve {
+                host,
+                port,
+                timeout,
+            } => dial.resolved(resolve(&host, port, timeout)),
             Action::Connect { addr, timeout } => {
                 let tcp = TcpStream::connect_timeout(&addr, timeout).and_then(|tcp| {
                     // Database protocols exchange small messages; don't delay
@@ -148,4 +145,17 @@ impl Write for Connection {
         self.flush_tls()?;
         self.tcp.flush()
     }
+}
+
+/// The addresses of `host`: in a wasm guest bounded by `timeout`; natively
+/// (tests) by the system resolver.
+#[cfg(target_os = "wasi")]
+fn resolve(host: &str, port: u16, timeout: std::time::Duration) -> io::Result<Vec<SocketAddr>> {
+    crate::wasi::name_lookup::resolve(host, port, timeout)
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn resolve(host: &str, port: u16, _: std::time::Duration) -> io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs().map(Iterator::collect)
 }

@@ -226,8 +226,12 @@ impl Dial {
                 None => self.fail_with(Error::dial(format!("{host} resolves to no address"))),
             },
             Err(e) => {
-                let error = Error::dial(format!("cannot resolve {host}: {e}")).with_source(e);
-                self.fail_with(error);
+                let error = if e.kind() == io::ErrorKind::TimedOut {
+                    Error::timeout(format!("looking up {host} did not finish in time"))
+                } else {
+                    Error::dial(format!("cannot resolve {host}: {e}"))
+                };
+                self.fail_with(error.with_source(e));
             }
         }
     }

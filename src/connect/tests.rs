@@ -367,6 +367,21 @@ fn socket_errors_are_named_by_the_step_they_hit() {
     d.sent(Err(io::ErrorKind::ConnectionReset.into()));
     let end = d.next().map(drop);
     fails_and_invalidates(d, &source, end, ErrorKind::Tls);
+
+    // A PSC name whose lookup fails, or outlasts its bound.
+    let psc = Some(Target::Dns("x.psc.example".into()));
+    for (error, kind) in [
+        (io::ErrorKind::NotFound, ErrorKind::Dial),
+        (io::ErrorKind::TimedOut, ErrorKind::Timeout),
+    ] {
+        let source = ScriptedSource::lasting(Duration::from_secs(3600));
+        let mut d = dial(&fake, LOCALHOST, psc.clone(), &source);
+        assert!(matches!(d.next().unwrap(), Action::Resolve { .. }));
+        d.resolved(Err(error.into()));
+        let end = d.next().map(drop);
+        let e = fails_and_invalidates(d, &source, end, kind);
+        assert!(e.message().contains("x.psc.example"), "{e}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::jwt;
 use super::token::{from_json_object, Scope};
+use crate::config::DEFAULT_UNIVERSE_DOMAIN;
 use crate::error::Error;
 use crate::http::Request;
 use crate::secret::Secret;
@@ -31,6 +32,7 @@ pub(crate) struct ServiceAccount {
     key: Box<RsaPrivateKey>,
     key_id: Option<String>,
     token_uri: String,
+    universe_domain: String,
 }
 
 /// A user's refresh token (`gcloud auth application-default login`).
@@ -68,6 +70,7 @@ struct FileFields {
     private_key: Option<String>,
     private_key_id: Option<String>,
     token_uri: Option<String>,
+    universe_domain: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
@@ -76,11 +79,13 @@ struct FileFields {
 impl CredentialsFile {
     /// Parses the JSON of a credentials file; `origin` names it in errors
     /// (which never show its secrets), `token_endpoint` overrides the file's
-    /// `token_uri`.
+    /// `token_uri`, `default_token_endpoint` (the universe's) stands in for
+    /// a missing one.
     pub(crate) fn parse(
         json: &str,
         origin: &str,
         token_endpoint: Option<&str>,
+        default_token_endpoint: &str,
     ) -> Result<Self, Error> {
         let f: FileFields = from_json_object(json.as_bytes()).map_err(|e| {
             Error::credentials(format!("{origin} is not a credentials JSON object: {e}"))
@@ -89,11 +94,14 @@ impl CredentialsFile {
             v.filter(|s| !s.is_empty())
                 .ok_or_else(|| Error::credentials(format!("{origin} has no \"{field}\" field")))
         };
-        let token_uri = |file_uri: Option<String>| {
-            token_endpoint
-                .map(str::to_string)
-                .or(file_uri)
-                .unwrap_or_else(|| DEFAULT_TOKEN_ENDPOINT.to_string())
+        let token_uri = |file_uri: Option<String>| -> Result<String, Error> {
+            if let Some(uri) = token_endpoint {
+                return Ok(uri.to_string());
+            }
+            match file_uri.filter(|u| !u.is_empty()) {
+                Some(uri) => check_secure_url(&uri, origin, "token_uri").map(|()| uri),
+                None => Ok(default_token_endpoint.to_string()),
+            }
         };
         match f.kind.as_deref() {
             Some("service_account") => {
@@ -109,22 +117,35 @@ impl CredentialsFile {
                     email: need(f.client_email, "client_email")?,
                     key: Box::new(key),
                     key_id: f.private_key_id.filter(|s| !s.is_empty()),
-                    token_uri: token_uri(f.token_uri),
+                    token_uri: token_uri(f.token_uri)?,
+                    universe_domain: f
+                        .universe_domain
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| DEFAULT_UNIVERSE_DOMAIN.to_string()),
                 }))
             }
             Some("authorized_user") => Ok(Self::AuthorizedUser(AuthorizedUser {
                 client_id: need(f.client_id, "client_id")?,
                 client_secret: Secret::new(need(f.client_secret, "client_secret")?),
                 refresh_token: Secret::new(need(f.refresh_token, "refresh_token")?),
-                token_uri: token_uri(f.token_uri),
+                token_uri: token_uri(f.token_uri)?,
             })),
             Some(other) => Err(Error::credentials(format!(
-                "{origin} has type {other:?}; supported: \"service_account\", \"authorized_user\" \
-                 (or pass an access token)"
+                "{origin} has type {other:?}; supported: \"service_account\", \"authorized_user\", \
+                 \"impersonated_service_account\", \"external_account\" (or pass an access token)"
             ))),
             None => Err(Error::credentials(format!(
                 "{origin} has no \"type\" field"
             ))),
+        }
+    }
+
+    /// The universe the file's credentials belong to: a key's
+    /// `universe_domain` (Google's by default); a user's is always Google's.
+    pub(crate) fn universe_domain(&self) -> &str {
+        match self {
+            Self::ServiceAccount(sa) => &sa.universe_domain,
+            Self::AuthorizedUser(_) => DEFAULT_UNIVERSE_DOMAIN,
         }
     }
 
@@ -191,6 +212,32 @@ impl AuthorizedUser {
     }
 }
 
+/// Checks a URL a credentials file names for a call that carries a secret
+/// (a token endpoint, STS, IAM Credentials): https, or plain http only to a
+/// loopback address (an emulator on this machine).
+pub(crate) fn check_secure_url(url: &str, origin: &str, field: &str) -> Result<(), Error> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| Error::credentials(format!("{origin}: \"{field}\" is not a URL")))?;
+    let loopback = || {
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    match uri.scheme_str() {
+        Some("https") if uri.host().is_some() => Ok(()),
+        Some("http") if loopback() => Ok(()),
+        _ => Err(Error::credentials(format!(
+            "{origin}: \"{field}\" is {}: it must be https (plain http only to a loopback \
+             address), since the call carries a credential",
+            crate::http::redact_url(url)
+        ))),
+    }
+}
+
 /// A short name for a secret that does not show it: 16 hex digits of its
 /// SHA-256.
 pub(crate) fn fingerprint(secret: &str) -> String {
@@ -235,7 +282,12 @@ mod tests {
             &serde_json::json!({"type": "service_account", "private_key": key}).to_string(),
         )
         .unwrap();
-        let e = message(CredentialsFile::parse(&double_encoded, "the file", None));
+        let e = message(CredentialsFile::parse(
+            &double_encoded,
+            "the file",
+            None,
+            DEFAULT_TOKEN_ENDPOINT,
+        ));
         assert!(e.contains("it is a string, not an object"), "{e}");
         assert!(!e.contains("MIIEvQIBADANBg"), "{e}");
     }
@@ -244,7 +296,7 @@ mod tests {
     fn credentials_json_kinds_and_errors() {
         let au =
             r#"{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"}"#;
-        let file = CredentialsFile::parse(au, "x", None).unwrap();
+        let file = CredentialsFile::parse(au, "x", None, DEFAULT_TOKEN_ENDPOINT).unwrap();
         let (req, kind) = file.token_request(SCOPE).unwrap();
         assert_eq!(
             (req.url.as_str(), kind),
@@ -256,26 +308,73 @@ mod tests {
             "{body}"
         );
 
-        let file = CredentialsFile::parse(au, "x", Some("http://127.0.0.1:9/token")).unwrap();
+        let file = CredentialsFile::parse(
+            au,
+            "x",
+            Some("http://127.0.0.1:9/token"),
+            DEFAULT_TOKEN_ENDPOINT,
+        )
+        .unwrap();
         let (req, _) = file.token_request(SCOPE).unwrap();
         assert_eq!(req.url, "http://127.0.0.1:9/token");
 
+        // A file's token_uri: https, or http only to this machine.
+        for (uri, ok) in [
+            ("https://oauth2.googleapis.com/token", true),
+            ("http://127.0.0.1:8080/token", true),
+            ("http://[::1]:8080/token", true),
+            ("http://localhost/token", true),
+            ("http://oauth2.googleapis.com/token", false),
+            ("http://10.0.0.1/token", false),
+            ("ftp://x/token", false),
+            ("not a url", false),
+        ] {
+            let json = format!(
+                r#"{{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r","token_uri":"{uri}"}}"#
+            );
+            let r = CredentialsFile::parse(&json, "x", None, DEFAULT_TOKEN_ENDPOINT);
+            assert_eq!(r.is_ok(), ok, "{uri}");
+            if !ok {
+                let e = message(r);
+                assert!(e.contains("\"token_uri\""), "{e}");
+            }
+        }
+
         let missing = r#"{"type":"authorized_user","client_id":"c","client_secret":"s"}"#;
-        let e = message(CredentialsFile::parse(missing, "the file \"a.json\"", None));
+        let e = message(CredentialsFile::parse(
+            missing,
+            "the file \"a.json\"",
+            None,
+            DEFAULT_TOKEN_ENDPOINT,
+        ));
         assert!(e.contains("refresh_token") && e.contains("a.json"), "{e}");
 
         let bad_key = r#"{"type":"service_account","client_email":"e","private_key":"-----BEGIN PRIVATE KEY-----\nnotakey\n-----END PRIVATE KEY-----\n"}"#;
-        let e = message(CredentialsFile::parse(bad_key, "x", None));
+        let e = message(CredentialsFile::parse(
+            bad_key,
+            "x",
+            None,
+            DEFAULT_TOKEN_ENDPOINT,
+        ));
         assert!(e.contains("private_key") && !e.contains("notakey"), "{e}");
 
         let e = message(CredentialsFile::parse(
-            r#"{"type":"external_account"}"#,
+            r#"{"type":"gdch_service_account"}"#,
             "x",
             None,
+            DEFAULT_TOKEN_ENDPOINT,
         ));
-        assert!(e.contains("external_account"), "{e}");
+        assert!(
+            e.contains("\"gdch_service_account\"") && e.contains("\"external_account\""),
+            "{e}"
+        );
 
-        let e = message(CredentialsFile::parse("not json {", "x", None));
+        let e = message(CredentialsFile::parse(
+            "not json {",
+            "x",
+            None,
+            DEFAULT_TOKEN_ENDPOINT,
+        ));
         assert!(e.contains("not a credentials JSON"), "{e}");
     }
 
@@ -286,14 +385,14 @@ mod tests {
         let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
         let json = serde_json::json!({
             "type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com",
-            "private_key": pem.as_str(), "private_key_id": "kid", "token_uri": "http://t/token"
+            "private_key": pem.as_str(), "private_key_id": "kid", "token_uri": "https://t/token"
         })
         .to_string();
-        let file = CredentialsFile::parse(&json, "x", None).unwrap();
+        let file = CredentialsFile::parse(&json, "x", None, DEFAULT_TOKEN_ENDPOINT).unwrap();
         let (req, kind) = file.token_request(SCOPE).unwrap();
         assert_eq!(
             (req.url.as_str(), kind),
-            ("http://t/token", "service-account")
+            ("https://t/token", "service-account")
         );
         let body = String::from_utf8(req.body).unwrap();
         assert!(body.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"));

@@ -2,7 +2,9 @@
 //! Default Credentials order, and [`file`] for credentials files), what an
 //! answer holds ([`token`]), and how long each is reused (here).
 
+pub(crate) mod external;
 pub(crate) mod file;
+pub(crate) mod impersonated;
 pub(crate) mod jwt;
 pub(crate) mod source;
 pub(crate) mod token;
@@ -126,7 +128,7 @@ impl TokenSource {
         }
         let fetch = self
             .source()
-            .and_then(|s| s.start(scope, self.transport.as_ref(), deadline));
+            .and_then(|s| s.start(scope, &self.transport, deadline));
         PendingToken {
             tokens: self,
             scope,
@@ -273,6 +275,272 @@ mod tests {
             "{e}"
         );
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    const TARGET: &str = "target-sa@p.iam.gserviceaccount.com";
+
+    fn form(req: &crate::http::Request) -> HashMap<String, String> {
+        form_urlencoded::parse(&req.body).into_owned().collect()
+    }
+
+    fn bearer(req: &crate::http::Request) -> String {
+        let (_, v) = req
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap();
+        v.strip_prefix("Bearer ").unwrap().to_string()
+    }
+
+    fn impersonated_file(source: &str, delegates: &[&str]) -> String {
+        serde_json::json!({
+            "type": "impersonated_service_account",
+            "service_account_impersonation_url": format!(
+                "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken"),
+            "source_credentials": serde_json::from_str::<serde_json::Value>(source).unwrap(),
+            "delegates": delegates,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn an_impersonated_file_trades_the_source_token_for_the_targets() {
+        let google = Arc::new(ScriptedGoogle::new());
+        let json = impersonated_file(
+            &google.authorized_user_json(),
+            &["d@p.iam.gserviceaccount.com"],
+        );
+        let s = TokenSource::new(
+            Some(Credentials::Json(json)),
+            Endpoints::default(),
+            google.clone(),
+        );
+        let login = s.start(LOGIN, Freshness::New, far()).wait().unwrap();
+        assert!(
+            login
+                .secret
+                .expose()
+                .starts_with(&format!("ya29.{TARGET}-sqlservice.login-")),
+            "{login:?}"
+        );
+        let req = google.last_request("generateAccessToken").unwrap();
+        assert_eq!(
+            bearer(&req),
+            "ya29.scripted-1",
+            "the source's token calls IAM"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            body["delegates"],
+            serde_json::json!(["projects/-/serviceAccounts/d@p.iam.gserviceaccount.com"])
+        );
+        assert_eq!(body["scope"], serde_json::json!([LOGIN.url]));
+        // Every login token is new; the source's token is reused meanwhile.
+        let again = s.start(LOGIN, Freshness::New, far()).wait().unwrap();
+        assert_ne!(again.secret, login.secret);
+        assert_eq!(
+            (google.calls("token"), google.calls("generateAccessToken")),
+            (1, 2)
+        );
+        assert_eq!(
+            s.principal(far()).unwrap(),
+            format!("impersonated:{TARGET}")
+        );
+    }
+
+    #[test]
+    fn the_configs_impersonation_goes_on_top_of_any_credentials() {
+        let google = Arc::new(ScriptedGoogle::new());
+        let s = TokenSource::new(
+            Some(Credentials::AccessToken {
+                api_token: "caller".into(),
+                login_token: None,
+            }),
+            Endpoints {
+                impersonation: Some(crate::ServiceAccountImpersonation::new(TARGET)),
+                ..Endpoints::default()
+            },
+            google.clone(),
+        );
+        let api = s.token(API, far()).unwrap();
+        assert!(api
+            .secret
+            .expose()
+            .starts_with(&format!("ya29.{TARGET}-cloud-platform-")));
+        assert_eq!(
+            bearer(&google.last_request("generateAccessToken").unwrap()),
+            "caller"
+        );
+        // A login token, which a caller's token alone could not give.
+        assert!(s.token(LOGIN, far()).is_ok());
+        assert_eq!(google.calls("generateAccessToken"), 2);
+    }
+
+    #[test]
+    fn an_impersonation_refused_is_a_credentials_error_with_iams_words() {
+        let google = Arc::new(ScriptedGoogle::new());
+        google.fail("generateAccessToken", 403, 1);
+        let json = impersonated_file(&google.authorized_user_json(), &[]);
+        let s = TokenSource::new(
+            Some(Credentials::Json(json)),
+            Endpoints::default(),
+            google.clone(),
+        );
+        let e = s.token(API, far()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Credentials);
+        assert!(
+            e.message()
+                .contains(&format!("refused to impersonate {TARGET} with HTTP 403")),
+            "{e}"
+        );
+        assert!(!e.message().contains("ya29"), "{e}");
+    }
+
+    /// A subject token file in a fresh directory.
+    fn subject_file(test: &str, token: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("gcpdb-subject-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, token).unwrap();
+        path
+    }
+
+    fn external_file(path: &std::path::Path, impersonate: bool) -> String {
+        let mut f = serde_json::json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": "https://sts.googleapis.com/v1/token",
+            "credential_source": {"file": path},
+        });
+        if impersonate {
+            f["service_account_impersonation_url"] = format!(
+                "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken"
+            )
+            .into();
+        }
+        f.to_string()
+    }
+
+    #[test]
+    fn an_external_account_reads_its_subject_token_anew_for_each_exchange() {
+        let path = subject_file("anew", "subject-1");
+        let google = Arc::new(ScriptedGoogle::new());
+        let s = TokenSource::new(
+            Some(Credentials::Json(external_file(&path, false))),
+            Endpoints::default(),
+            google.clone(),
+        );
+        let first = s.token(API, far()).unwrap();
+        assert!(first.secret.expose().starts_with("ya29.federated-"));
+        let sts = form(&google.last_request("sts").unwrap());
+        assert_eq!(sts["subject_token"], "subject-1");
+        assert_eq!(sts["scope"], API.url);
+        assert_eq!(
+            sts["grant_type"],
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        );
+        assert_eq!(
+            sts["subject_token_type"],
+            "urn:ietf:params:oauth:token-type:jwt"
+        );
+        std::fs::write(&path, "subject-2\n").unwrap();
+        s.start(API, Freshness::New, far()).wait().unwrap();
+        assert_eq!(
+            form(&google.last_request("sts").unwrap())["subject_token"],
+            "subject-2"
+        );
+        assert_eq!(google.calls("generateAccessToken"), 0);
+        assert!(s
+            .principal(far())
+            .unwrap()
+            .starts_with("external://iam.googleapis.com/projects/1/"));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_external_account_impersonates_with_a_cloud_platform_federated_token() {
+        let path = subject_file("imp", "subject");
+        let google = Arc::new(ScriptedGoogle::new());
+        let s = TokenSource::new(
+            Some(Credentials::Json(external_file(&path, true))),
+            Endpoints::default(),
+            google.clone(),
+        );
+        let login = s.start(LOGIN, Freshness::New, far()).wait().unwrap();
+        assert!(login
+            .secret
+            .expose()
+            .starts_with(&format!("ya29.{TARGET}-sqlservice.login-")));
+        assert_eq!(form(&google.last_request("sts").unwrap())["scope"], API.url);
+        let federated = bearer(&google.last_request("generateAccessToken").unwrap());
+        assert!(federated.starts_with("ya29.federated-"), "{federated}");
+        // The federated token is reused until near its expiry.
+        s.start(LOGIN, Freshness::New, far()).wait().unwrap();
+        assert_eq!(
+            (google.calls("sts"), google.calls("generateAccessToken")),
+            (1, 2)
+        );
+        assert_eq!(
+            s.principal(far()).unwrap(),
+            format!("impersonated:{TARGET}")
+        );
+
+        // A subject token that is gone, empty or huge: a credentials error
+        // naming the file, no call made.
+        let s = TokenSource::new(
+            Some(Credentials::Json(external_file(&path, false))),
+            Endpoints::default(),
+            google.clone(),
+        );
+        for (content, want) in [
+            (None, "cannot read the subject token file"),
+            (Some(String::new()), "is empty"),
+            (Some("x".repeat(external::MAX_SUBJECT_TOKEN + 1)), "is over"),
+        ] {
+            match &content {
+                Some(c) => std::fs::write(&path, c).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            let e = s.start(API, Freshness::New, far()).wait().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Credentials);
+            assert!(e.message().contains(want), "{e}");
+        }
+        assert_eq!(google.calls("sts"), 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn credentials_of_another_universe_are_refused_before_any_call() {
+        let google = Arc::new(ScriptedGoogle::new());
+        let path = subject_file("universe", "subject");
+        let mut file: serde_json::Value =
+            serde_json::from_str(&external_file(&path, false)).unwrap();
+        file["universe_domain"] = "example-universe.test".into();
+        let s = TokenSource::new(
+            Some(Credentials::Json(file.to_string())),
+            Endpoints::default(),
+            google.clone(),
+        );
+        let e = s.token(API, far()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Credentials);
+        assert!(
+            e.message().contains("\"example-universe.test\"")
+                && e.message().contains("\"googleapis.com\""),
+            "{e}"
+        );
+        assert_eq!(google.calls("sts"), 0);
+        // The same file in its own universe resolves.
+        let s = TokenSource::new(
+            Some(Credentials::Json(file.to_string())),
+            Endpoints {
+                universe_domain: "example-universe.test".into(),
+                ..Endpoints::default()
+            },
+            google.clone(),
+        );
+        assert!(s.principal(far()).is_ok());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

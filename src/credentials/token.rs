@@ -8,11 +8,16 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::http::{redact_url, Response};
+use crate::redact;
 use crate::secret::Secret;
 
 /// A token is reused until this long before it expires (Google's libraries
 /// refresh 3 min 45 s ahead; the connector's certificate buffer is 4 min).
 pub(crate) const TOKEN_EXPIRY_BUFFER: Duration = Duration::from_secs(4 * 60);
+
+/// How long a token whose answer gives no `expires_in` is taken to last: it is
+/// reused for the minute before the expiry buffer, then fetched again.
+pub(crate) const UNSTATED_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// An OAuth2 scope a service asks for (each service folder names its own),
 /// and what the token is for.
@@ -35,6 +40,13 @@ pub(crate) enum Role {
     /// `WithTokenSource` does.
     Login { api_token_will_do: bool },
 }
+
+/// What IAM Credentials and STS ask of the token that calls them (and what a
+/// token exchanged there for another is asked with).
+pub(crate) const CLOUD_PLATFORM: Scope = Scope {
+    url: "https://www.googleapis.com/auth/cloud-platform",
+    role: Role::Api,
+};
 
 impl Scope {
     /// The scope's last path segment, e.g. `sqlservice.login`, for messages.
@@ -88,16 +100,24 @@ struct OAuthError {
 
 /// Parses a token endpoint's (or the metadata server's) answer. On error the
 /// message carries OAuth's `error` and `error_description`, never the body.
-pub(crate) fn parse_token_response(resp: &Response, url: &str, kind: &str) -> Result<Token, Error> {
+pub(crate) fn parse_token_response(
+    resp: &Response,
+    url: &str,
+    kind: &str,
+    secrets: &[&str],
+) -> Result<Token, Error> {
     let url = redact_url(url);
     if !resp.is_success() {
         let detail = serde_json::from_slice::<OAuthError>(&resp.body)
             .ok()
             .map(|e| {
-                format!(
-                    "{}: {}",
-                    e.error.unwrap_or_default(),
-                    e.error_description.unwrap_or_default()
+                redact::server_text(
+                    &format!(
+                        "{}: {}",
+                        e.error.unwrap_or_default(),
+                        e.error_description.unwrap_or_default()
+                    ),
+                    secrets,
                 )
             })
             .unwrap_or_else(|| "no OAuth error in the body".into());
@@ -115,7 +135,8 @@ pub(crate) fn parse_token_response(resp: &Response, url: &str, kind: &str) -> Re
         )));
     }
     let expiry = match t.expires_in {
-        None => None,
+        // Google always says; an answer that does not is reused only briefly.
+        None => Some(SystemTime::now() + UNSTATED_LIFETIME),
         // Adding it unchecked panics past the clock's range.
         Some(s) => Some(
             SystemTime::now()
@@ -154,11 +175,25 @@ mod tests {
             ),
             "http://t/token",
             "k",
+            &[],
         )
         .unwrap();
         assert_eq!(t.secret.expose(), "ya29.x");
         let left = t.expiry.unwrap().duration_since(SystemTime::now()).unwrap();
         assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3599));
+
+        // No expires_in: a bounded lifetime, not forever.
+        let t = parse_token_response(
+            &resp(200, r#"{"access_token":"ya29.y"}"#),
+            "http://t",
+            "k",
+            &[],
+        )
+        .unwrap();
+        let left = t.expiry.unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(left <= UNSTATED_LIFETIME, "{left:?}");
+        assert!(t.fresh_at(SystemTime::now()));
+        assert!(!t.fresh_at(SystemTime::now() + UNSTATED_LIFETIME));
     }
 
     #[test]
@@ -167,6 +202,7 @@ mod tests {
             &resp(400, r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature.","secret":"ya29.leak"}"#),
             "http://t/token?x=1",
             "service-account",
+            &[],
         )
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Credentials);
@@ -180,21 +216,31 @@ mod tests {
     /// serde_json quoted a bare JSON string whole.
     #[test]
     fn a_bare_json_string_is_refused_without_being_shown() {
-        let e = parse_token_response(&resp(200, r#""ya29.bare-token""#), "http://t/token", "k")
-            .unwrap_err()
-            .to_string();
+        let e = parse_token_response(
+            &resp(200, r#""ya29.bare-token""#),
+            "http://t/token",
+            "k",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("it is a string, not an object"), "{e}");
         assert!(!e.contains("ya29.bare-token"), "{e}");
 
         for (body, want) in [("[1]", "an array"), ("7", "a number"), ("null", "null")] {
-            let e = parse_token_response(&resp(200, body), "http://t/token", "k")
+            let e = parse_token_response(&resp(200, body), "http://t/token", "k", &[])
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{e}");
         }
-        let e = parse_token_response(&resp(200, "{\"access_token\": 5"), "http://t/token", "k")
-            .unwrap_err()
-            .to_string();
+        let e = parse_token_response(
+            &resp(200, "{\"access_token\": 5"),
+            "http://t/token",
+            "k",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("EOF while parsing"), "{e}");
     }
 
@@ -203,7 +249,7 @@ mod tests {
     #[test]
     fn an_expiry_past_the_clocks_range_is_an_error() {
         let body = r#"{"access_token":"ya29.x","expires_in":18446744073709551615}"#;
-        let e = parse_token_response(&resp(200, body), "http://t/token", "k").unwrap_err();
+        let e = parse_token_response(&resp(200, body), "http://t/token", "k", &[]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Credentials);
         let e = e.to_string();
         assert!(e.contains("expires_in of 18446744073709551615"), "{e}");

@@ -1,6 +1,6 @@
 //! A scripted Google for unit tests, as the connector's HTTP transport: the
-//! OAuth2 token endpoint and the Cloud SQL and AlloyDB Admin API calls of a
-//! refresh, at Google's default URLs, answering for the fake instances it
+//! OAuth2 token endpoint, STS and IAM Credentials' generateAccessToken, and
+//! the Cloud SQL and AlloyDB Admin API calls of a refresh, at Google's default URLs, answering for the fake instances it
 //! was given; with call counts and scripted error answers.
 
 use std::collections::HashMap;
@@ -28,7 +28,15 @@ struct State {
     tokens_issued: u32,
     /// Error answers to give, per call: (status, how many more).
     faults: HashMap<&'static str, (u16, u32)>,
+    /// The last request of each call that tests look into.
+    requests: HashMap<&'static str, Request>,
 }
+
+/// Google's STS token endpoint.
+const STS: &str = "https://sts.googleapis.com/v1/token";
+/// Where IAM Credentials names service accounts.
+const IAM_CREDENTIALS: &str =
+    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/";
 
 /// A request already answered.
 struct Answered(Result<Response, Error>);
@@ -50,8 +58,14 @@ impl ScriptedGoogle {
         self
     }
 
-    /// How many times `call` was made (`token`, `connectSettings`,
-    /// `generateEphemeralCert`, `connectionInfo`, `generateClientCertificate`).
+    /// The last request of `call` (`sts`, `generateAccessToken`).
+    pub(crate) fn last_request(&self, call: &str) -> Option<Request> {
+        self.state.lock().unwrap().requests.get(call).cloned()
+    }
+
+    /// How many times `call` was made (`token`, `sts`, `generateAccessToken`,
+    /// `connectSettings`, `generateEphemeralCert`, `connectionInfo`,
+    /// `generateClientCertificate`).
     pub(crate) fn calls(&self, call: &str) -> u32 {
         self.state
             .lock()
@@ -101,6 +115,35 @@ impl ScriptedGoogle {
             state.tokens_issued += 1;
             let token = format!("ya29.scripted-{}", state.tokens_issued);
             ("token", json!({"access_token": token, "expires_in": 3599}))
+        } else if url == STS {
+            let mut state = self.state.lock().unwrap();
+            state.tokens_issued += 1;
+            let token = format!("ya29.federated-{}", state.tokens_issued);
+            state.requests.insert("sts", req.clone());
+            let answer = json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer",
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"});
+            ("sts", answer)
+        } else if let Some(rest) = url.strip_prefix(IAM_CREDENTIALS) {
+            let target = rest
+                .strip_suffix(":generateAccessToken")
+                .ok_or_else(|| Error::http(format!("{url}: no such method")))?;
+            let body: Value = serde_json::from_slice(&req.body)
+                .map_err(|e| Error::http(format!("generateAccessToken body: {e}")))?;
+            let scope = body["scope"][0]
+                .as_str()
+                .unwrap_or("none")
+                .rsplit('/')
+                .next();
+            let mut state = self.state.lock().unwrap();
+            state.tokens_issued += 1;
+            let token = format!(
+                "ya29.{target}-{}-{}",
+                scope.unwrap_or(""),
+                state.tokens_issued
+            );
+            state.requests.insert("generateAccessToken", req.clone());
+            let answer = json!({"accessToken": token, "expireTime": "2999-01-01T00:00:00Z"});
+            ("generateAccessToken", answer)
         } else if let Some(path) = url.strip_prefix(crate::cloudsql::admin::DEFAULT_ADMIN_ENDPOINT)
         {
             self.cloudsql(path, req)?

@@ -64,7 +64,7 @@ fn start(req: &Request, deadline: Instant) -> Result<Pending, Error> {
     let mut headers: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
-        .map(|(k, v)| ((*k).to_string(), v.clone().into_bytes()))
+        .map(|(k, v)| (k.to_string(), v.clone().into_bytes()))
         .collect();
     if req.method == Method::Post {
         headers.push((
@@ -154,13 +154,22 @@ impl http::Pending for Pending {
                 .stream()
                 .map_err(|()| fail("no response body stream".into()))?;
             loop {
+                // A body that stalls or trickles is bounded by the deadline
+                // too: wait for bytes or the timer, whichever comes first,
+                // and read without blocking.
+                let timed_out =
+                    || Error::timeout(format!("the body from {} did not finish in time", self.url));
                 if Instant::now() >= self.deadline {
-                    return Err(Error::timeout(format!(
-                        "the body from {} did not finish in time",
-                        self.url
-                    )));
+                    return Err(timed_out());
                 }
-                match stream.blocking_read(64 * 1024) {
+                {
+                    let readable = stream.subscribe();
+                    let timer = monotonic_clock::subscribe_duration(remaining_ns(self.deadline));
+                    if !poll::poll(&[&readable, &timer]).contains(&0) {
+                        return Err(timed_out());
+                    }
+                }
+                match stream.read(64 * 1024) {
                     Ok(chunk) => {
                         bytes.extend_from_slice(&chunk);
                         if bytes.len() > MAX_RESPONSE_BYTES {

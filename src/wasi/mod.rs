@@ -14,3 +14,6 @@ pub(crate) mod http;
 
 #[cfg(all(target_os = "wasi", feature = "wasi-keyvalue"))]
 pub(crate) mod keyvalue;
+
+#[cfg(target_os = "wasi")]
+pub(crate) mod name_lookup;

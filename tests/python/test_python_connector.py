@@ -22,6 +22,23 @@ appdb with the same table), through PyMySQL: password login with each credential
 and automatic IAM authentication (the principal's MySQL user, the email up to the @,
 logs in without a password; another user gets MySQL's access-denied error).
 
+Identity: google-auth (google.auth.load_credentials_from_file, then refresh) takes the
+emulator's impersonated_service_account files (a service-account key source, and an
+authorized_user source through a delegate) and external_account files (a file source
+impersonating the target, and a URL source with STS client authentication) and gets its
+tokens from the emulator's STS and IAM Credentials; the Python connector connects through
+each (password login) and, for the three that impersonate, logs in as the target service
+account with automatic IAM authentication (target-sa@emulator-project.iam, MySQL
+target-sa). A rewritten subject token is read again: another subject may not impersonate,
+an expired one is refused by STS.
+
+One deviation, google-auth's own: for impersonated_service_account files it takes only the
+target's email from service_account_impersonation_url and always calls
+https://iamcredentials.googleapis.com (and an authorized_user source always refreshes at
+https://oauth2.googleapis.com/token). Those tests build the same credentials through
+google-auth's public constructor with iam_endpoint_override set to the file's URL, as
+google-auth itself does for external_account impersonation.
+
 Run with scripts/test (it builds the emulator, starts PostgreSQL and MariaDB and sets
 $GCPDB_EMULATOR, $GCPDB_TEST_PG and $GCPDB_TEST_MYSQL).
 """
@@ -36,9 +53,15 @@ import sys
 import tempfile
 import threading
 import urllib.request
+import warnings
 
 import aiohttp
+import google.auth
+import google.auth.exceptions
+import google.auth.transport.requests
 import pytest
+from google.auth import identity_pool
+from google.auth import impersonated_credentials
 from google.cloud.sql.connector import Connector
 from google.cloud.sql.connector.exceptions import CloudSQLIPTypeError
 from google.oauth2 import credentials as user_credentials
@@ -94,6 +117,17 @@ class Emulator:
         url = self.ready["control_endpoint"] + "/calls"
         with urllib.request.urlopen(url, timeout=10) as resp:
             return json.load(resp)
+
+    def rewrite_subject_token(self, body):
+        """A new subject token from the emulator's identity provider (file and URL)."""
+        req = urllib.request.Request(
+            self.ready["control_endpoint"] + "/subject-token",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
 
 
 @pytest.fixture(scope="session")
@@ -401,3 +435,177 @@ def test_mysql_automatic_iam_auth(emulator, instance, kind):
         code, message = err.value.args
         assert code == 1045, err.value
         assert message.startswith("Access denied for user 'app'@"), message
+
+
+# --- Identity: impersonation and workload identity federation through google-auth.
+
+TARGET_SA = "target-sa@emulator-project.iam.gserviceaccount.com"
+DELEGATE_SA = "delegate-sa@emulator-project.iam.gserviceaccount.com"
+IDENTITY_FILES = {
+    "impersonated_sa": "impersonated_service_account_file",
+    "impersonated_user": "impersonated_user_file",
+    "external_file": "external_account_file",
+    "external_url": "external_account_url_file",
+}
+# The kinds that end in generateAccessToken of the target service account.
+IMPERSONATING = ["impersonated_sa", "impersonated_user", "external_file"]
+
+
+def load_identity_credentials(kind, emulator):
+    """google-auth credentials from one of the emulator's identity files."""
+    path = emulator.ready[IDENTITY_FILES[kind]]
+    # The generic loader on purpose: it picks the class by "type", as ADC does (and warns
+    # that it does). Without scopes: with them, google-auth would ask Cloud Resource
+    # Manager (Google itself) for an external account's project id.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The load_credentials_from_file method is deprecated")
+        creds, _ = google.auth.load_credentials_from_file(path)
+    with open(path) as f:
+        info = json.load(f)
+    if kind.startswith("external"):
+        assert isinstance(creds, identity_pool.Credentials), type(creds)
+        assert creds.universe_domain == "googleapis.com"
+        return creds
+    # impersonated_service_account: google-auth read the target and the source; build the
+    # same credentials through its public constructor, with the file's URL as the IAM
+    # endpoint (see the module's docstring).
+    assert isinstance(creds, impersonated_credentials.Credentials), type(creds)
+    assert creds.service_account_email == TARGET_SA
+    source_info = info["source_credentials"]
+    if source_info["type"] == "service_account":
+        source = service_account.Credentials.from_service_account_info(source_info)
+    else:
+        source = user_credentials.Credentials.from_authorized_user_info(
+            source_info
+        ).with_token_uri(emulator.ready["token_endpoint"])
+    return impersonated_credentials.Credentials(
+        source_credentials=source,
+        target_principal=creds.service_account_email,
+        target_scopes=None,
+        delegates=info["delegates"],
+        iam_endpoint_override=info["service_account_impersonation_url"],
+    )
+
+
+def counter_deltas(before, after):
+    """What the emulator counted between two snapshots: token grants, STS exchanges,
+    generateAccessToken calls per service account."""
+    grants = {g: after["token"][g] - before["token"][g] for g in after["token"]}
+    sts = sum(after["sts"].values()) - sum(before["sts"].values())
+    gat = {
+        sa: n - before["generateAccessToken"].get(sa, 0)
+        for sa, n in after["generateAccessToken"].items()
+        if n != before["generateAccessToken"].get(sa, 0)
+    }
+    return grants, sts, gat
+
+
+# Per kind, what one refresh costs: the token grant of its source (None: none, the
+# source is STS), the STS exchanges, the generateAccessToken calls per service account.
+IDENTITY_FLOWS = {
+    "impersonated_sa": ("jwt-bearer", 0, {TARGET_SA: 1}),
+    "impersonated_user": ("refresh_token", 0, {TARGET_SA: 1}),
+    "external_file": (None, 1, {TARGET_SA: 1}),
+    "external_url": (None, 1, {}),
+}
+
+
+@pytest.mark.parametrize("kind", list(IDENTITY_FILES))
+def test_google_auth_refreshes_identity_files(emulator, kind):
+    creds = load_identity_credentials(kind, emulator).with_scopes([CLOUD_PLATFORM_SCOPE])
+    before = emulator.calls()
+    creds.refresh(google.auth.transport.requests.Request())
+    after = emulator.calls()
+    assert creds.token.startswith("ya29.emu-"), creds.token[:9]
+    assert creds.valid
+    grant, sts, impersonations = IDENTITY_FLOWS[kind]
+    grants, sts_delta, gat = counter_deltas(before, after)
+    assert grants == {g: (1 if g == grant else 0) for g in grants}, grants
+    assert sts_delta == sts
+    assert gat == impersonations
+    # The token is the emulator's: its Admin API takes it.
+    project, _, instance = split_name(CAS)
+    req = urllib.request.Request(
+        f"{emulator.admin_endpoint}/sql/v1beta4/projects/{project}/instances/{instance}"
+        "/connectSettings",
+        headers={"Authorization": f"Bearer {creds.token}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.load(resp)["kind"] == "sql#connectSettings"
+
+
+@pytest.mark.parametrize("kind", list(IDENTITY_FILES))
+def test_identity_password_auth_query(emulator, kind):
+    with connector(emulator, load_identity_credentials(kind, emulator)) as c:
+        conn = c.connect(CAS, "pg8000", user="app", password="app-password", db="postgres")
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == "app"
+        finally:
+            conn.close()
+
+
+@INSTANCES
+@pytest.mark.parametrize("kind", IMPERSONATING)
+def test_identity_automatic_iam_auth(emulator, instance, kind):
+    """The impersonated token stands for the target: its database user logs in."""
+    import pg8000.dbapi
+
+    user = "target-sa@emulator-project.iam"
+    with connector(emulator, load_identity_credentials(kind, emulator)) as c:
+        conn = c.connect(instance, "pg8000", user=user, db="postgres", enable_iam_auth=True)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == user
+        finally:
+            conn.close()
+        # Not the source's user: the certificate carries the target.
+        source_user = "connector-sa@emulator-project.iam"
+        with pytest.raises(pg8000.dbapi.DatabaseError) as err:
+            c.connect(instance, "pg8000", user=source_user, db="postgres", enable_iam_auth=True)
+        assert (
+            f'Cloud SQL IAM service account authentication failed for user "{source_user}"'
+            in str(err.value)
+        )
+
+
+@pytest.mark.parametrize("kind", IMPERSONATING)
+def test_identity_mysql_automatic_iam_auth(emulator, kind):
+    with connector(emulator, load_identity_credentials(kind, emulator)) as c:
+        conn = c.connect(MYSQL, "pymysql", user="target-sa", db="appdb", enable_iam_auth=True)
+        assert mysql_user_and_rows(conn) == ("target-sa", MESSAGES)
+
+
+def test_external_account_reads_the_subject_token_again(emulator):
+    """google-auth reads the file or URL at each exchange: a rewritten token counts."""
+    request = google.auth.transport.requests.Request()
+
+    def fresh(kind):
+        return load_identity_credentials(kind, emulator).with_scopes([CLOUD_PLATFORM_SCOPE])
+
+    try:
+        # Another subject: STS exchanges it, but the policy lets only wasm-workload
+        # impersonate the target.
+        emulator.rewrite_subject_token({"sub": "other-workload"})
+        url_creds = fresh("external_url")
+        url_creds.refresh(request)
+        assert url_creds.valid
+        with pytest.raises(google.auth.exceptions.RefreshError) as err:
+            fresh("external_file").refresh(request)
+        assert "PERMISSION_DENIED" in str(err.value), err.value
+        assert "iam.serviceAccounts.getAccessToken" in str(err.value), err.value
+
+        # Expired: STS refuses it, for both sources.
+        emulator.rewrite_subject_token({"mode": "expired"})
+        for kind in ("external_url", "external_file"):
+            with pytest.raises(google.auth.exceptions.OAuthError) as err:
+                fresh(kind).refresh(request)
+            assert "invalid_grant" in str(err.value), err.value
+            assert "is stale to sign-in" in str(err.value), err.value
+    finally:
+        emulator.rewrite_subject_token({})
+    creds = fresh("external_file")
+    creds.refresh(request)
+    assert creds.valid

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use super::certs::{decode_public_key, issue_client_cert};
 use super::instance::{AlloyDbInstance, Instances};
 use super::spec::{cluster_parent, valid_id, valid_project};
-use crate::admin::{bearer, path_segments, prelude, respond};
-use crate::calls::AdminMethod;
+use crate::admin::{bearer, caller, parse_duration, path_segments, prelude, respond};
+use crate::calls::ApiMethod;
 use crate::errors::GoogleError;
 use crate::state::AppState;
 use crate::tamper::{Issue, Tamper};
@@ -66,8 +66,8 @@ impl ApiVersion {
 pub struct Route {
     /// The API version in the path.
     pub version: ApiVersion,
-    /// [`AdminMethod::ConnectionInfo`] or [`AdminMethod::GenerateClientCertificate`].
-    pub method: AdminMethod,
+    /// [`ApiMethod::ConnectionInfo`] or [`ApiMethod::GenerateClientCertificate`].
+    pub method: ApiMethod,
     /// Percent-decoded project (may be domain-scoped).
     pub project: String,
     /// Region.
@@ -95,7 +95,7 @@ impl Route {
     /// The gRPC method name Google reports in error details.
     fn rpc_method(&self) -> String {
         let rpc = match self.method {
-            AdminMethod::ConnectionInfo => "GetConnectionInfo",
+            ApiMethod::ConnectionInfo => "GetConnectionInfo",
             _ => "GenerateClientCertificate",
         };
         format!(
@@ -107,7 +107,7 @@ impl Route {
     /// The IAM permission the call needs.
     fn permission(&self) -> &'static str {
         match self.method {
-            AdminMethod::ConnectionInfo => "alloydb.instances.connect",
+            ApiMethod::ConnectionInfo => "alloydb.instances.connect",
             _ => "alloydb.clusters.generateClientCertificate",
         }
     }
@@ -124,11 +124,11 @@ pub fn parse_path(path: &str) -> Option<Route> {
     let version = ApiVersion::parse(version)?;
     let (p, r, c, i, method) = match rest {
         ["projects", p, "locations", r, "clusters", c, "instances", i, "connectionInfo"] => {
-            (*p, *r, *c, Some(*i), AdminMethod::ConnectionInfo)
+            (*p, *r, *c, Some(*i), ApiMethod::ConnectionInfo)
         }
         ["projects", p, "locations", r, "clusters", c] => {
             let c = c.strip_suffix(":generateClientCertificate")?;
-            (*p, *r, c, None, AdminMethod::GenerateClientCertificate)
+            (*p, *r, c, None, ApiMethod::GenerateClientCertificate)
         }
         _ => return None,
     };
@@ -145,46 +145,14 @@ pub fn parse_path(path: &str) -> Option<Route> {
     })
 }
 
-/// A `google.rpc.ErrorInfo` detail for `route`.
-fn error_info(reason: &str, route: &Route) -> Value {
-    json!({
-        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-        "reason": reason,
-        "domain": "googleapis.com",
-        "metadata": {
-            "service": AdminMethod::ConnectionInfo.service(),
-            "method": route.rpc_method(),
-        },
-    })
-}
-
 /// 401: no bearer token, or one the emulator did not issue or that has expired.
 fn unauthenticated(route: &Route, missing: bool) -> GoogleError {
-    let (message, reason) = if missing {
-        (
-            "Request is missing required authentication credential. Expected OAuth 2 access \
-             token, login cookie or other valid authentication credential. See \
-             https://developers.google.com/identity/sign-in/web/devconsole-project.",
-            "CREDENTIALS_MISSING",
-        )
-    } else {
-        (
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, \
-             login cookie or other valid authentication credential. See \
-             https://developers.google.com/identity/sign-in/web/devconsole-project.",
-            "ACCESS_TOKEN_TYPE_UNSUPPORTED",
-        )
-    };
-    GoogleError::new(401, message, "authError", "UNAUTHENTICATED")
-        .modern()
-        .with_detail(error_info(reason, route))
+    GoogleError::unauthenticated_modern(missing, route.method.service(), &route.rpc_method())
 }
 
 /// 403: the token lacks the cloud-platform scope.
 fn insufficient_scopes(route: &Route) -> GoogleError {
-    GoogleError::insufficient_scopes()
-        .modern()
-        .with_detail(error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT", route))
+    GoogleError::insufficient_scopes_modern(route.method.service(), &route.rpc_method())
 }
 
 /// 403: a project the emulator does not know (Google cannot tell "no access" from "no such
@@ -239,7 +207,7 @@ pub async fn handle(
     body: &[u8],
 ) -> Response {
     let want = match route.method {
-        AdminMethod::ConnectionInfo => Method::GET,
+        ApiMethod::ConnectionInfo => Method::GET,
         _ => Method::POST,
     };
     if method != want {
@@ -268,10 +236,7 @@ fn answer(
     issue: Issue,
 ) -> Result<Value, GoogleError> {
     let token = bearer(headers).ok_or_else(|| unauthenticated(route, true))?;
-    let token = state
-        .tokens
-        .lookup_valid(token)
-        .ok_or_else(|| unauthenticated(route, false))?;
+    let token = caller(state, token, route.method).ok_or_else(|| unauthenticated(route, false))?;
     if !token.has_scope(SCOPE_CLOUD_PLATFORM) {
         return Err(insufficient_scopes(route));
     }
@@ -283,7 +248,7 @@ fn answer(
         return Err(not_found(&parent));
     };
     match route.method {
-        AdminMethod::ConnectionInfo => {
+        ApiMethod::ConnectionInfo => {
             let uri = route.resource();
             let inst = instances.get(&uri).ok_or_else(|| not_found(&uri))?;
             Ok(connection_info_body(inst, route.version))
@@ -408,40 +373,6 @@ impl CertRequest {
     }
 }
 
-/// Parses a proto3 JSON `google.protobuf.Duration`: decimal seconds with at most nine
-/// fractional digits and an `s` suffix (`"3600s"`, `"1.5s"`). Negative durations are
-/// refused: a certificate cannot end before it starts.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    /// The proto's own limit, about 10 000 years.
-    const MAX_SECONDS: u64 = 315_576_000_000;
-    let body = s
-        .strip_suffix('s')
-        .ok_or("a Duration is seconds with an \"s\" suffix, e.g. \"3600s\"")?;
-    if body.starts_with('-') {
-        return Err("must not be negative".into());
-    }
-    let (whole, frac) = match body.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (body, None),
-    };
-    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || frac.is_some_and(|f| !digits(f) || f.len() > 9) {
-        return Err("not a decimal number of seconds with at most 9 fractional digits".into());
-    }
-    let secs: u64 = whole
-        .parse()
-        .ok()
-        .filter(|n| *n <= MAX_SECONDS)
-        .ok_or("out of range")?;
-    let nanos = match frac {
-        Some(f) => format!("{f:0<9}")
-            .parse::<u32>()
-            .map_err(|e| e.to_string())?,
-        None => 0,
-    };
-    Ok(Duration::new(secs, nanos))
-}
-
 /// `d` within [[`MIN_CERT_DURATION`], [`MAX_CERT_DURATION`]].
 pub fn clamp_cert_duration(d: Duration) -> Duration {
     d.clamp(MIN_CERT_DURATION, MAX_CERT_DURATION)
@@ -459,7 +390,7 @@ pub fn client_cert_duration(requested: Option<Duration>, cap: Option<Duration>) 
 mod tests {
     use super::*;
 
-    fn route(v: ApiVersion, m: AdminMethod, p: &str, c: &str, i: Option<&str>) -> Option<Route> {
+    fn route(v: ApiVersion, m: ApiMethod, p: &str, c: &str, i: Option<&str>) -> Option<Route> {
         Some(Route {
             version: v,
             method: m,
@@ -472,7 +403,7 @@ mod tests {
 
     #[test]
     fn parses_paths() {
-        use AdminMethod::{ConnectionInfo as Info, GenerateClientCertificate as Gen};
+        use ApiMethod::{ConnectionInfo as Info, GenerateClientCertificate as Gen};
         use ApiVersion::*;
         assert_eq!(
             parse_path(
@@ -522,25 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("3600s"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0.000000001s"), Ok(Duration::from_nanos(1)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in [
-            "3600",
-            "-1s",
-            "1.s",
-            ".5s",
-            "1.0000000001s",
-            "abc",
-            "s",
-            "1e3s",
-            " 1s",
-            "315576000001s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
+    fn clamps_durations() {
         assert_eq!(
             clamp_cert_duration(Duration::from_secs(1)),
             MIN_CERT_DURATION
@@ -618,7 +531,7 @@ mod tests {
     fn error_shapes() {
         let r = route(
             ApiVersion::V1Beta,
-            AdminMethod::ConnectionInfo,
+            ApiMethod::ConnectionInfo,
             "p",
             "c",
             Some("i"),

@@ -12,8 +12,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::certs::{issue_ephemeral, parse_public_key_pem};
 use super::instance::{Instance, Instances};
-use crate::admin::{bearer, path_segments, prelude, respond};
-use crate::calls::AdminMethod;
+use crate::admin::{bearer, caller, path_segments, prelude, respond};
+use crate::calls::ApiMethod;
 use crate::certs::CertInfo;
 use crate::errors::GoogleError;
 use crate::iam::IamBinding;
@@ -25,7 +25,7 @@ use crate::tokens::{SCOPE_CLOUD_PLATFORM, SCOPE_SQLSERVICE_ADMIN, SCOPE_SQLSERVI
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminRoute {
     /// Which method.
-    pub method: AdminMethod,
+    pub method: ApiMethod,
     /// Percent-decoded project (may be domain-scoped, `example.com:proj`).
     pub project: String,
     /// Percent-decoded instance name.
@@ -44,12 +44,10 @@ pub fn parse_admin_path(path: &str) -> Option<AdminRoute> {
     let segs = path_segments(rest)?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (project, instance, method) = match segs.as_slice() {
-        ["projects", p, "instances", i, "connectSettings"] => {
-            (*p, *i, AdminMethod::ConnectSettings)
-        }
+        ["projects", p, "instances", i, "connectSettings"] => (*p, *i, ApiMethod::ConnectSettings),
         ["projects", p, "instances", i] => {
             let i = i.strip_suffix(":generateEphemeralCert")?;
-            (*p, i, AdminMethod::GenerateEphemeralCert)
+            (*p, i, ApiMethod::GenerateEphemeralCert)
         }
         _ => return None,
     };
@@ -137,8 +135,8 @@ pub async fn handle(
 ) -> Response {
     let route = match parse_admin_path(path) {
         Some(r)
-            if (r.method == AdminMethod::ConnectSettings && method == Method::GET)
-                || (r.method == AdminMethod::GenerateEphemeralCert && method == Method::POST) =>
+            if (r.method == ApiMethod::ConnectSettings && method == Method::GET)
+                || (r.method == ApiMethod::GenerateEphemeralCert && method == Method::POST) =>
         {
             r
         }
@@ -150,7 +148,7 @@ pub async fn handle(
     }
     let tamper = state.tampering.take(route.method);
 
-    let Some(token) = bearer(headers).and_then(|t| state.tokens.lookup_valid(t)) else {
+    let Some(token) = bearer(headers).and_then(|t| caller(state, t, route.method)) else {
         return GoogleError::unauthenticated().into_response();
     };
     if !token.has_scope(SCOPE_SQLSERVICE_ADMIN) && !token.has_scope(SCOPE_CLOUD_PLATFORM) {
@@ -164,10 +162,13 @@ pub async fn handle(
     };
     let issue = tamper.as_ref().map_or(Issue::Normal, Tamper::issue);
     let result = match route.method {
-        AdminMethod::ConnectSettings => Ok(connect_settings_body(inst)),
-        AdminMethod::GenerateEphemeralCert => generate_ephemeral_cert(state, inst, body, issue),
+        ApiMethod::ConnectSettings => Ok(connect_settings_body(inst)),
+        ApiMethod::GenerateEphemeralCert => generate_ephemeral_cert(state, inst, body, issue),
         // parse_admin_path yields only the two Cloud SQL methods.
-        AdminMethod::ConnectionInfo | AdminMethod::GenerateClientCertificate => {
+        ApiMethod::ConnectionInfo
+        | ApiMethod::GenerateClientCertificate
+        | ApiMethod::Sts
+        | ApiMethod::GenerateAccessToken => {
             Err(GoogleError::route_not_found(method.as_str(), path))
         }
     };
@@ -251,7 +252,7 @@ fn generate_ephemeral_cert(
 mod tests {
     use super::*;
 
-    fn route(m: AdminMethod, p: &str, i: &str) -> Option<AdminRoute> {
+    fn route(m: ApiMethod, p: &str, i: &str) -> Option<AdminRoute> {
         Some(AdminRoute {
             method: m,
             project: p.into(),
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn parses_paths() {
-        use AdminMethod::*;
+        use ApiMethod::*;
         assert_eq!(
             parse_admin_path("/sql/v1beta4/projects/p/instances/i/connectSettings"),
             route(ConnectSettings, "p", "i")

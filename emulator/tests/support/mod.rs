@@ -119,7 +119,56 @@ pub struct Emulator {
     pub ready: Value,
     /// Everything it logged so far.
     pub stderr: Arc<Mutex<String>>,
+    /// The task copying its stderr into `stderr`; it ends when the process closes it.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
     _dir: TempDir,
+}
+
+/// How long a test waits for something that must happen.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits until `check` holds, looking again every few milliseconds, and panics naming
+/// `what` if it does not by [`EVENT_DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not by the deadline: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Emulator {
+    /// The log, once it has every line of `needles` (waits up to [`EVENT_DEADLINE`]).
+    pub async fn log_containing(&self, needles: &[&str]) -> String {
+        let has_all = || {
+            let log = self.stderr.lock().unwrap();
+            needles.iter().all(|n| log.contains(n))
+        };
+        eventually(&format!("the log contains {needles:?}"), || {
+            std::future::ready(has_all())
+        })
+        .await;
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The whole log of a process that has exited: waits (up to [`EVENT_DEADLINE`]) for
+    /// its stderr to be read to the end.
+    pub async fn final_log(&mut self) -> String {
+        if let Some(reader) = self.stderr_reader.take() {
+            tokio::time::timeout(EVENT_DEADLINE, reader)
+                .await
+                .expect("the emulator's stderr did not close")
+                .unwrap();
+        }
+        self.stderr.lock().unwrap().clone()
+    }
 }
 
 pub struct TempDir(std::path::PathBuf);
@@ -157,7 +206,7 @@ pub async fn start_emulator(instances: &[String], token_lifetime_secs: u64) -> E
     let stderr = Arc::new(Mutex::new(String::new()));
     let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let sink = stderr.clone();
-    tokio::spawn(async move {
+    let stderr_reader = tokio::spawn(async move {
         while let Ok(Some(l)) = err_lines.next_line().await {
             let mut s = sink.lock().unwrap();
             s.push_str(&l);
@@ -177,6 +226,7 @@ pub async fn start_emulator(instances: &[String], token_lifetime_secs: u64) -> E
         child,
         ready,
         stderr,
+        stderr_reader: Some(stderr_reader),
         _dir: dir,
     }
 }
@@ -296,7 +346,8 @@ pub fn startup_message(user: &str) -> Vec<u8> {
 
 /// The test PostgreSQL (`GCPDB_TEST_PG`, `127.0.0.1:PORT`) that scripts/test starts: roles
 /// `postgres` (trust), `app`/`app-password` (SCRAM) and the emulator's IAM principals
-/// `connector-sa@emulator-project.iam` and `dev-user@example.com` (trust).
+/// `connector-sa@emulator-project.iam`, `dev-user@example.com` and
+/// `target-sa@emulator-project.iam` (trust).
 pub fn test_postgres() -> String {
     std::env::var("GCPDB_TEST_PG").unwrap_or_else(|_| {
         panic!(

@@ -47,7 +47,7 @@ mod app {
     });
 
     use gcp::db_connector::connector::{
-        Config, ConnectOptions, ConnectTimings, Connector, Credentials, IpType,
+        Config, ConnectOptions, ConnectTimings, Connector, Credentials, Impersonation, IpType,
     };
 
     struct Handler;
@@ -58,11 +58,25 @@ mod app {
         let store_dir = env("GCP_DB_STORE_DIR");
         Config {
             credentials: env("GCP_DB_CREDENTIALS_JSON").map(Credentials::Json),
+            // As the Auth Proxy's --impersonate-service-account: the target
+            // first, then delegates, each delegating to the one before it.
+            impersonation: env("GCP_DB_IMPERSONATE_SERVICE_ACCOUNT").map(|chain| {
+                let mut accounts: Vec<String> =
+                    chain.split(',').map(|a| a.trim().to_string()).collect();
+                let target_principal = accounts.remove(0);
+                accounts.reverse();
+                Impersonation {
+                    target_principal,
+                    delegates: accounts,
+                }
+            }),
+            universe_domain: None,
             ip_type: None,
             enable_iam_auth: false,
             admin_endpoint: env("GCP_DB_ADMIN_ENDPOINT"),
             alloydb_admin_endpoint: env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT"),
             token_endpoint: env("GCP_DB_TOKEN_ENDPOINT"),
+            iam_credentials_endpoint: env("GCP_DB_IAM_CREDENTIALS_ENDPOINT"),
             metadata_host: None,
             quota_project: None,
             user_agent: Some("messages-composed".into()),

@@ -55,6 +55,10 @@ fn config() -> Result<Config, String> {
     config.admin_endpoint = env("GCP_DB_ADMIN_ENDPOINT");
     config.alloydb_admin_endpoint = env("GCP_DB_ALLOYDB_ADMIN_ENDPOINT");
     config.token_endpoint = env("GCP_DB_TOKEN_ENDPOINT");
+    // As the Auth Proxy's --impersonate-service-account: target[,delegate…].
+    config.impersonation = env("GCP_DB_IMPERSONATE_SERVICE_ACCOUNT")
+        .map(|chain| gcp_db_connector::ServiceAccountImpersonation::from_chain(&chain));
+    config.iam_credentials_endpoint = env("GCP_DB_IAM_CREDENTIALS_ENDPOINT");
     config.store_secret = env("GCP_DB_STORE_SECRET");
     config.store = match (env("GCP_DB_STORE_DIR"), bucket.as_str()) {
         (Some(dir), _) => Some(std::sync::Arc::new(
