@@ -6,60 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, ServiceAccountImpersonation, DEFAULT_UNIVERSE_DOMAIN};
 use crate::error::Error;
 use crate::ip_type::IpType;
 use crate::store::Store;
-
-/// Google's universe: `googleapis.com`.
-pub const DEFAULT_UNIVERSE_DOMAIN: &str = "googleapis.com";
-
-/// A service account to act as, through a chain of delegates (see
-/// [`Config::impersonation`]).
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceAccountImpersonation {
-    /// The target's email, e.g. `sa@project.iam.gserviceaccount.com`.
-    pub target_principal: String,
-    /// The service accounts between the caller and the target, in order
-    /// (emails or `projects/-/serviceAccounts/EMAIL`): each may impersonate
-    /// the next, the last the target.
-    pub delegates: Vec<String>,
-}
-
-impl ServiceAccountImpersonation {
-    /// Impersonation of `target_principal` directly.
-    pub fn new(target_principal: impl Into<String>) -> Self {
-        Self {
-            target_principal: target_principal.into(),
-            delegates: Vec::new(),
-        }
-    }
-
-    /// The same, through `delegates`.
-    pub fn with_delegates(mut self, delegates: Vec<String>) -> Self {
-        self.delegates = delegates;
-        self
-    }
-
-    /// The Auth Proxy's `--impersonate-service-account` form: emails,
-    /// comma-separated, the target first; each later one delegates to the
-    /// one before it (`sa1,sa2,sa3`: the caller's token acts as sa3, which
-    /// acts as sa2, which impersonates sa1).
-    ///
-    /// ```
-    /// use gcp_db_connector::ServiceAccountImpersonation;
-    /// let i = ServiceAccountImpersonation::from_chain("sa1@p.iam.gserviceaccount.com,sa2@p.iam.gserviceaccount.com,sa3@p.iam.gserviceaccount.com");
-    /// assert_eq!(i.target_principal, "sa1@p.iam.gserviceaccount.com");
-    /// assert_eq!(i.delegates, ["sa3@p.iam.gserviceaccount.com", "sa2@p.iam.gserviceaccount.com"]);
-    /// ```
-    pub fn from_chain(chain: &str) -> Self {
-        let mut accounts: Vec<String> = chain.split(',').map(|a| a.trim().to_string()).collect();
-        let target = accounts.remove(0);
-        accounts.reverse();
-        Self::new(target).with_delegates(accounts)
-    }
-}
 
 /// Settings shared by every connect of a [`Connector`](crate::Connector).
 ///

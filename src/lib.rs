@@ -84,7 +84,7 @@ pub use cache::REFRESH_BUFFER;
 pub use cloudsql::admin::DEFAULT_ADMIN_ENDPOINT;
 pub use cloudsql::instance_name::InstanceName;
 pub use cloudsql::CLOUD_SQL_PORT;
-pub use config::{Config, ConnectOptions, ServiceAccountImpersonation, DEFAULT_UNIVERSE_DOMAIN};
+pub use config::{Config, ConnectOptions};
 pub use connect::blocking::Connection;
 pub use connect::timings::ConnectTimings;
 #[cfg(feature = "tokio")]
@@ -92,7 +92,7 @@ pub use connect::tokio::AsyncConnection;
 pub use connector::Connector;
 pub use credentials::file::DEFAULT_TOKEN_ENDPOINT;
 pub use credentials::source::DEFAULT_METADATA_HOST;
-pub use credentials::Credentials;
+pub use credentials::{Credentials, ServiceAccountImpersonation, DEFAULT_UNIVERSE_DOMAIN};
 pub use error::{ApiError, Error, ErrorKind, VerificationCheck};
 pub use instance::Instance;
 pub use ip_type::{InvalidIpType, IpType};

@@ -136,6 +136,13 @@ async fn whoami(
     Ok(rows.rows[0][0].clone().unwrap_or_default())
 }
 
+/// The message of the `credentials` error a connect to [`INSTANCE`] must
+/// fail with, before the dial.
+async fn refusal(emu: &Emulator, config: Config, options: ConnectOptions, login: &Login) -> String {
+    let e = refused(whoami(emu, config, INSTANCE, options, login).await);
+    credentials_message(&e).to_string()
+}
+
 /// The connector's error of a connect that must fail before the dial.
 fn refused(r: Result<String, QueryError>) -> Error {
     match r {
@@ -214,8 +221,7 @@ async fn the_configs_impersonation_applies_to_a_key_for_cloud_sql_and_alloydb() 
     // A delegate chain IAM refuses (the key's account may not act as
     // target-sa through dev-user): a credentials error with IAM's words.
     let chain = impersonating(&emu, TARGET, &["dev-user@example.com"]);
-    let e = refused(whoami(&emu, chain, INSTANCE, ConnectOptions::default(), &app()).await);
-    let m = credentials_message(&e);
+    let m = refusal(&emu, chain, ConnectOptions::default(), &app()).await;
     assert!(
         m.contains(&format!("refused to impersonate {TARGET}")),
         "{m}"
@@ -280,17 +286,7 @@ async fn refusals_are_credentials_errors_that_name_the_cause_and_show_no_secret(
     // The subject token is gone: said before any call to STS.
     let mut f: Value = serde_json::from_str(&external_file(&emu)).unwrap();
     f["credential_source"]["file"] = "/creds/no-such-token.jwt".into();
-    let e = refused(
-        whoami(
-            &emu,
-            with(&emu, f.to_string()),
-            INSTANCE,
-            iam(),
-            &iam_as(TARGET_USER),
-        )
-        .await,
-    );
-    let m = credentials_message(&e).to_string();
+    let m = refusal(&emu, with(&emu, f.to_string()), iam(), &iam_as(TARGET_USER)).await;
     assert!(
         m.contains("cannot read the subject token file \"/creds/no-such-token.jwt\""),
         "{m}"
@@ -300,17 +296,13 @@ async fn refusals_are_credentials_errors_that_name_the_cause_and_show_no_secret(
 
     // A subject token STS does not trust (expired): STS's error.
     post_subject_token(&emu, "expired");
-    let e = refused(
-        whoami(
-            &emu,
-            with(&emu, external_file(&emu)),
-            INSTANCE,
-            iam(),
-            &iam_as(TARGET_USER),
-        )
-        .await,
-    );
-    let m = credentials_message(&e).to_string();
+    let m = refusal(
+        &emu,
+        with(&emu, external_file(&emu)),
+        iam(),
+        &iam_as(TARGET_USER),
+    )
+    .await;
     assert!(
         m.contains("refused the external_account credentials with HTTP 400: invalid_grant"),
         "{m}"
@@ -322,17 +314,13 @@ async fn refusals_are_credentials_errors_that_name_the_cause_and_show_no_secret(
     // only as delegate-sa): IAM's 403 and words; with it, the connect works.
     let mut f: Value = serde_json::from_str(&file(&emu, "impersonated_user_file")).unwrap();
     f["delegates"] = serde_json::json!([]);
-    let e = refused(
-        whoami(
-            &emu,
-            with(&emu, f.to_string()),
-            INSTANCE,
-            ConnectOptions::default(),
-            &app(),
-        )
-        .await,
-    );
-    let m = credentials_message(&e).to_string();
+    let m = refusal(
+        &emu,
+        with(&emu, f.to_string()),
+        ConnectOptions::default(),
+        &app(),
+    )
+    .await;
     assert!(
         m.contains(&format!(
             "refused to impersonate {TARGET} with HTTP 403: PERMISSION_DENIED"
@@ -343,17 +331,7 @@ async fn refusals_are_credentials_errors_that_name_the_cause_and_show_no_secret(
     // A 503 from IAM Credentials: said, and the next connect works.
     emu.fail("generateAccessToken", 503, 1);
     let config = with(&emu, file(&emu, "impersonated_user_file"));
-    let e = refused(
-        whoami(
-            &emu,
-            config.clone(),
-            INSTANCE,
-            ConnectOptions::default(),
-            &app(),
-        )
-        .await,
-    );
-    let m = credentials_message(&e).to_string();
+    let m = refusal(&emu, config.clone(), ConnectOptions::default(), &app()).await;
     assert!(m.contains("with HTTP 503"), "{m}");
     messages.push(m);
     assert_eq!(
@@ -369,8 +347,7 @@ async fn refusals_are_credentials_errors_that_name_the_cause_and_show_no_secret(
         universe_domain: Some("example-universe.test".into()),
         ..emu.config()
     };
-    let e = refused(whoami(&emu, other, INSTANCE, ConnectOptions::default(), &app()).await);
-    let m = credentials_message(&e).to_string();
+    let m = refusal(&emu, other, ConnectOptions::default(), &app()).await;
     assert!(
         m.contains("\"googleapis.com\"") && m.contains("\"example-universe.test\""),
         "{m}"
@@ -381,17 +358,13 @@ async fn refusals_are_credentials_errors_that_name_the_cause_and_show_no_secret(
     // An executable-sourced file: what is unsupported and why.
     let mut f: Value = serde_json::from_str(&external_file(&emu)).unwrap();
     f["credential_source"] = serde_json::json!({"executable": {"command": "/usr/bin/token"}});
-    let e = refused(
-        whoami(
-            &emu,
-            with(&emu, f.to_string()),
-            INSTANCE,
-            ConnectOptions::default(),
-            &app(),
-        )
-        .await,
-    );
-    let m = credentials_message(&e).to_string();
+    let m = refusal(
+        &emu,
+        with(&emu, f.to_string()),
+        ConnectOptions::default(),
+        &app(),
+    )
+    .await;
     assert!(m.contains("cannot run a program"), "{m}");
     messages.push(m);
 

@@ -222,6 +222,14 @@ fn request(addr: SocketAddr, post: Option<&str>) -> (u16, Value) {
     (resp.status().as_u16(), json)
 }
 
+/// The `error` an answer of the app's error handler carries.
+fn error_of(json: &Value) -> String {
+    json["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {json}"))
+        .to_string()
+}
+
 /// [`request`] off the async runtime (ureq blocks).
 async fn request_async(addr: SocketAddr, post: Option<&str>) -> (u16, Value) {
     let post = post.map(str::to_string);
@@ -374,10 +382,7 @@ async fn failures_answer_with_a_status_naming_the_cause() {
     // A name that is not project:region:instance.
     let env = settings(&emu, "proj-only", &db, Login::Password, "public");
     let (status, json) = answer(env).await;
-    let error = json["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{json}"))
-        .to_string();
+    let error = error_of(&json);
     assert_eq!(status, 500, "{json}");
     assert!(
         error.starts_with("connector error (invalid-instance-name): "),
@@ -390,10 +395,7 @@ async fn failures_answer_with_a_status_naming_the_cause() {
     emu.set_proxy(INSTANCE, "refuse", None);
     let password = || settings(&emu, INSTANCE, &db, Login::Password, "public");
     let (status, json) = answer(password()).await;
-    let error = json["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{json}"))
-        .to_string();
+    let error = error_of(&json);
     assert_eq!(status, 502, "{json}");
     assert!(
         error.starts_with("connector error (tls): ")
@@ -413,10 +415,7 @@ async fn failures_answer_with_a_status_naming_the_cause() {
         "public",
     );
     let (status, json) = answer(env).await;
-    let error = json["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{json}"))
-        .to_string();
+    let error = error_of(&json);
     assert_eq!(status, 502, "{json}");
     assert!(
         error.starts_with("database error 28000: Cloud SQL IAM ")
@@ -436,10 +435,7 @@ async fn failures_answer_with_a_status_naming_the_cause() {
     insert_large_message(&db, 300_000);
     emu.set_proxy(INSTANCE, "drop-after-bytes", Some(100_000));
     let (status, json) = answer(password()).await;
-    let error = json["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{json}"))
-        .to_string();
+    let error = error_of(&json);
     assert_eq!(status, 502, "{json}");
     assert!(
         error.starts_with("connector error (closed): ")

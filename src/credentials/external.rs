@@ -162,7 +162,7 @@ impl ExternalAccount {
             universe_domain: f
                 .universe_domain
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| crate::config::DEFAULT_UNIVERSE_DOMAIN.to_string()),
+                .unwrap_or_else(|| super::DEFAULT_UNIVERSE_DOMAIN.to_string()),
             source_fingerprint,
         })
     }

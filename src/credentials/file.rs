@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::jwt;
 use super::token::{from_json_object, Scope};
-use crate::config::DEFAULT_UNIVERSE_DOMAIN;
+use super::DEFAULT_UNIVERSE_DOMAIN;
 use crate::error::Error;
 use crate::http::Request;
 use crate::secret::Secret;

@@ -16,7 +16,7 @@ use super::file::{fingerprint, CredentialsFile};
 use super::impersonated::Impersonation;
 use super::token::{from_json_object, parse_token_response, Role, Scope, Token, CLOUD_PLATFORM};
 use super::Credentials;
-use crate::config::{ServiceAccountImpersonation, DEFAULT_UNIVERSE_DOMAIN};
+use super::{ServiceAccountImpersonation, DEFAULT_UNIVERSE_DOMAIN};
 use crate::error::{Error, ErrorKind};
 use crate::http::{Pending, Request, Transport};
 use crate::redact;
