@@ -78,7 +78,7 @@ impl Connector {
             (Some(pem), _) => KeySlot::with_key(ClientKey::from_pem(pem)?),
             // One key per principal, kept in the store for every instance.
             (None, Some(shelf)) if config.store_private_key => {
-                KeySlot::with_keeper(Arc::new(StoredKey(shelf.clone())))
+                KeySlot::with_keeper(Arc::new(StoredKey::new(shelf.clone())))
             }
             (None, _) => KeySlot::default(),
         });

@@ -22,10 +22,9 @@
 //!
 //! Refreshes are single-flight across instances as far as the store allows:
 //! with an atomic increment, the first instance to take the lease refreshes
-//! while the others wait for the entry it writes, until the lease's deadline
-//! (at most [`LEASE_WAIT`] after it was taken, so a holder that died delays
-//! the others at most that long); without atomics, every instance that
-//! misses refreshes.
+//! while the others wait for the entry it writes; a holder that died delays
+//! them by at most [`LEASE_WAIT`], after which one of them takes over
+//! ([`Lease`]). Without atomics, every instance that misses refreshes.
 //!
 //! The Admin API's refusals (an error status, quota included) are shared too
 //! (`rate_limit`): each connector's own rate limiter dies with its instance,
@@ -89,17 +88,29 @@ impl Shelf {
 }
 
 /// Keeps the connector's key in the store, once per principal.
-pub(crate) struct StoredKey(pub Arc<Shelf>);
+pub(crate) struct StoredKey {
+    shelf: Arc<Shelf>,
+    /// The lease this instance holds on the key record while it makes the
+    /// key, if it holds one.
+    lease: std::sync::Mutex<Option<Lease>>,
+}
 
 impl StoredKey {
+    pub(crate) fn new(shelf: Arc<Shelf>) -> Self {
+        Self {
+            shelf,
+            lease: std::sync::Mutex::new(None),
+        }
+    }
+
     fn key(&self, deadline: Instant) -> Option<String> {
-        Some(format!("{}/key", self.0.principal_prefix(deadline)?))
+        Some(format!("{}/key", self.shelf.principal_prefix(deadline)?))
     }
 }
 
 impl KeyKeeper for StoredKey {
     fn load(&self, deadline: Instant) -> Option<ClientKey> {
-        let record: KeyRecord = self.0.get(&self.key(deadline)?)?;
+        let record: KeyRecord = self.shelf.get(&self.key(deadline)?)?;
         let der = base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,
             record.private_key,
@@ -109,21 +120,20 @@ impl KeyKeeper for StoredKey {
     }
 
     /// With a lease on the key record: the first instance makes the key,
-    /// the others wait for it until the lease lapses (at most
-    /// [`LEASE_WAIT`]) and then make their own.
+    /// the others wait for it (see [`Lease`]) and make their own only if
+    /// nobody does.
     fn claim(&self, deadline: Instant) -> Option<ClientKey> {
         let key = self.key(deadline)?;
-        let Taken::Held { until } = Lease::on(&*self.0.store, &key).take() else {
-            return None;
-        };
-        let until = until.min(deadline);
-        while Instant::now() + POLL < until {
-            std::thread::sleep(POLL);
-            if let Some(kept) = self.load(until) {
-                return Some(kept);
+        let mut lease = Lease::on(&key);
+        match lease.take(&*self.shelf.store, deadline, |until| self.load(until)) {
+            Turn::Done(kept) => Some(kept),
+            Turn::Make { held } => {
+                if held {
+                    *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+                }
+                None
             }
         }
-        None
     }
 
     fn keep(&self, key: ClientKey, deadline: Instant) -> ClientKey {
@@ -132,8 +142,11 @@ impl KeyKeeper for StoredKey {
         };
         let private_key =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.pkcs8_der());
-        self.0.set(&k, &KeyRecord { private_key });
-        Lease::on(&*self.0.store, &k).release();
+        self.shelf.set(&k, &KeyRecord { private_key });
+        let held = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(lease) = held {
+            lease.release(&*self.shelf.store);
+        }
         // Without atomics two instances may both have made one: the last
         // kept is everyone's from now on.
         match self.load(deadline) {
@@ -144,63 +157,137 @@ impl KeyKeeper for StoredKey {
 }
 
 /// A lease in the store on what `base` names, so that concurrent instances
-/// make it once: `<base>/lease` counts the takers, `<base>/lease-until` is
-/// when the first one's lapses.
-struct Lease<'a> {
-    store: &'a dyn Store,
+/// make it once, with nothing but get, set, delete and an atomic increment.
+///
+/// `<base>/lease` counts the takers: the one that makes it 1 holds the lease
+/// and stamps `<base>/lease-until` with when it lapses, at most
+/// [`LEASE_WAIT`] on. The others wait for the thing, or for the lease to be
+/// let go (then they take it afresh) or to lapse: a holder that died, or
+/// that did not get as far as its stamp within [`LEASE_WAIT`]. A lapsed
+/// lease is taken over by the one waiter that makes
+/// `<base>/lease-over-<stamp>` 1, so that it too is made once; nobody waits
+/// longer than twice [`LEASE_WAIT`] (the holder's, then its taker's).
+struct Lease {
     count: String,
     until: String,
+    /// The take-over counter, once this instance has taken a lapsed lease.
+    over: Option<String>,
 }
 
-/// What [`Lease::take`] found.
-enum Taken {
-    /// This instance holds the lease: make the thing, then release it.
-    First,
-    /// Another instance does: wait for its result until `until` (at most
-    /// [`LEASE_WAIT`] from now; now, if the holder's deadline has passed).
-    Held { until: Instant },
-    /// The store has no atomic increment: every instance makes its own.
-    Unshared,
+/// What an instance is to do about the thing a lease is on.
+enum Turn<T> {
+    /// Make it; then, if `held`, [`Lease::release`] the lease.
+    Make { held: bool },
+    /// Another instance made it (or was refused it): this.
+    Done(T),
 }
 
-impl<'a> Lease<'a> {
-    fn on(store: &'a dyn Store, base: &str) -> Self {
+impl Lease {
+    fn on(base: &str) -> Self {
         Self {
-            store,
             count: format!("{base}/lease"),
             until: format!("{base}/lease-until"),
+            over: None,
         }
     }
 
-    fn take(&self) -> Taken {
-        match self.store.increment(&self.count, 1) {
-            Ok(Some(1)) => {
-                let until = unix_ms(SystemTime::now() + LEASE_WAIT);
-                let _ = self.store.set(&self.until, until.to_string().as_bytes());
-                Taken::First
-            }
-            Ok(Some(_)) => {
-                let lapses = self
-                    .store
-                    .get(&self.until)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| String::from_utf8(b).ok()?.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
-                let left = lapses.saturating_sub(unix_ms(SystemTime::now()));
-                let left = Duration::from_millis(left).min(LEASE_WAIT);
-                Taken::Held {
-                    until: Instant::now() + left,
+    /// Takes the lease, or waits until `deadline` for whoever holds it to
+    /// make the thing, which `look` finds (given how long it may take).
+    fn take<T>(
+        &mut self,
+        store: &dyn Store,
+        deadline: Instant,
+        mut look: impl FnMut(Instant) -> Option<T>,
+    ) -> Turn<T> {
+        match store.increment(&self.count, 1) {
+            Ok(Some(1)) => {}
+            Ok(Some(_)) => return self.wait(store, deadline, look),
+            // Without atomics every instance makes its own.
+            Ok(None) | Err(_) => return Turn::Make { held: false },
+        }
+        self.stamp(store);
+        // The last holder may have made it and let go since it was looked for.
+        if let Some(found) = look(deadline) {
+            self.release(store);
+            return Turn::Done(found);
+        }
+        Turn::Make { held: true }
+    }
+
+    fn wait<T>(
+        &mut self,
+        store: &dyn Store,
+        deadline: Instant,
+        mut look: impl FnMut(Instant) -> Option<T>,
+    ) -> Turn<T> {
+        let give_up = (Instant::now() + 2 * LEASE_WAIT).min(deadline);
+        // Whether the holder's stamp has been seen, and since when none has.
+        let (mut stamped, mut unstamped) = (false, Instant::now());
+        loop {
+            match self.stamp_of(store) {
+                Some(lapses) if lapses > unix_ms(SystemTime::now()) => stamped = true,
+                Some(lapsed) if self.take_over(store, lapsed) => {
+                    return Turn::Make { held: true };
                 }
+                // Another waiter took it over and is about to stamp it.
+                Some(_) => {}
+                // Let go with nothing for us (the holder's refresh failed):
+                // a new lease.
+                None if stamped => {
+                    (stamped, unstamped) = (false, Instant::now());
+                    if let Ok(Some(1)) = store.increment(&self.count, 1) {
+                        self.stamp(store);
+                        return Turn::Make { held: true };
+                    }
+                }
+                // Taken, never stamped: the holder died between the two.
+                None if unstamped.elapsed() >= LEASE_WAIT && self.take_over(store, 0) => {
+                    return Turn::Make { held: true };
+                }
+                // Taken a moment ago and about to be stamped (or taken
+                // over by another waiter).
+                None => {}
             }
-            Ok(None) | Err(_) => Taken::Unshared,
+            if Instant::now() + POLL >= give_up {
+                return Turn::Make { held: false };
+            }
+            std::thread::sleep(POLL);
+            if let Some(found) = look(give_up) {
+                return Turn::Done(found);
+            }
         }
     }
 
-    /// Frees the lease, for whoever needs the thing made again.
-    fn release(&self) {
-        let _ = self.store.delete(&self.until);
-        let _ = self.store.delete(&self.count);
+    /// Whether this instance is the one to take over the lease that lapsed
+    /// at `lapsed`.
+    fn take_over(&mut self, store: &dyn Store, lapsed: u64) -> bool {
+        let over = format!("{}-over-{lapsed}", self.count);
+        if let Ok(Some(1)) = store.increment(&over, 1) {
+            self.over = Some(over);
+            self.stamp(store);
+            return true;
+        }
+        false
+    }
+
+    fn stamp(&self, store: &dyn Store) {
+        let until = unix_ms(SystemTime::now() + LEASE_WAIT);
+        let _ = store.set(&self.until, until.to_string().as_bytes());
+    }
+
+    fn stamp_of(&self, store: &dyn Store) -> Option<u64> {
+        let bytes = store.get(&self.until).ok()??;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+    }
+
+    /// Lets the lease go, for whoever needs the thing made again. The count
+    /// goes first, so that a waiter that finds the stamp gone can take it.
+    fn release(&self, store: &dyn Store) {
+        let _ = store.delete(&self.count);
+        let _ = store.delete(&self.until);
+        if let Some(over) = &self.over {
+            let _ = store.delete(over);
+        }
     }
 }
 
@@ -235,17 +322,20 @@ impl Source for HostStore {
                 return Err(Error::rate_limited(&key.name, wait, Some(r.error())));
             }
         }
-        let lease = Lease::on(&*self.shelf.store, &entry_key);
-        let leased = match lease.take() {
-            Taken::First => true,
-            Taken::Held { until } => {
-                if let Some(found) = self.wait_for_holder(key, &entry_key, until.min(deadline))? {
-                    return Ok(found);
-                }
-                // It died or is slow: take over, and free the lease for later.
-                true
+        // With no key shared through the store, no entry another instance
+        // writes could be this one's: nothing to wait for.
+        let mut lease = Lease::on(&entry_key);
+        let held = if self.keys.shares() {
+            let seen = refused.as_ref().map(|r| r.at_unix_ms);
+            let store = &*self.shelf.store;
+            match lease.take(store, deadline, |until| {
+                self.holders_result(key, &entry_key, seen, until)
+            }) {
+                Turn::Done(result) => return result,
+                Turn::Make { held } => held,
             }
-            Taken::Unshared => false,
+        } else {
+            false
         };
         let result = self.inner.get(key, deadline);
         match &result {
@@ -263,8 +353,8 @@ impl Source for HostStore {
                 }
             }
         }
-        if leased {
-            lease.release();
+        if held {
+            lease.release(&*self.shelf.store);
         }
         result
     }
@@ -296,32 +386,23 @@ impl HostStore {
         })
     }
 
-    /// Waits for the lease holder's entry, or shares its refusal, until
-    /// `until`; `None` to take over. Does not wait when an entry would be of
-    /// no use: with no key of its own and none shared through the store, no
-    /// entry another instance writes can be this one's.
-    fn wait_for_holder(
+    /// What the lease holder left for this instance: its entry, or the
+    /// Admin API's refusal of it (one other than the refusal already seen,
+    /// made at `seen`).
+    fn holders_result(
         &self,
         key: &CacheKey,
         entry_key: &str,
-        until: Instant,
-    ) -> Result<Option<Found>, Error> {
-        if !self.keys.shares() {
-            return Ok(None);
+        seen: Option<u64>,
+        deadline: Instant,
+    ) -> Option<Result<Found, Error>> {
+        if let Some(found) = self.load(key, entry_key, deadline) {
+            return Some(Ok(found));
         }
-        let refusals_key = format!("{entry_key}/refusals");
-        let waiting_since = unix_ms(SystemTime::now());
-        while Instant::now() + POLL < until {
-            std::thread::sleep(POLL);
-            if let Some(found) = self.load(key, entry_key, until) {
-                return Ok(Some(found));
-            }
-            let refused: Option<Refusals> = self.shelf.get(&refusals_key);
-            if let Some(r) = refused.filter(|r| r.at_unix_ms >= waiting_since) {
-                return Err(r.error());
-            }
-        }
-        Ok(None)
+        let refused: Option<Refusals> = self.shelf.get(&format!("{entry_key}/refusals"));
+        refused
+            .filter(|r| Some(r.at_unix_ms) != seen)
+            .map(|r| Err(r.error()))
     }
 
     fn save(&self, entry_key: &str, prepared: &Prepared) {
@@ -345,7 +426,7 @@ mod tests {
 
     /// What the connector of a principal (known by its API token) keeps in
     /// `store`, sealed with `secret` if given.
-    fn shelf(store: &Arc<MemoryStore>, token: &str, secret: Option<&str>) -> Arc<Shelf> {
+    fn shelf<S: Store + 'static>(store: &Arc<S>, token: &str, secret: Option<&str>) -> Arc<Shelf> {
         let config = Config::default();
         Arc::new(Shelf {
             store: store.clone(),
@@ -430,17 +511,17 @@ mod tests {
     fn the_kept_key_is_every_fresh_instances() {
         let store = Arc::new(MemoryStore::default());
         let shelf = shelf(&store, "api", Some("s3cret"));
-        let kept = StoredKey(shelf.clone());
+        let kept = StoredKey::new(shelf.clone());
         assert!(kept.load(soon()).is_none());
-        let first = KeySlot::with_keeper(Arc::new(StoredKey(shelf.clone())));
+        let first = KeySlot::with_keeper(Arc::new(StoredKey::new(shelf.clone())));
         let (made, generated) = first.get(soon()).unwrap();
         assert!(generated);
-        let fresh = KeySlot::with_keeper(Arc::new(StoredKey(shelf.clone())));
+        let fresh = KeySlot::with_keeper(Arc::new(StoredKey::new(shelf.clone())));
         let (loaded, generated) = fresh.get(soon()).unwrap();
         assert!(!generated);
         assert_eq!(loaded.spki_der, made.spki_der);
         // Another principal has a key of its own.
-        let other = KeySlot::with_keeper(Arc::new(StoredKey(self::shelf(
+        let other = KeySlot::with_keeper(Arc::new(StoredKey::new(self::shelf(
             &store,
             "other",
             Some("s3cret"),
@@ -457,7 +538,7 @@ mod tests {
             .map(|_| {
                 let (barrier, shelf) = (barrier.clone(), shelf.clone());
                 std::thread::spawn(move || {
-                    let slot = KeySlot::with_keeper(Arc::new(StoredKey(shelf)));
+                    let slot = KeySlot::with_keeper(Arc::new(StoredKey::new(shelf)));
                     barrier.wait();
                     let (key, generated) = slot.get(soon()).unwrap();
                     (key.spki_der.clone(), generated)
@@ -467,7 +548,7 @@ mod tests {
         let got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(got.iter().filter(|(_, generated)| *generated).count(), 1);
         assert!(got.iter().all(|(spki, _)| *spki == got[0].0));
-        let kept = StoredKey(shelf.clone()).load(soon()).unwrap();
+        let kept = StoredKey::new(shelf.clone()).load(soon()).unwrap();
         assert_eq!(kept.spki_der, got[0].0);
     }
 
@@ -475,14 +556,14 @@ mod tests {
     fn a_dead_claim_on_the_key_is_taken_over_and_freed() {
         let store = Arc::new(MemoryStore::default());
         let shelf = shelf(&store, "api", None);
-        let record = StoredKey(shelf.clone()).key(soon()).unwrap();
+        let record = StoredKey::new(shelf.clone()).key(soon()).unwrap();
         // A holder that died before writing its deadline or the key.
         store.increment(&format!("{record}/lease"), 1).unwrap();
-        let slot = KeySlot::with_keeper(Arc::new(StoredKey(shelf.clone())));
+        let slot = KeySlot::with_keeper(Arc::new(StoredKey::new(shelf.clone())));
         let (made, generated) = slot.get(soon()).unwrap();
         assert!(generated);
         assert_eq!(
-            StoredKey(shelf.clone()).load(soon()).unwrap().spki_der,
+            StoredKey::new(shelf.clone()).load(soon()).unwrap().spki_der,
             made.spki_der
         );
         assert_eq!(store.get(&format!("{record}/lease")).unwrap(), None);
@@ -607,6 +688,117 @@ mod tests {
         let keyless = instance_with(&shelf, &refresh, KeySlot::default());
         assert!(refreshed(origin(&keyless)));
         assert_eq!(store.gets_of(&key), 1);
+    }
+
+    /// Runs `before` once, just before the first lease is taken, as another
+    /// instance would between this one's look for the entry and its take.
+    struct Racing {
+        inner: Arc<MemoryStore>,
+        before: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl Store for Racing {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.inner.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.inner.delete(key)
+        }
+        fn increment(&self, key: &str, delta: u64) -> Result<Option<u64>, String> {
+            if key.ends_with("/lease") {
+                if let Some(before) = self.before.lock().unwrap().take() {
+                    before();
+                }
+            }
+            self.inner.increment(key, delta)
+        }
+    }
+
+    #[test]
+    fn an_entry_made_while_the_lease_is_taken_is_used() {
+        let store = Arc::new(MemoryStore::default());
+        let refresh = ScriptedSource::alloydb(Duration::from_secs(3600));
+        let holder = instance(&shelf(&store, "api", None), &refresh);
+        // Another instance refreshes, stores and lets go of the lease after
+        // this one looked for the entry and before it takes the lease.
+        let racing = Arc::new(Racing {
+            inner: store.clone(),
+            before: std::sync::Mutex::new(Some(Box::new(move || {
+                assert!(refreshed(origin(&holder)));
+            }))),
+        });
+        let late = instance(&shelf(&racing, "api", None), &refresh);
+        assert_eq!(origin(&late), Origin::Store);
+        assert_eq!(refresh.gets(), 1);
+        assert_eq!(store.len(), 1, "the entry alone, no lease left behind");
+    }
+
+    /// Waits, up to a deadline, until `what` holds.
+    fn until(what: impl Fn() -> bool) {
+        let deadline = soon();
+        while !what() {
+            assert!(Instant::now() < deadline, "not reached before the deadline");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_lease_taken_and_not_yet_stamped_is_waited_for() {
+        let store = Arc::new(MemoryStore::default());
+        let shelf = shelf(&store, "api", None);
+        let key = entry_key(&shelf);
+        // The entry a holder is about to write (made on another store).
+        let scratch = Arc::new(MemoryStore::default());
+        let refresh = ScriptedSource::alloydb(Duration::from_secs(3600));
+        origin(&instance(&self::shelf(&scratch, "api", None), &refresh));
+        let entry = scratch.get(&key).unwrap().unwrap();
+        // The holder has taken the lease and not stamped it yet.
+        store.increment(&format!("{key}/lease"), 1).unwrap();
+        let waiter = {
+            let (shelf, refresh) = (shelf.clone(), refresh.clone());
+            std::thread::spawn(move || origin(&instance(&shelf, &refresh)))
+        };
+        // Once the waiter has looked for the entry twice (before and while
+        // waiting), the holder writes it and lets go.
+        until(|| store.gets_of(&key) >= 2);
+        store.set(&key, &entry).unwrap();
+        assert_eq!(waiter.join().unwrap(), Origin::Store);
+        assert_eq!(refresh.gets(), 1, "the scratch refresh alone");
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_taken_over_by_one_waiter() {
+        let store = Arc::new(MemoryStore::default());
+        let shelf = shelf(&store, "api", None);
+        let key = entry_key(&shelf);
+        // A holder that died: its lease taken, its stamp past.
+        store.increment(&format!("{key}/lease"), 1).unwrap();
+        let past = unix_ms(SystemTime::now() - Duration::from_millis(1));
+        store
+            .set(&format!("{key}/lease-until"), past.to_string().as_bytes())
+            .unwrap();
+        let refresh =
+            ScriptedSource::alloydb(Duration::from_secs(3600)).taking(Duration::from_millis(200));
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (barrier, cache) = (barrier.clone(), instance(&shelf, &refresh));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    cache.get(&alloydb_key(), soon()).unwrap().origin
+                })
+            })
+            .collect();
+        let origins: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(refresh.gets(), 1, "{origins:?}");
+        assert_eq!(origins.iter().filter(|o| refreshed(**o)).count(), 1);
+        // The taker let go of everything: the lease, its stamp, the take-over.
+        for left in ["lease", "lease-until", &format!("lease-over-{past}")] {
+            assert_eq!(store.get(&format!("{key}/{left}")).unwrap(), None, "{left}");
+        }
     }
 
     /// Connects, each by a fresh instance on `shelf`, while every refresh
