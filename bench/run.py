@@ -17,6 +17,10 @@ then:
     warm; requests that refresh an expired certificate with the stored key (a
     second emulator issuing 200 s certificates); the first request after a
     deployment (a new cache directory and server), with and without `GET /warmup`;
+  - serves examples/messages-http with the project's host (`gcp-db-host serve`, a
+    fresh instance per request, the connector's cache in the host's wasi:keyvalue
+    store) and times 1000 `GET /` with the store warm, once with the store in the
+    host's memory and once on Redis (`--redis`, the server scripts/bench starts);
   - serves examples/python-messages (Flask + SQLAlchemy + pg8000, componentize-py)
     composed with the connector the same way, and times its `GET /` with the store
     warm, and a `GET` of a path it has no route for (instantiation and Flask only);
@@ -253,9 +257,14 @@ class WasmtimeServe:
                 "--dir", f"{creds_dir}::/creds", "--dir", f"{cache}::/cache"]
         for k, v in env.items():
             args += ["--env", f"{k}={v}"]
+        self.launch(args + [app], "wasmtime serve", 120)
+
+    def launch(self, args, what, limit_s):
+        """Starts the server and waits (at most `limit_s`) until it listens."""
+        self.what = what
         self.output = tempfile.TemporaryFile()
         started = time.perf_counter()
-        self.proc = subprocess.Popen(args + [app], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                      stdout=self.output, stderr=subprocess.STDOUT)
         while True:
             try:
@@ -265,8 +274,8 @@ class WasmtimeServe:
                 pass
             if self.proc.poll() is not None:
                 self.fail(f"exited with {self.proc.returncode} before listening")
-            if time.perf_counter() - started > 120:
-                self.fail(f"did not listen on {self.addr} in 120 s")
+            if time.perf_counter() - started > limit_s:
+                self.fail(f"did not listen on {self.addr} in {limit_s} s")
             time.sleep(0.02)
         self.startup_s = time.perf_counter() - started
 
@@ -274,7 +283,7 @@ class WasmtimeServe:
         self.close()
         self.output.seek(0)
         tail = self.output.read()[-2000:].decode(errors="replace")
-        sys.exit(f"bench: wasmtime serve {why}:\n{tail}")
+        sys.exit(f"bench: {self.what} {why}:\n{tail}")
 
     def get(self, path="/", status=200):
         """One `GET path` on a new connection: client-side wall time, the
@@ -376,6 +385,77 @@ def python_database(pg):
                            f"GRANT SELECT, INSERT ON messages TO {USER}"], check=True)
 
 
+class HostServe(WasmtimeServe):
+    """`gcp-db-host serve --keyvalue` (the project's host) of messages-http against
+    `emu` for `instance`, the connector's cache in the host's wasi:keyvalue store
+    (bucket gcp-db-connector, sealed with a secret): in the host's memory, or with
+    `redis` (a URL) on that Redis server under a key prefix of its own; a fresh
+    component instance per request. Until closed."""
+
+    def __init__(self, host, app, emu, instance, redis=None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.addr = s.getsockname()
+        creds_dir, creds_file = os.path.split(emu.ready["service_account_file"])
+        env = {
+            "INSTANCE": instance, "DB_USER": USER, "DB_PASS": PASSWORD,
+            "GOOGLE_APPLICATION_CREDENTIALS": f"/creds/{creds_file}",
+            "GCP_DB_ADMIN_ENDPOINT": emu.ready["admin_endpoint"],
+            "GCP_DB_KV_BUCKET": "gcp-db-connector",
+            "GCP_DB_STORE_SECRET": STORE_SECRET,
+        }
+        args = [host, "serve", "--keyvalue", "--addr", f"{self.addr[0]}:{self.addr[1]}",
+                "--dir", f"{creds_dir}::/creds"]
+        if redis:
+            args += ["--redis", redis, "--redis-prefix", f"bench-{os.getpid()}-{time.time_ns()}"]
+        for k, v in env.items():
+            args += ["--env", f"{k}={v}"]
+        # Compiling the component on a cold cache may take minutes.
+        self.launch(args + [app], "gcp-db-host serve", 300)
+
+
+def serve_host_store(emu, host, app, requests, redis=None):
+    """7e, 7f: `gcp-db-host serve` with the store in memory or (`redis`) on Redis:
+    `requests` sequential `GET /` after one warm-up request, and the Admin API calls
+    they cost."""
+    where = "on Redis" if redis else "in memory"
+    log(f"gcp-db-host serve: 1 warm-up + {requests} requests with the store {where}")
+    server = HostServe(host, app, emu, MAIN, redis)
+    try:
+        server.get()
+        before = emu.admin_calls(MAIN)
+        samples = [server.get() for _ in range(requests)]
+        calls = emu.admin_calls(MAIN) - before
+    finally:
+        server.close()
+    return {"samples": samples, "admin_calls": calls}
+
+
+def host_store_rows(w):
+    """Rows 7e and 7f (the project's host, its store in memory and on Redis) and
+    their explanation."""
+    rows, notes = [], []
+    for name, label, key in [
+            ("7e", "**7e. `gcp-db-host serve`, in-memory store warm: a request**", "host_memory"),
+            ("7f", "**7f. `gcp-db-host serve --redis`, Redis store warm: a request**", "host_redis")]:
+        samples = w[key]["samples"]
+        rows.append(row(label, samples))
+        rows.append(row("&nbsp;&nbsp;of which connect (`x-connect-ms`)", samples, "connect_us"))
+        n = len(samples)
+        p99 = ms(percentile([s["total_us"] for s in samples], 99))
+        notes.append(f"- {name}: {n} sequential requests after one warm-up: median {ms(median(samples))} ms, "
+                     f"p99 {p99} ms; {w[key]['admin_calls'] * 1000 / n:g} Admin API calls per 1000 "
+                     f"requests; {certificates(samples)}.")
+    return rows, [
+        "Rows 7e, 7f: the project's host serving examples/messages-http (`gcp-db-host serve",
+        "--keyvalue`, a fresh instance per request, like `wasmtime serve`), the connector's cache in",
+        "the host's `wasi:keyvalue` bucket `gcp-db-connector` (sealed): 7e in the host's memory, 7f on",
+        "the Redis server scripts/bench starts (`--redis redis://127.0.0.1:PORT`, on loopback), as",
+        "several host processes would share it; client-side wall time per request.",
+        "",
+    ] + notes
+
+
 def serve_python(emu, wasmtime, app, requests):
     """8: the Python app under `wasmtime serve` with the directory store warm:
     `requests` sequential `GET /` (connect, log in, list) after one warm-up, the
@@ -445,6 +525,26 @@ def throughput_rows(samples):
     return lines, {k: statistics.median(v) / direct for k, v in by.items()}
 
 
+def aead_ceiling(wasmtime, component, mb):
+    """The raw AEAD ceiling of the connector's record layer: bench/aead-ceiling
+    (built here next to the component) under the wasmtime CLI decrypting `mb` MB
+    of 16 KiB records per suite, nothing else; {suite: MB/s}."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(["cargo", "build", "--locked", "--profile", "wasm", "--target", "wasm32-wasip2",
+                    "-p", "aead-ceiling"], check=True, cwd=root)
+    wasm = os.path.join(os.path.dirname(component), "aead-ceiling.wasm")
+    log(f"AEAD ceiling: {mb} MB of records per suite in wasm")
+    out = subprocess.run([wasmtime, "run", wasm, str(mb)], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return {r["suite"]: r["mb_per_s"] for r in map(json.loads, out.splitlines())}
+
+
+def aead_rows(ceiling, samples):
+    """The ceiling as rows under the throughput table's, against its direct median."""
+    direct = statistics.median(s["bytes"] / 1e6 / s["secs"] for s in samples if s["label"] == "direct")
+    return [f"| AEAD ceiling in wasm: {suite} record decryption alone (bench/aead-ceiling, best of 5) "
+            f"| {rate:.0f} | | | 5 | {rate / direct:.0%} |" for suite, rate in ceiling.items()]
+
+
 def serve_rows(w):
     """Rows 7a-7d of the connect latency table, and their one-line explanations."""
     a, b, c = w["store_warm"], w["expired"], w["first"]
@@ -500,6 +600,8 @@ def table(o, p, mem, sizes, args, w):
         out.append(row("&nbsp;&nbsp;of which connect", o["store_warm"], "connect_us"))
     serve, serve_notes = serve_rows(w)
     out += serve
+    host_rows, host_notes = host_store_rows(w)
+    out += host_rows
     py = w["python"]
     out.append(row("**8. Python app (Flask + SQLAlchemy + pg8000) under `wasmtime serve`, directory store warm: a request**", py["samples"]))
     out.append(row("&nbsp;&nbsp;a request without the database (`GET /nothing`, Flask's 404): instantiation + Flask", py["no_db"]))
@@ -509,6 +611,7 @@ def table(o, p, mem, sizes, args, w):
     out += ["", "Every row ends with a database login and `SELECT 1` (ours: the host's",
             "Postgres client over the component's connection; Python: pg8000).", ""]
     out += serve_notes + [""]
+    out += host_notes + [""]
     n = len(py["samples"])
     out += [
         "Row 8: examples/python-messages built by componentize-py, composed with the plain connector",
@@ -541,8 +644,11 @@ def table(o, p, mem, sizes, args, w):
     lines, _ = throughput_rows(o["throughput"])
     out += ["", f"## 4. Throughput: COPY of {args.throughput_mb} MB (`COPY (SELECT repeat('x', 1000) …) TO STDOUT`)", ""]
     out += lines
+    out += aead_rows(w["aead"], o["throughput"])
     out += ["", "`default` is the connector's own cipher preference against a proxy offering all TLS 1.3",
-            "suites; the others are proxies narrowed to one suite.", "",
+            "suites; the others are proxies narrowed to one suite. The AEAD ceiling rows time the",
+            "connector's record decryption alone in wasm (no sockets, no TLS state machine, no",
+            "component boundary): the connector's rate cannot pass them.", "",
             "## 6. Size and memory", "",
             "| | bytes / KiB |", "|---|---|"]
     for name, size in sizes.items():
@@ -571,7 +677,8 @@ def main():
     ap.add_argument("--throughput-mb", type=int, default=100)
     ap.add_argument("--throughput-runs", type=int, default=3)
     ap.add_argument("--serve-requests", type=int, default=1000,
-                    help="requests of row 7a (wasmtime serve, store warm)")
+                    help="requests of rows 7a (wasmtime serve, store warm), 7e and 7f "
+                         "(gcp-db-host serve, store in memory and on Redis)")
     ap.add_argument("--python-requests", type=int, default=200,
                     help="requests of row 8 (the Python app, store warm)")
     ap.add_argument("--write", metavar="FILE", help="also write the report (e.g. BENCHMARKS.md)")
@@ -584,6 +691,7 @@ def main():
     app = required_env("GCPDB_MESSAGES_HTTP")
     py_app = required_env("GCPDB_PYTHON_MESSAGES")
     emulator = required_env("GCPDB_EMULATOR")
+    redis = required_env("GCPDB_TEST_REDIS")
     # The Python app composed with the plain connector, as the README has it.
     py_composed = os.path.join(tempfile.mkdtemp(prefix="gcpdb-bench-py-"), "python_app.wasm")
     subprocess.run([host, "compose", py_app, "--plug", component, "-o", py_composed], check=True)
@@ -604,7 +712,10 @@ def main():
             o = ours(emu, host, pg, args.runs, args.throughput_mb, args.throughput_runs)
             p = theirs(emu, args.runs)
             mem = memory(emu, host, component)
+            w["aead"] = aead_ceiling(wasmtime, component, args.throughput_mb)
             w["store_warm"] = serve_store_warm(emu, wasmtime, app, args.serve_requests)
+            w["host_memory"] = serve_host_store(emu, host, app, args.serve_requests)
+            w["host_redis"] = serve_host_store(emu, host, app, args.serve_requests, redis)
             w["first"] = serve_first_requests(emu, wasmtime, app, args.runs)
             w["python"] = serve_python(emu, wasmtime, py_composed, args.python_requests)
         finally:

@@ -1,6 +1,6 @@
 # Shared by scripts/demo and scripts/test: idempotent set-up of everything the
 # project needs on a fresh Debian machine, builds, and a throwaway PostgreSQL
-# and MariaDB (standing in for Cloud SQL for MySQL).
+# and MariaDB (standing in for Cloud SQL for MySQL), and Redis.
 # Source it; it sets -euo pipefail.
 set -euo pipefail
 
@@ -32,13 +32,16 @@ trap 'echo "${BASH_SOURCE[0]:-$0}: failed at line $LINENO: $BASH_COMMAND" >&2' E
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# The wasm target, PostgreSQL and MariaDB, installed only when missing.
+# The wasm target, PostgreSQL, MariaDB and Redis, installed only when missing;
+# with `setup --wasmtime-cli`, the wasmtime CLI too (the tests and benchmarks
+# run it; the demo uses the project's embedded host and does not).
 setup() {
   if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     log "installing the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2
   fi
-  if [ "$("$GCPDB_WASMTIME" --version 2>/dev/null)" != "wasmtime $WASMTIME_VERSION" ]; then
+  if [ "${1:-}" = --wasmtime-cli ] &&
+    [ "$("$GCPDB_WASMTIME" --version 2>/dev/null)" != "wasmtime $WASMTIME_VERSION" ]; then
     # The same major version as the embedded host; only what `serve` and
     # `run` with -S http, keyvalue and p3 need (about 15 minutes cold).
     log "installing wasmtime-cli $WASMTIME_VERSION from crates.io"
@@ -55,6 +58,12 @@ setup() {
     log "installing MariaDB from Debian"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+  fi
+  # The shared store of several host processes (tests/redis_store.rs, bench/run.py).
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing Redis from Debian"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
   fi
 }
 
@@ -184,6 +193,35 @@ stop_mariadb() {
       kill "$MARIADB_PID" 2>/dev/null || true
     wait "$MARIADB_PID" 2>/dev/null || true
     MARIADB_PID=
+  fi
+}
+
+# start_redis DIR: a throwaway Redis on a free loopback port, nothing saved (no
+# RDB, no AOF), its files in DIR. Sets REDIS_PORT. The store several
+# `gcp-db-host serve --redis` processes share in tests/redis_store.rs and bench/run.py.
+start_redis() {
+  local dir=$1 i
+  REDIS_PORT=$(free_port)
+  mkdir -p "$dir"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$dir" --logfile "$dir/redis.log" >/dev/null 2>&1 &
+  REDIS_PID=$!
+  for i in $(seq 1 100); do
+    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+    if ! kill -0 "$REDIS_PID" 2>/dev/null || [ "$i" = 100 ]; then
+      cat "$dir/redis.log" >&2 2>/dev/null || true
+      return 1
+    fi
+    sleep 0.1
+  done
+  export REDIS_PORT
+}
+
+stop_redis() {
+  if [ -n "${REDIS_PID:-}" ]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=
   fi
 }
 

@@ -9,12 +9,17 @@ pub(crate) fn check_id(what: &str, part: &str, allow_colon: bool) -> Result<(), 
     if part.is_empty() || (allow_colon && part.split(':').any(str::is_empty)) {
         return Err(format!("the {what} is empty"));
     }
-    match part.chars().find(|&c| {
+    if let Some(c) = part.chars().find(|&c| {
         !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || (allow_colon && c == ':'))
     }) {
-        Some(c) => Err(format!("the {what} contains {c:?}")),
-        None => Ok(()),
+        return Err(format!("the {what} contains {c:?}"));
     }
+    // "." and ".." are path segments: in an Admin API URL they would name
+    // another resource than the one written.
+    if part.split(':').any(|side| side.chars().all(|c| c == '.')) {
+        return Err(format!("the {what} is {part:?}, a path segment, not an ID"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -37,8 +42,15 @@ mod tests {
             check_id("instance", "", false).unwrap_err(),
             "the instance is empty"
         );
-        for bad in ["a/b", "a?b", "a b", "a%2F"] {
+        for bad in ["a/b", "a?b", "a b", "a%2F", ".", "..", "..."] {
             assert!(check_id("instance", bad, false).is_err(), "{bad}");
         }
+        assert_eq!(
+            check_id("instance", "..", false).unwrap_err(),
+            "the instance is \"..\", a path segment, not an ID"
+        );
+        assert!(check_id("project", "example.com:..", true).is_err());
+        assert!(check_id("project", "..:proj", true).is_err());
+        assert!(check_id("instance", "db.v2", false).is_ok());
     }
 }

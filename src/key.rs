@@ -1,5 +1,10 @@
 //! The connector's RSA-2048 key: made once per connector, on first need, and
 //! reused by every refresh (as Google's connectors do).
+//!
+//! Every private-key operation on it (the TLS CertificateVerify signature)
+//! runs on rsa 0.10, whose arithmetic is constant-time: the key is parsed once
+//! here and handed to rustls as the connector's own signing key
+//! ([`crate::tls`]), never as DER for another crate to load.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -7,14 +12,14 @@ use std::time::Instant;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
-use rsa::RsaPrivateKey;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rsa::PrivateKey;
 
 use crate::error::Error;
 use crate::keygen::{self, KEY_BITS};
 
 /// A key pair with the encodings the refresh and the handshake need.
 pub(crate) struct ClientKey {
+    private: Arc<PrivateKey>,
     pkcs8_der: Vec<u8>,
     /// SubjectPublicKeyInfo DER, compared with the certificate's key.
     pub spki_der: Vec<u8>,
@@ -24,30 +29,30 @@ pub(crate) struct ClientKey {
 
 impl ClientKey {
     pub(crate) fn generate() -> Result<Self, Error> {
-        Self::from_private(&keygen::rsa_2048()?)
+        Self::from_private(keygen::rsa_2048()?)
     }
 
     /// A caller's key (as Go's `WithRSAKey`), PEM PKCS#8 or PKCS#1. The
     /// message never echoes the PEM.
     pub(crate) fn from_pem(pem: &str) -> Result<Self, Error> {
-        let key = RsaPrivateKey::from_pkcs8_pem(pem)
-            .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
+        let key = PrivateKey::from_pkcs8_pem(pem)
+            .or_else(|_| PrivateKey::from_pkcs1_pem(pem))
             .map_err(|_| {
                 Error::invalid_config(
                     "rsa-private-key is not an RSA private key in PEM (PKCS#8 or PKCS#1)",
                 )
             })?;
         check_strength(&key).map_err(|e| Error::invalid_config(format!("rsa-private-key {e}")))?;
-        Self::from_private(&key)
+        Self::from_private(key)
     }
 
     /// A key kept in a host store (PKCS#8 DER), as [`Self::pkcs8_der`] wrote
     /// it, held to the same bar as a caller's key.
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
-        let key = RsaPrivateKey::from_pkcs8_der(der)
+        let key = PrivateKey::from_pkcs8_der(der)
             .map_err(|_| Error::invalid_config("the stored key is not an RSA PKCS#8 key"))?;
         check_strength(&key).map_err(|e| Error::invalid_config(format!("the stored key {e}")))?;
-        Self::from_private(&key)
+        Self::from_private(key)
     }
 
     /// The private key, PKCS#8 DER (for a host store).
@@ -55,7 +60,7 @@ impl ClientKey {
         &self.pkcs8_der
     }
 
-    fn from_private(key: &RsaPrivateKey) -> Result<Self, Error> {
+    fn from_private(key: PrivateKey) -> Result<Self, Error> {
         let public = key.to_public_key();
         Ok(Self {
             pkcs8_der: key
@@ -70,12 +75,14 @@ impl ClientKey {
             public_pem: public
                 .to_public_key_pem(LineEnding::LF)
                 .map_err(encoding_error)?,
+            private: Arc::new(key),
         })
     }
 
-    /// The private key for rustls's client authentication.
-    pub(crate) fn private_key_der(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8_der.clone()))
+    /// The private key, parsed and with its CRT values, for the TLS client
+    /// signature ([`crate::tls`]).
+    pub(crate) fn private_key(&self) -> &Arc<PrivateKey> {
+        &self.private
     }
 }
 
@@ -87,16 +94,16 @@ impl std::fmt::Debug for ClientKey {
 
 /// At least [`KEY_BITS`] bits, and a public exponent FIPS 186-5 allows (odd,
 /// 2^16 < e < 2^256). The error completes "the key …".
-fn check_strength(key: &RsaPrivateKey) -> Result<(), String> {
-    let bits = key.n().bits();
+fn check_strength(key: &PrivateKey) -> Result<(), String> {
+    let bits = key.n().bit_width() as usize;
     if bits < KEY_BITS {
         return Err(format!(
             "has {bits} bits; Cloud SQL needs at least {KEY_BITS}"
         ));
     }
     let e = key.e();
-    let e_bits = e.bits();
-    let odd = e.to_bytes_le().first().is_some_and(|b| b & 1 == 1);
+    let e_bits = e.bit_width();
+    let odd = crypto_bigint::Integer::is_odd(e).to_bool();
     if e_bits <= 16 || e_bits > 256 || !odd {
         return Err("has a public exponent outside FIPS 186-5's (odd, above 2^16)".into());
     }
@@ -254,9 +261,9 @@ mod tests {
         let (k, generated) = slot.get(soon()).unwrap();
         assert!(generated);
         assert!(k.public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-        let public = rsa::RsaPublicKey::from_public_key_pem(&k.public_pem).unwrap();
-        assert_eq!(public.n().bits(), 2048);
-        assert_eq!(public.e(), &rsa::BigUint::from(65537u32));
+        let public = rsa::PublicKey::from_public_key_pem(&k.public_pem).unwrap();
+        assert_eq!(public.n().bit_width(), 2048);
+        assert_eq!(public.e(), &rsa::BoxedUint::from(65537u32));
         assert_eq!(
             public.to_public_key_der().unwrap().as_bytes(),
             k.spki_der.as_slice()
@@ -270,7 +277,7 @@ mod tests {
     #[test]
     fn accepts_a_callers_key_in_pkcs8_or_pkcs1() {
         use rsa::pkcs1::EncodeRsaPrivateKey;
-        let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let key = PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap();
         let pkcs8 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
         let pkcs1 = key.to_pkcs1_pem(LineEnding::LF).unwrap();
         let a = ClientKey::from_pem(&pkcs8).unwrap();
@@ -283,7 +290,7 @@ mod tests {
 
     #[test]
     fn refuses_weak_or_malformed_keys_without_echoing_them() {
-        let small = RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
+        let small = PrivateKey::new(&mut getrandom::SysRng, 1024).unwrap();
         let pem = small.to_pkcs8_pem(LineEnding::LF).unwrap();
         let e = ClientKey::from_pem(&pem).unwrap_err().to_string();
         assert!(e.contains("1024 bits"), "{e}");

@@ -1,84 +1,176 @@
-//! A fresh RSA-2048 key (e = 65537), fast in wasm.
+//! A fresh RSA-2048 key (e = 65537) to FIPS 186-5: probable primes as
+//! Appendix A.1.3 makes them, tested as Appendix B.3 and Table B.1 ask.
 //!
-//! The rsa crate's own generator (num-bigint-dig) takes most of a second of
-//! CPU in wasm32. Here crypto-primes (on crypto-bigint, 32-bit limbs in wasm
-//! through `.cargo/config.toml`) finds the primes behind a sieve of 2048 small
-//! primes and a BPSW'21 test, which cuts the candidates that reach the costly
-//! tests; each prime it finds then passes every test the rsa crate's generator
-//! applies (see [`passes_rsa_crate_tests`]). The key is put together and
-//! checked by the rsa crate, as its generator does. About 2.8 times less CPU
-//! per key in wasm, 2.2 times natively.
+//! Each prime candidate is a fresh random 1024-bit odd number (no incremental
+//! search), kept only if p ≥ √2·2^1023, |p − q| > 2^924 and gcd(p − 1, e) = 1,
+//! then trial division by small primes, Miller-Rabin with random bases and
+//! one strong Lucas test (crypto-primes, on crypto-bigint: 32-bit limbs in
+//! wasm through `.cargo/config.toml`). The rsa crate (0.10, constant-time)
+//! puts the key together from p and q, d modulo λ(n), and checks it.
 
-use crypto_bigint::{Odd, U1024};
-use crypto_primes::hazmat::{
-    lucas_test, BruteForceBase, LucasCheck, MillerRabin, SetBits, SmallFactorsSieveFactory,
-};
-use crypto_primes::{is_prime, sieve_and_find, Flavor};
+use crypto_bigint::{Limb, NonZero, Odd, U1024};
+use crypto_primes::fips::{self, FipsOptions};
+use crypto_primes::hazmat::{lucas_test, LucasCheck, MillerRabin, SelfridgeBase};
+use crypto_primes::Flavor;
 use getrandom::rand_core::{TryRng, UnwrapErr};
 use getrandom::SysRng;
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPrivateKey};
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use rsa::{BoxedUint, PrivateKey};
 
 use crate::error::Error;
 
 /// Google's connectors use RSA-2048 with e = 65537; the Admin API signs it.
 pub(crate) const KEY_BITS: usize = 2048;
+/// nlen / 2.
 const PRIME_BITS: u32 = 1024;
 const PUBLIC_EXPONENT: u32 = 65537;
-/// As num-bigint-dig's `probably_prime(p, 20)`, which rsa 0.9 uses.
-const MILLER_RABIN_RANDOM_BASES: usize = 20;
+/// FIPS 186-5 Table B.1, p and q of 1024 bits: 4 rounds of Miller-Rabin
+/// when one Lucas test follows (5 without it).
+const MILLER_RABIN_ROUNDS: usize = 4;
+/// A.1.3 steps 4.7 and 5.8: candidates tried before the search fails.
+const MAX_P_CANDIDATES: usize = 5 * PRIME_BITS as usize;
+const MAX_Q_CANDIDATES: usize = 10 * PRIME_BITS as usize;
+/// A.1.3 step 5.4: |p − q| must exceed 2^(nlen/2 − 100).
+const MIN_DISTANCE: U1024 = U1024::ONE.shl_vartime(PRIME_BITS - 100);
+/// Random draws allowed per candidate tried (see [`random_prime`]).
+const DRAWS_PER_CANDIDATE: usize = 20;
+/// A failed search (A.1.3's FAILURE, about once in two million keys) or a
+/// d too small (about 2^-1000) starts over; this many times at most.
+const MAX_ATTEMPTS: usize = 4;
 
 type Rng = UnwrapErr<SysRng>;
 
 /// A new key from the system's randomness (wasi:random in wasm).
-pub(crate) fn rsa_2048() -> Result<RsaPrivateKey, Error> {
-    // The generator below cannot return an error from its RNG; try it once
-    // here so a host without randomness gets an error, not a panic.
+pub(crate) fn rsa_2048() -> Result<PrivateKey, Error> {
+    // The primality tests take an infallible RNG; try the system's once
+    // here so that a host without randomness gets an error, not a panic.
     SysRng
         .try_fill_bytes(&mut [0u8; 16])
         .map_err(|e| failed(format!("no system randomness: {e}")))?;
     let mut rng = UnwrapErr(SysRng);
-    loop {
-        let p = random_prime(&mut rng)?;
-        let q = random_prime(&mut rng)?;
-        // As rsa's generator: new primes if p == q or if e divides
-        // (p-1)(q-1) (1 in 32768), then rsa's own key checks (validate).
-        match RsaPrivateKey::from_primes(vec![p, q], BigUint::from(PUBLIC_EXPONENT)) {
-            Ok(key) if key.n().bits() == KEY_BITS => return Ok(key),
-            Ok(_) | Err(rsa::Error::InvalidPrime) => continue,
-            Err(e) => return Err(failed(e)),
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(p) = random_prime(&mut rng, None)? else {
+            continue;
+        };
+        let Some(q) = random_prime(&mut rng, Some(&p))? else {
+            continue;
+        };
+        if let Some(key) = key_from_primes(&p, &q)? {
+            return Ok(key);
         }
     }
+    Err(failed("no suitable primes found"))
 }
 
-/// A 1024-bit prime with its two top bits set, so that p·q has 2048 bits.
-fn random_prime(rng: &mut Rng) -> Result<BigUint, Error> {
-    let sieve = SmallFactorsSieveFactory::<U1024>::new(Flavor::Any, PRIME_BITS, SetBits::TwoMsb)
-        .map_err(failed)?;
-    let prime = sieve_and_find(rng, sieve, |rng, candidate| {
-        // BPSW'21 first: it rejects composites at the cost of about one
-        // Miller-Rabin round; the rsa crate's tests run on its primes only.
-        is_prime(Flavor::Any, candidate) && passes_rsa_crate_tests(rng, candidate)
-    })
-    .map_err(failed)?
-    .ok_or_else(|| failed("the prime sieve ran out of candidates"))?;
-    Ok(BigUint::from_bytes_be(&prime.to_be_bytes()))
+/// A.1.3 step 4 (`other` = None) or step 5 (`other` = the first prime):
+/// a probable prime of [`PRIME_BITS`] bits, or `None` (FAILURE) after the
+/// standard's number of candidates.
+fn random_prime(rng: &mut Rng, other: Option<&U1024>) -> Result<Option<U1024>, Error> {
+    let limit = if other.is_some() {
+        MAX_Q_CANDIDATES
+    } else {
+        MAX_P_CANDIDATES
+    };
+    let mut tried = 0;
+    // Steps 4.4 and 5.4-5.5 draw again without counting; about 4 draws in 10
+    // fail them, so this bound only stops a broken RNG from looping forever.
+    for _ in 0..DRAWS_PER_CANDIDATE * limit {
+        if tried == limit {
+            break;
+        }
+        let candidate = random_odd()?;
+        if !at_least_sqrt2_half(&candidate) || other.is_some_and(|p| !far_apart(p, &candidate)) {
+            continue;
+        }
+        if coprime_to_e(&candidate) && probably_prime(rng, &candidate) {
+            return Ok(Some(candidate));
+        }
+        tried += 1;
+    }
+    Ok(None)
 }
 
-/// The rest of what rsa 0.9 asks of a prime (num-bigint-dig's
-/// `probably_prime(p, 20)`: Miller-Rabin with base 2 and 20 pseudo-random
-/// bases, and an almost extra strong Lucas test with Baillie's parameters
-/// P = 3, 4, ..., Q = 1), each at least as strict here: base 2 was in
-/// `is_prime`; 20 bases from the system RNG rather than a generator seeded
-/// with the candidate; the extra strong Lucas test (its pseudoprimes are a
-/// subset of the almost extra strong ones) with the same parameters.
-fn passes_rsa_crate_tests(rng: &mut Rng, candidate: &U1024) -> bool {
+/// Steps 4.2-4.3: nlen/2 random bits, made odd. The top bit is set too: a
+/// candidate without it is below √2·2^1023 and would be drawn again.
+fn random_odd() -> Result<U1024, Error> {
+    let mut bytes = [0u8; PRIME_BITS as usize / 8];
+    SysRng.try_fill_bytes(&mut bytes).map_err(failed)?;
+    bytes[0] |= 0x80;
+    bytes[bytes.len() - 1] |= 1;
+    Ok(U1024::from_be_slice(&bytes))
+}
+
+/// p ≥ √2·2^(nlen/2 − 1), that is p² ≥ 2^(nlen − 1) (√2 is irrational, so
+/// equality cannot occur): then p·q has exactly nlen bits.
+fn at_least_sqrt2_half(p: &U1024) -> bool {
+    let (_, high) = p.widening_square();
+    high.bit_vartime(PRIME_BITS - 1)
+}
+
+/// |p − q| > 2^(nlen/2 − 100).
+fn far_apart(p: &U1024, q: &U1024) -> bool {
+    let distance = if p > q {
+        p.wrapping_sub(q)
+    } else {
+        q.wrapping_sub(p)
+    };
+    distance > MIN_DISTANCE
+}
+
+/// gcd(p − 1, e) = 1, as gcd(e, (p − 1) mod e).
+fn coprime_to_e(p: &U1024) -> bool {
+    const E: NonZero<Limb> = match std::num::NonZeroU32::new(PUBLIC_EXPONENT) {
+        Some(e) => NonZero::<Limb>::from_u32(e),
+        None => panic!("e is not zero"),
+    };
+    let mut a = E.get().0;
+    let mut b = p.wrapping_sub(&U1024::ONE).rem_limb(E).0;
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a == 1
+}
+
+/// Appendix B.3 with Table B.1's rounds: trial division by small primes (a
+/// shortcut B.3 allows), [`MILLER_RABIN_ROUNDS`] Miller-Rabin rounds with
+/// random bases in [2, p − 2], then a strong Lucas test with Selfridge's
+/// parameters (stricter than B.3.3's Lucas test: its pseudoprimes are a
+/// subset).
+fn probably_prime(rng: &mut Rng, candidate: &U1024) -> bool {
     let Some(odd) = Odd::new(*candidate).into_option() else {
         return false;
     };
-    let mr = MillerRabin::new(odd);
-    (0..MILLER_RABIN_RANDOM_BASES).all(|_| mr.test_random_base(rng).is_probably_prime())
-        && lucas_test(odd, BruteForceBase, LucasCheck::ExtraStrong).is_probably_prime()
+    // No Miller-Rabin rounds here: only the conventions and trial division.
+    let trial_division_only = FipsOptions::with_mr_iterations(0).with_trial_division_test();
+    fips::is_prime(rng, Flavor::Any, candidate, trial_division_only)
+        && miller_rabin(rng, &odd)
+        && lucas(odd)
+}
+
+fn miller_rabin(rng: &mut Rng, odd: &Odd<U1024>) -> bool {
+    let mr = MillerRabin::new(*odd);
+    (0..MILLER_RABIN_ROUNDS).all(|_| mr.test_random_base(rng).is_probably_prime())
+}
+
+fn lucas(odd: Odd<U1024>) -> bool {
+    lucas_test(odd, SelfridgeBase, LucasCheck::Strong).is_probably_prime()
+}
+
+/// The key from its primes (A.1.3 step 6 onwards): n = p·q, d = e^-1 mod
+/// λ(n) (rsa's `from_p_q`), which FIPS 186-5 wants above 2^(nlen/2); `None`
+/// when it is not (new primes then). rsa checks the key and precomputes
+/// its CRT values.
+fn key_from_primes(p: &U1024, q: &U1024) -> Result<Option<PrivateKey>, Error> {
+    let key = PrivateKey::from_p_q(
+        BoxedUint::from(p),
+        BoxedUint::from(q),
+        BoxedUint::from(PUBLIC_EXPONENT),
+    )
+    .map_err(failed)?;
+    if key.n().bit_width() as usize != KEY_BITS {
+        return Err(failed("the modulus is not 2048 bits"));
+    }
+    Ok((key.d().bit_width() > PRIME_BITS).then_some(key))
 }
 
 fn failed(e: impl std::fmt::Display) -> Error {
@@ -87,57 +179,194 @@ fn failed(e: impl std::fmt::Display) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use rsa::pkcs1v15::{SigningKey, VerifyingKey};
+    use crypto_bigint::U2048;
+    use crypto_primes::hazmat::minimum_mr_iterations;
+    use num_bigint_dig::BigUint;
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::LineEnding;
     use rsa::signature::{RandomizedSigner, Verifier};
-    use rsa::traits::PrivateKeyParts;
+    use rsa::{pkcs1v15, pss};
 
     use super::*;
 
+    fn rng() -> Rng {
+        UnwrapErr(SysRng)
+    }
+
+    fn u1024(v: u64) -> U1024 {
+        U1024::from_u64(v)
+    }
+
+    /// Table B.1 (p, q of 1024 bits), as Appendix C.1 computes it:
+    /// error 2^-100 with a Lucas test after, 2^-112 without.
     #[test]
-    fn makes_valid_rsa_2048_keys_with_strong_primes() {
+    fn miller_rabin_rounds_are_table_b1s() {
+        assert_eq!(
+            minimum_mr_iterations(PRIME_BITS, 100),
+            Some(MILLER_RABIN_ROUNDS)
+        );
+        assert_eq!(MILLER_RABIN_ROUNDS, 4);
+        assert_eq!(minimum_mr_iterations(PRIME_BITS, 112), Some(5));
+    }
+
+    #[test]
+    fn candidates_below_sqrt2_times_2_1023_are_refused() {
+        // floor(√2·2^1023) = floor(√(2^2047)).
+        let floor: U1024 = U2048::ONE.shl_vartime(2047).floor_sqrt_vartime().resize();
+        assert!(!at_least_sqrt2_half(&floor));
+        assert!(at_least_sqrt2_half(&floor.wrapping_add(&U1024::ONE)));
+        assert!(!at_least_sqrt2_half(&U1024::ONE.shl_vartime(1023)));
+        assert!(at_least_sqrt2_half(&U1024::MAX));
+        // Two such primes make 2048 bits.
+        let low = floor.wrapping_add(&U1024::ONE);
+        assert_eq!(low.concatenating_mul(&low).bit_width(), 2048);
+    }
+
+    #[test]
+    fn primes_within_2_924_of_each_other_are_refused() {
+        let p = U1024::MAX.shr_vartime(1).wrapping_sub(&u1024(12345));
+        let at = p.wrapping_add(&MIN_DISTANCE);
+        let beyond = at.wrapping_add(&U1024::ONE);
+        for (a, b, apart) in [(&p, &at, false), (&p, &beyond, true), (&p, &p, false)] {
+            assert_eq!(far_apart(a, b), apart);
+            assert_eq!(far_apart(b, a), apart);
+        }
+    }
+
+    #[test]
+    fn candidates_with_e_dividing_p_minus_1_are_refused() {
+        let e = u64::from(PUBLIC_EXPONENT);
+        let base = 1u64 << 40;
+        let k = base / e;
+        assert!(!coprime_to_e(&u1024(k * e + 1)));
+        assert!(coprime_to_e(&u1024(k * e + 2)));
+        assert!(coprime_to_e(&u1024(k * e)));
+    }
+
+    /// Each part of the test catches what fools another.
+    #[test]
+    fn primality_tests_reject_each_others_pseudoprimes() {
+        let odd = |v: u64| Odd::new(u1024(v)).unwrap();
+        // 151·751·28351: a strong pseudoprime to the bases 2, 3, 5 and 7.
+        let spsp = odd(3_215_031_751);
+        for base in [2u64, 3, 5, 7] {
+            assert!(MillerRabin::new(spsp)
+                .test(&u1024(base))
+                .is_probably_prime());
+        }
+        assert!(!lucas(spsp));
+        assert!(!probably_prime(&mut rng(), &spsp));
+
+        // 53·103: a strong Lucas pseudoprime with Selfridge's parameters
+        // (OEIS A217255); its only strong liars are ±1, never drawn.
+        let slpsp = odd(5459);
+        assert!(lucas(slpsp));
+        assert!(!miller_rabin(&mut rng(), &slpsp));
+        assert!(!probably_prime(&mut rng(), &slpsp));
+
+        // 17863 (the largest small prime) times a prime: trial division.
+        assert!(!probably_prime(&mut rng(), &u1024(17863 * 2_147_483_647)));
+        // (2^61 − 1)(2^89 − 1), no small factors: Miller-Rabin.
+        let m61 = u1024((1 << 61) - 1);
+        let m89 = U1024::ONE.shl_vartime(89).wrapping_sub(&U1024::ONE);
+        assert!(!probably_prime(&mut rng(), &m61.wrapping_mul(&m89)));
+
+        let m521 = U1024::ONE.shl_vartime(521).wrapping_sub(&U1024::ONE);
+        for prime in [m61, m89, m521] {
+            assert!(probably_prime(&mut rng(), &prime));
+        }
+    }
+
+    fn big(v: &BoxedUint) -> BigUint {
+        BigUint::from_bytes_be(&v.to_be_bytes())
+    }
+
+    fn gcd(mut a: BigUint, mut b: BigUint) -> BigUint {
+        while b != BigUint::from(0u8) {
+            let r = &a % &b;
+            a = b;
+            b = r;
+        }
+        a
+    }
+
+    /// Every condition of A.1.3 and of d, checked on real keys with tools
+    /// independent of the generator.
+    #[test]
+    fn keys_meet_fips_186_5_and_validate_with_rsa_and_openssl() {
         let a = rsa_2048().unwrap();
         let b = rsa_2048().unwrap();
         for key in [&a, &b] {
-            assert_eq!(key.n().bits(), 2048);
-            assert_eq!(key.e(), &BigUint::from(65537u32));
+            assert_eq!(key.n().bit_width(), 2048);
+            assert_eq!(key.e(), &BoxedUint::from(PUBLIC_EXPONENT));
             key.validate().unwrap();
             let [p, q] = key.primes() else {
                 panic!("{} primes", key.primes().len())
             };
-            assert_ne!(p, q);
-            for prime in [p, q] {
-                assert_eq!(prime.bits(), 1024);
-                // rsa 0.9's own test, as its generator runs it.
-                assert!(num_bigint_dig::prime::probably_prime(prime, 20));
+            let (p, q) = (
+                U1024::from_be_slice(&p.to_be_bytes()),
+                U1024::from_be_slice(&q.to_be_bytes()),
+            );
+            for prime in [&p, &q] {
+                assert!(at_least_sqrt2_half(prime));
+                assert!(coprime_to_e(prime));
+                assert_eq!(prime.bit_width(), 1024);
+                // rsa 0.9's primality test, independent of crypto-primes.
+                let prime = BigUint::from_bytes_be(&prime.to_be_bytes());
+                assert!(num_bigint_dig::prime::probably_prime(&prime, 20));
             }
+            assert!(far_apart(&p, &q));
+
+            // d = e^-1 mod λ(n), λ(n) = lcm(p − 1, q − 1), and d > 2^1024.
+            let one = BigUint::from(1u8);
+            let (p1, q1) = (big(&key.primes()[0]) - &one, big(&key.primes()[1]) - &one);
+            let lambda = &p1 * &q1 / gcd(p1.clone(), q1.clone());
+            let d = big(key.d());
+            assert!(d < lambda, "d is reduced modulo λ(n), not φ(n)");
+            assert_eq!(d.clone() * BigUint::from(PUBLIC_EXPONENT) % &lambda, one);
+            assert!(d.bits() > 1024);
+
+            openssl_checks(key);
+
             let message = b"client certificate";
-            let signature = SigningKey::<sha2::Sha256>::new(key.clone())
-                .sign_with_rng(&mut rand_core::OsRng, message);
-            VerifyingKey::<sha2::Sha256>::new(key.to_public_key())
-                .verify(message, &signature)
+            let pss = pss::SigningKey::<rsa::sha2::Sha256>::new(key.clone())
+                .sign_with_rng(&mut rng(), message);
+            pss::VerifyingKey::<rsa::sha2::Sha256>::new(key.to_public_key())
+                .verify(message, &pss)
+                .unwrap();
+            let pkcs1 = pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(key.clone())
+                .sign_with_rng(&mut rng(), message);
+            pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key.to_public_key())
+                .verify(message, &pkcs1)
                 .unwrap();
         }
         assert_ne!(a.n(), b.n());
         assert!(!a.primes().iter().any(|p| b.primes().contains(p)));
     }
 
-    /// Composites that fool one part of the rsa crate's tests fail the whole.
-    #[test]
-    fn rsa_crate_tests_reject_pseudoprimes() {
-        let mut rng = UnwrapErr(SysRng);
-        let odd = |v: u64| Odd::new(U1024::from_u64(v)).unwrap();
-
-        // 151·751·28351: a strong pseudoprime to the bases 2, 3, 5 and 7.
-        let spsp = odd(3_215_031_751);
-        assert!(MillerRabin::new(spsp).test_base_two().is_probably_prime());
-        assert!(!passes_rsa_crate_tests(&mut rng, &spsp));
-
-        // 23·43: an extra strong Lucas pseudoprime with Baillie's parameters
-        // (OEIS A217719).
-        let eslpsp = odd(989);
-        assert!(lucas_test(eslpsp, BruteForceBase, LucasCheck::ExtraStrong).is_probably_prime());
-        assert!(!passes_rsa_crate_tests(&mut rng, &eslpsp));
-
-        assert!(passes_rsa_crate_tests(&mut rng, &odd(2_147_483_647)));
+    /// OpenSSL's RSA_check_key: p and q prime, n = p·q, d·e ≡ 1 modulo
+    /// p − 1 and q − 1, and the CRT values.
+    fn openssl_checks(key: &PrivateKey) {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "gcp-db-connector-keygen-{}-{seq}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key.pem");
+        std::fs::write(&path, key.to_pkcs1_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["rsa", "-check", "-noout", "-in"])
+            .arg(&path)
+            .output();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let out = out.expect("the openssl command (Debian: apt-get install openssl)");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("RSA key ok"),
+            "openssl: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1,17 +1,25 @@
 //! The rustls client configuration for an instance: TLS 1.3 only, a pure-Rust
-//! crypto provider, the client certificate chain, and the [`ServerVerifier`];
-//! plus the mapping of rustls's handshake failures to [`Error`].
+//! crypto provider, the client certificate chain with the connector's own
+//! signing key, and the [`ServerVerifier`]; plus the mapping of rustls's
+//! handshake failures to [`Error`].
 
 use std::fmt;
 use std::sync::Arc;
 
+use rsa::signature::{RandomizedSigner, SignatureEncoding};
+use rsa::{pss, PrivateKey};
 use rustls::client::Resumption;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::ServerName;
-use rustls::sign::CertifiedKey;
-use rustls::{AlertDescription, CertificateError, ClientConfig, PeerIncompatible, RootCertStore};
+use rustls::crypto::{CipherSuiteCommon, CryptoProvider, KeyProvider};
+use rustls::pki_types::{PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer};
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, PeerIncompatible, RootCertStore,
+    SignatureAlgorithm, SignatureScheme, SupportedCipherSuite, Tls13CipherSuite,
+};
 
 use crate::connection_info::{ConnectionInfo, ServerIdentity, Target};
+
+mod chacha;
 use crate::error::{Error, VerificationCheck};
 use crate::key::ClientKey;
 use crate::verify::{
@@ -46,11 +54,13 @@ impl TlsConfig {
                 .with_source(e)
             })?;
         }
-        let client_cert =
-            CertifiedKey::from_der(info.client_chain.clone(), key.private_key_der(), &provider)
-                .map_err(|e| {
-                    Error::tls(format!("the client certificate is unusable: {e}")).with_source(e)
-                })?;
+        let client_cert = CertifiedKey::new(
+            info.client_chain.clone(),
+            Arc::new(RsaPssKey::new(key.private_key().clone(), &key.spki_der)),
+        );
+        client_cert.keys_match().map_err(|e| {
+            Error::tls(format!("the client certificate is unusable: {e}")).with_source(e)
+        })?;
         let config = Self {
             provider,
             roots: Arc::new(roots),
@@ -96,18 +106,163 @@ impl TlsConfig {
 }
 
 /// The pure-Rust provider with TLS 1.3's suites in the order that is
-/// fastest in wasm: ChaCha20-Poly1305 first (about 2.8 times AES-GCM's
-/// throughput in wasm without AES instructions; scripts/bench row 4, and Go
-/// servers, Cloud SQL's proxy among them, honour a client that puts it first),
-/// then AES-GCM. X25519 is already its first key exchange group.
-fn provider() -> CryptoProvider {
+/// fastest in wasm: ChaCha20-Poly1305 first (several times AES-GCM's
+/// throughput in wasm without AES instructions, BENCHMARKS.md row 4; Go
+/// servers, Cloud SQL's proxy among them, honour a client that puts it
+/// first), its records protected by libcrux ([`chacha`]), then AES-GCM.
+/// X25519 is already its first key exchange group.
+///
+/// Private keys load through [`ConnectorKeys`], never rustls-rustcrypto's
+/// loader, which would sign with rsa 0.9 (RUSTSEC-2023-0071, not
+/// constant-time). rustls-rustcrypto still verifies the server's RSA
+/// signatures with rsa 0.9: public-key operations, on public data.
+pub(crate) fn provider() -> CryptoProvider {
     CryptoProvider {
         cipher_suites: vec![
-            rustls_rustcrypto::TLS13_CHACHA20_POLY1305_SHA256,
+            tls13_chacha20_poly1305_sha256(),
             rustls_rustcrypto::TLS13_AES_128_GCM_SHA256,
             rustls_rustcrypto::TLS13_AES_256_GCM_SHA384,
         ],
+        key_provider: &ConnectorKeys,
         ..rustls_rustcrypto::provider()
+    }
+}
+
+/// rustls-rustcrypto's ChaCha20-Poly1305 suite (its SHA-256 and HKDF) with
+/// libcrux's record protection.
+fn tls13_chacha20_poly1305_sha256() -> SupportedCipherSuite {
+    static SUITE: std::sync::OnceLock<Option<Tls13CipherSuite>> = std::sync::OnceLock::new();
+    let base = rustls_rustcrypto::TLS13_CHACHA20_POLY1305_SHA256;
+    let suite = SUITE.get_or_init(|| {
+        base.tls13().map(|b| Tls13CipherSuite {
+            common: CipherSuiteCommon {
+                suite: b.common.suite,
+                hash_provider: b.common.hash_provider,
+                confidentiality_limit: b.common.confidentiality_limit,
+            },
+            hkdf_provider: b.hkdf_provider,
+            aead_alg: &chacha::ChaCha20Poly1305,
+            quic: None,
+        })
+    });
+    suite.as_ref().map_or(base, SupportedCipherSuite::Tls13)
+}
+
+/// The provider's private-key loader: RSA keys on rsa 0.10 ([`RsaPssKey`]);
+/// ECDSA and Ed25519 keys (which no connect uses; a TLS server in tests may)
+/// through rustls-rustcrypto's loaders for them, which involve no RSA.
+#[derive(Debug)]
+pub(crate) struct ConnectorKeys;
+
+impl KeyProvider for ConnectorKeys {
+    fn load_private_key(
+        &self,
+        key_der: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+
+        let rsa = match &key_der {
+            PrivateKeyDer::Pkcs8(der) => PrivateKey::from_pkcs8_der(der.secret_pkcs8_der()).ok(),
+            PrivateKeyDer::Pkcs1(der) => PrivateKey::from_pkcs1_der(der.secret_pkcs1_der()).ok(),
+            _ => None,
+        };
+        if let Some(key) = rsa {
+            let spki = key
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| rustls::Error::General(format!("RSA key encoding failed: {e}")))?;
+            return Ok(Arc::new(RsaPssKey::new(Arc::new(key), spki.as_bytes())));
+        }
+        rustls_rustcrypto::sign::any_ecdsa_type(&key_der)
+            .or_else(|_| rustls_rustcrypto::sign::any_eddsa_type(&key_der))
+            .map_err(|_| rustls::Error::General("unsupported private key".into()))
+    }
+}
+
+/// An RSA private key as rustls's signing key: RSASSA-PSS, the only RSA
+/// signatures TLS 1.3 has, on rsa 0.10 (constant-time, blinded).
+pub(crate) struct RsaPssKey {
+    key: Arc<PrivateKey>,
+    spki_der: Vec<u8>,
+}
+
+impl RsaPssKey {
+    /// `spki_der` is the key's SubjectPublicKeyInfo, which rustls compares
+    /// with the certificate's.
+    pub(crate) fn new(key: Arc<PrivateKey>, spki_der: &[u8]) -> Self {
+        Self {
+            key,
+            spki_der: spki_der.to_vec(),
+        }
+    }
+}
+
+impl fmt::Debug for RsaPssKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RsaPssKey(rsa 0.10, <redacted>)")
+    }
+}
+
+/// What a TLS 1.3 peer may ask of an RSA key, in the connector's order.
+const RSA_PSS_SCHEMES: [SignatureScheme; 3] = [
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+];
+
+impl SigningKey for RsaPssKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let scheme = RSA_PSS_SCHEMES.into_iter().find(|s| offered.contains(s))?;
+        Some(Box::new(RsaPssSigner {
+            key: self.key.clone(),
+            scheme,
+        }))
+    }
+
+    fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
+        Some(SubjectPublicKeyInfoDer::from(self.spki_der.as_slice()))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        SignatureAlgorithm::RSA
+    }
+}
+
+struct RsaPssSigner {
+    key: Arc<PrivateKey>,
+    scheme: SignatureScheme,
+}
+
+impl fmt::Debug for RsaPssSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RsaPssSigner({:?}, <redacted>)", self.scheme)
+    }
+}
+
+impl Signer for RsaPssSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        use rsa::sha2::{Sha256, Sha384, Sha512};
+        // The salt and the blinding of the private operation both come from
+        // the system's randomness.
+        fn pss<D>(key: &PrivateKey, message: &[u8]) -> rsa::signature::Result<Vec<u8>>
+        where
+            D: rsa::sha2::Digest + rsa::sha2::digest::FixedOutputReset,
+        {
+            let signer = pss::SigningKey::<D>::new(key.clone());
+            let signature = signer.try_sign_with_rng(&mut getrandom::SysRng, message)?;
+            Ok(signature.to_vec())
+        }
+        match self.scheme {
+            SignatureScheme::RSA_PSS_SHA256 => pss::<Sha256>(&self.key, message),
+            SignatureScheme::RSA_PSS_SHA384 => pss::<Sha384>(&self.key, message),
+            _ => pss::<Sha512>(&self.key, message),
+        }
+        .map_err(|e| rustls::Error::General(format!("RSA-PSS signing failed: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
     }
 }
 
@@ -295,6 +450,110 @@ mod tests {
             ]
         );
         assert_eq!(p.kx_groups[0].name(), rustls::NamedGroup::X25519);
+    }
+
+    /// TLS 1.3 signs with RSA-PSS only; the client key offers the three
+    /// schemes in its order, and each signature verifies.
+    #[test]
+    fn the_client_key_signs_rsa_pss_as_tls_1_3_asks_and_nothing_else() {
+        use rsa::sha2::{Sha256, Sha384, Sha512};
+        use rsa::signature::Verifier;
+        use SignatureScheme::*;
+
+        let signing = RsaPssKey::new(key().private_key().clone(), &key().spki_der);
+        assert_eq!(signing.algorithm(), SignatureAlgorithm::RSA);
+        assert_eq!(
+            signing.public_key().unwrap().as_ref(),
+            key().spki_der.as_slice()
+        );
+        assert!(signing
+            .choose_scheme(&[RSA_PKCS1_SHA256, ECDSA_NISTP256_SHA256, ED25519])
+            .is_none());
+        let all = [
+            RSA_PSS_SHA512,
+            RSA_PKCS1_SHA256,
+            RSA_PSS_SHA384,
+            RSA_PSS_SHA256,
+        ];
+        assert_eq!(
+            signing.choose_scheme(&all).unwrap().scheme(),
+            RSA_PSS_SHA256
+        );
+
+        let public = key().private_key().to_public_key();
+        let message = b"TLS 1.3, client CertificateVerify";
+        for scheme in [RSA_PSS_SHA256, RSA_PSS_SHA384, RSA_PSS_SHA512] {
+            let signer = signing.choose_scheme(&[scheme]).unwrap();
+            assert_eq!(signer.scheme(), scheme);
+            let sig = signer.sign(message).unwrap();
+            let sig = pss::Signature::try_from(sig.as_slice()).unwrap();
+            let ok = match scheme {
+                RSA_PSS_SHA256 => {
+                    pss::VerifyingKey::<Sha256>::new(public.clone()).verify(message, &sig)
+                }
+                RSA_PSS_SHA384 => {
+                    pss::VerifyingKey::<Sha384>::new(public.clone()).verify(message, &sig)
+                }
+                _ => pss::VerifyingKey::<Sha512>::new(public.clone()).verify(message, &sig),
+            };
+            ok.unwrap();
+        }
+        assert!(!format!("{signing:?}").contains("PrivateKey"));
+    }
+
+    /// No private-key operation of the component goes through rsa 0.9
+    /// (RUSTSEC-2023-0071). The connector's crate depends on rsa 0.10 only;
+    /// the client key signs as an [`RsaPssKey`] and the provider loads RSA
+    /// keys as one; and in the component's dependency graph rsa 0.9 is
+    /// rustls-rustcrypto's alone, whose private-key code is the loader the
+    /// provider replaces (its rsa 0.9 only verifies the server's signatures).
+    #[test]
+    fn no_private_key_operation_goes_through_rsa_0_9() {
+        let p = provider();
+        assert_eq!(format!("{:?}", p.key_provider), "ConnectorKeys");
+        let der = PrivateKeyDer::Pkcs8(key().pkcs8_der().to_vec().into());
+        let loaded = p.key_provider.load_private_key(der).unwrap();
+        assert!(format!("{loaded:?}").starts_with("RsaPssKey"), "{loaded:?}");
+        let ca = Ca::new("Google Cloud SQL Server CA");
+        let config = TlsConfig::new(&info(vec![ca.der()], None), key(), &name()).unwrap();
+        let client_key = format!("{:?}", config.client_cert.key);
+        assert!(client_key.starts_with("RsaPssKey"), "{client_key}");
+
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        for features in [&[][..], &["--all-features"][..]] {
+            let out = std::process::Command::new(&cargo)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args([
+                    "tree",
+                    "--locked",
+                    "-e",
+                    "normal",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .args(["-p", "gcp-db-connector-component", "--prefix", "none"])
+                .args(["-i", "rsa@0.9", "--depth", "1"])
+                .args(features)
+                .output()
+                .expect("cargo tree");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                // rsa 0.9 gone from the graph altogether.
+                assert!(stderr.contains("did not match any packages"), "{stderr}");
+                continue;
+            }
+            let dependents: Vec<&str> = stdout
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            assert_eq!(
+                dependents,
+                ["rustls-rustcrypto"],
+                "rsa 0.9 in the component {features:?}:\n{stdout}"
+            );
+        }
     }
 
     fn check_of(r: Result<(), Error>) -> VerificationCheck {

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use gcp_db_host::connector::{
     AccessTokens, Config, ConnectOptions, ConnectTimings, Credentials, Error, IpType, ResourceAny,
     VerificationCheck,
@@ -486,6 +488,66 @@ async fn a_slow_admin_api_gives_a_timeout_error_not_a_hang() {
     // Within the bound, the same latency is just slow.
     emu.slow("connectSettings", 300);
     let rows = query(emu.config(), INSTANCE, "SELECT 1").await.unwrap();
+    assert_eq!(rows, [[Some("1".to_string())]]);
+}
+
+/// Every wait of a connect has a deadline, through the component: an Admin
+/// API answer whose body stalls or trickles in, and a server whose TLS flight
+/// trickles in a byte at a time, each end in a `timeout` error within the
+/// configured bound (plus a margin for the component's start), not when the
+/// peer is done.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "end to end: needs the wasm builds, the emulator and the databases scripts/test starts"]
+async fn stalled_and_trickled_answers_time_out_within_the_bound() {
+    const BOUND_MS: u32 = 1_500;
+    const MARGIN: Duration = Duration::from_secs(5);
+    let emu = Emulator::start(&[&format!("{INSTANCE},backend={{pg}}")]);
+    let config = Config {
+        refresh_timeout_ms: Some(BOUND_MS),
+        dial_timeout_ms: Some(BOUND_MS),
+        rsa_private_key: Some(emu.service_account_key_pem()),
+        ..emu.config()
+    };
+    let bound = Duration::from_millis(BOUND_MS.into());
+    // Each case's connect, with a fresh component instance (no cache).
+    let timed = |what: &'static str| {
+        let config = config.clone();
+        async move {
+            let started = Instant::now();
+            let outcome =
+                tokio::time::timeout(bound + MARGIN, query(config, INSTANCE, "SELECT 1")).await;
+            let took = started.elapsed();
+            eprintln!("{what}: ended after {took:?} (bound {bound:?})");
+            let result = outcome.unwrap_or_else(|_| panic!("{what}: still waiting after {took:?}"));
+            (connect_error(result), took)
+        }
+    };
+    // Headers at once, then no body (the connect's own Admin API call).
+    emu.slow_body("connectSettings", "stall", None, 1);
+    match timed("stalled body").await {
+        (Error::Timeout(m), took) => {
+            assert!(m.contains("connectSettings"), "{m}");
+            assert!(took >= bound, "{took:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A byte every 100 ms: the whole answer would take minutes.
+    emu.slow_body("connectSettings", "trickle", Some(100), 1);
+    match timed("trickled body").await {
+        (Error::Timeout(m), _) => assert!(m.contains("connectSettings"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // The server's TLS flight a byte every 20 ms: each read is quick, the
+    // handshake as a whole is not.
+    emu.reset_faults();
+    emu.trickle_handshake(INSTANCE, 20);
+    match timed("trickled handshake").await {
+        (Error::Timeout(m), _) => assert!(m.contains("handshake"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // The same instance, once the proxy is itself again, just works.
+    emu.set_proxy_fault(INSTANCE, "normal");
+    let rows = query(config.clone(), INSTANCE, "SELECT 1").await.unwrap();
     assert_eq!(rows, [[Some("1".to_string())]]);
 }
 

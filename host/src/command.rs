@@ -26,7 +26,7 @@ pub struct CommandOptions {
     /// stdout and stderr are captured into [`CommandOutput`] and stdin is
     /// empty.
     pub inherit_stdio: bool,
-    /// Link the host's shared [`KeyValueStore`](crate::KeyValueStore)
+    /// Link the host's [`SharedStore`](crate::SharedStore)
     /// (`wasi:keyvalue/store` and `atomics`). A command importing
     /// `wasi:keyvalue` runs only with this on.
     pub keyvalue: bool,

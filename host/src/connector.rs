@@ -157,7 +157,7 @@ pub struct ConnectorOptions {
     /// Directories preopened read-only: `(host path, guest path)`, e.g. for
     /// a credentials file.
     pub dirs: Vec<(PathBuf, String)>,
-    /// Link the host's shared [`KeyValueStore`](crate::KeyValueStore): needed
+    /// Link the host's [`SharedStore`](crate::SharedStore): needed
     /// by the `connector-component-kv` build, which refuses to instantiate
     /// without it; the plain build ignores it.
     pub keyvalue: bool,
@@ -198,7 +198,7 @@ impl Host {
 
     /// Instantiates the connector component at `wasm` in a fresh store as
     /// `opts` says: with [`ConnectorOptions::keyvalue`], the instance shares
-    /// the host's [`KeyValueStore`](crate::KeyValueStore) with every other
+    /// the host's [`SharedStore`](crate::SharedStore) with every other
     /// instance that enables it, as per-request instances on a serverless
     /// host do.
     pub async fn instantiate_connector_with(

@@ -9,13 +9,20 @@
 //! behind a mutex that every instance's buckets point into.
 //!
 //! The semantics live on [`KeyValueStore`] as plain methods (unit-tested
-//! without wasm); [`KeyValueView`] is the thin WIT glue over them.
+//! without wasm); [`KeyValueView`] is the thin WIT glue over them, through
+//! [`SharedStore`], which is either this store or a
+//! [`RedisStore`](crate::redis_store::RedisStore) shared by several host
+//! processes. The glue's functions are `async` on the host (the guest sees
+//! them blocking, as the WIT declares): a Redis call waits on the network
+//! without holding up the runtime's thread.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::shared_store::SharedStore;
 
 #[allow(missing_docs)]
 mod bindings {
@@ -30,8 +37,9 @@ mod bindings {
             }
         ",
         // Trappable so a bad resource handle traps instead of becoming a
-        // guest-visible store error.
-        imports: { default: trappable },
+        // guest-visible store error; async so a Redis call does not block
+        // the runtime's thread.
+        imports: { default: async | trappable },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
         },
@@ -78,6 +86,12 @@ pub enum KeyValueError {
         /// The key holding the value.
         key: String,
     },
+    /// The store behind the bucket failed: Redis down, refusing or too slow
+    /// (`other`). Never holds a credential or a value.
+    Backend {
+        /// What happened, naming the server by host and port.
+        reason: String,
+    },
 }
 
 impl fmt::Display for KeyValueError {
@@ -88,6 +102,7 @@ impl fmt::Display for KeyValueError {
                 write!(f, "the value of {key:?} is not a decimal u64")
             }
             KeyValueError::Overflow { key } => write!(f, "incrementing {key:?} overflows a u64"),
+            KeyValueError::Backend { reason } => f.write_str(reason),
         }
     }
 }
@@ -264,30 +279,30 @@ pub struct Bucket {
 /// What the `wasi:keyvalue` functions of one store see: the shared store (if
 /// this instance was given one) and the instance's resource table.
 pub struct KeyValueView<'a> {
-    store: Option<&'a KeyValueStore>,
+    store: Option<&'a SharedStore>,
     table: &'a mut ResourceTable,
 }
 
 impl<'a> KeyValueView<'a> {
     /// A view over `store` and `table`. Without a store, `open` answers
     /// `access-denied`.
-    pub fn new(store: Option<&'a KeyValueStore>, table: &'a mut ResourceTable) -> Self {
+    pub fn new(store: Option<&'a SharedStore>, table: &'a mut ResourceTable) -> Self {
         KeyValueView { store, table }
     }
 
     /// The store and bucket name behind `bucket`.
-    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(&'a KeyValueStore, &str)> {
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(&'a SharedStore, String)> {
         let store = self
             .store
             .ok_or_else(|| wasmtime::format_err!("a bucket exists but no key-value store does"))?;
-        Ok((store, self.table.get(bucket)?.name.as_str()))
+        Ok((store, self.table.get(bucket)?.name.clone()))
     }
 }
 
 type GuestResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
 impl store::Host for KeyValueView<'_> {
-    fn open(&mut self, identifier: String) -> GuestResult<Resource<Bucket>> {
+    async fn open(&mut self, identifier: String) -> GuestResult<Resource<Bucket>> {
         let Some(store) = self.store else {
             return Ok(Err(store::Error::AccessDenied));
         };
@@ -299,34 +314,40 @@ impl store::Host for KeyValueView<'_> {
 }
 
 impl store::HostBucket for KeyValueView<'_> {
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<Option<Vec<u8>>> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<Option<Vec<u8>>> {
         let (store, name) = self.bucket(&bucket)?;
-        Ok(store.get(name, &key).map_err(Into::into))
+        Ok(store.get(&name, &key).await.map_err(Into::into))
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> GuestResult<()> {
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> GuestResult<()> {
         let (store, name) = self.bucket(&bucket)?;
-        Ok(store.set(name, &key, value).map_err(Into::into))
+        Ok(store.set(&name, &key, value).await.map_err(Into::into))
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<()> {
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<()> {
         let (store, name) = self.bucket(&bucket)?;
-        Ok(store.delete(name, &key).map_err(Into::into))
+        Ok(store.delete(&name, &key).await.map_err(Into::into))
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<bool> {
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> GuestResult<bool> {
         let (store, name) = self.bucket(&bucket)?;
-        Ok(store.exists(name, &key).map_err(Into::into))
+        Ok(store.exists(&name, &key).await.map_err(Into::into))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> GuestResult<store::KeyResponse> {
         let (store, name) = self.bucket(&bucket)?;
         Ok(store
-            .keys(name)
+            .keys(&name)
+            .await
             .map(|keys| {
                 // One page holds everything from the cursor on; the cursor is
                 // an offset the guest controls, so clamp it.
@@ -341,16 +362,24 @@ impl store::HostBucket for KeyValueView<'_> {
             .map_err(Into::into))
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
 }
 
 impl atomics::Host for KeyValueView<'_> {
-    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> GuestResult<u64> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> GuestResult<u64> {
         let (store, name) = self.bucket(&bucket)?;
-        Ok(store.increment(name, &key, delta).map_err(Into::into))
+        Ok(store
+            .increment(&name, &key, delta)
+            .await
+            .map_err(Into::into))
     }
 }
 
@@ -372,7 +401,7 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use atomics::Host as _;
     use store::{Host as _, HostBucket as _};
@@ -470,54 +499,73 @@ mod tests {
     }
 
     /// The WIT glue: two views (two instances' tables) over one store.
-    #[test]
-    fn views_over_one_store_share_it() {
+    #[tokio::test]
+    async fn views_over_one_store_share_it() {
         let kv = KeyValueStore::default();
-        let (mut table1, mut table2) = (ResourceTable::new(), ResourceTable::new());
-        let mut first = KeyValueView::new(Some(&kv), &mut table1);
-        let bucket = first.open("default".into()).unwrap().unwrap();
-        let again = Resource::<Bucket>::new_borrow(bucket.rep());
-        assert_eq!(first.increment(again, "n".into(), 3).unwrap().unwrap(), 3);
-        first.drop(bucket).unwrap();
+        views_share_one_store(&SharedStore::Memory(kv.clone())).await;
+        assert_eq!(kv.len(), 1);
+    }
 
-        let mut second = KeyValueView::new(Some(&kv), &mut table2);
+    /// Two views over `kv` (an empty store with the default buckets) see
+    /// each other's writes, through every function of the glue; leaves the
+    /// key "n" = "3" in bucket "default".
+    pub(crate) async fn views_share_one_store(kv: &SharedStore) {
+        let (mut table1, mut table2) = (ResourceTable::new(), ResourceTable::new());
+        let mut first = KeyValueView::new(Some(kv), &mut table1);
+        let bucket = first.open("default".into()).await.unwrap().unwrap();
+        let again = Resource::<Bucket>::new_borrow(bucket.rep());
+        assert_eq!(
+            first
+                .increment(again, "n".into(), 3)
+                .await
+                .unwrap()
+                .unwrap(),
+            3
+        );
+        first.drop(bucket).await.unwrap();
+
+        let mut second = KeyValueView::new(Some(kv), &mut table2);
         assert!(matches!(
-            second.open("other".into()).unwrap(),
+            second.open("other".into()).await.unwrap(),
             Err(store::Error::NoSuchStore)
         ));
-        let bucket = second.open("default".into()).unwrap().unwrap();
+        let bucket = second.open("default".into()).await.unwrap().unwrap();
         let borrow = || Resource::<Bucket>::new_borrow(bucket.rep());
         assert_eq!(
-            second.get(borrow(), "n".into()).unwrap().unwrap(),
+            second.get(borrow(), "n".into()).await.unwrap().unwrap(),
             Some(b"3".to_vec())
         );
         second
             .set(borrow(), "s".into(), b"text".to_vec())
+            .await
             .unwrap()
             .unwrap();
         assert!(matches!(
-            second.increment(borrow(), "s".into(), 1).unwrap(),
+            second.increment(borrow(), "s".into(), 1).await.unwrap(),
             Err(store::Error::Other(_))
         ));
-        let page = second.list_keys(borrow(), None).unwrap().unwrap();
+        let page = second.list_keys(borrow(), None).await.unwrap().unwrap();
         assert_eq!(page.keys, ["n", "s"]);
         assert_eq!(page.cursor, None);
-        let page = second.list_keys(borrow(), Some(1)).unwrap().unwrap();
+        let page = second.list_keys(borrow(), Some(1)).await.unwrap().unwrap();
         assert_eq!(page.keys, ["s"]);
-        let page = second.list_keys(borrow(), Some(u64::MAX)).unwrap().unwrap();
+        let page = second
+            .list_keys(borrow(), Some(u64::MAX))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(page.keys.is_empty());
-        assert!(second.exists(borrow(), "s".into()).unwrap().unwrap());
-        second.delete(borrow(), "s".into()).unwrap().unwrap();
-        assert!(!second.exists(borrow(), "s".into()).unwrap().unwrap());
-        assert_eq!(kv.len(), 1);
+        assert!(second.exists(borrow(), "s".into()).await.unwrap().unwrap());
+        second.delete(borrow(), "s".into()).await.unwrap().unwrap();
+        assert!(!second.exists(borrow(), "s".into()).await.unwrap().unwrap());
     }
 
-    #[test]
-    fn a_view_without_a_store_denies_open() {
+    #[tokio::test]
+    async fn a_view_without_a_store_denies_open() {
         let mut table = ResourceTable::new();
         let mut view = KeyValueView::new(None, &mut table);
         assert!(matches!(
-            view.open("default".into()).unwrap(),
+            view.open("default".into()).await.unwrap(),
             Err(store::Error::AccessDenied)
         ));
     }

@@ -16,8 +16,10 @@
 //!
 //! Every guest gets the same network policy ([`policy`]): TCP and HTTP to the
 //! local machine only, no UDP. Each use can also give the guest the host's
-//! [`KeyValueStore`] (`wasi:keyvalue`, see [`keyvalue`]), one store shared by
-//! every instance, so data outlives the per-request instances of `serve`.
+//! [`SharedStore`] (`wasi:keyvalue`, see [`keyvalue`]), one store shared by
+//! every instance, so data outlives the per-request instances of `serve`: the
+//! in-memory [`KeyValueStore`] by default, or with [`Host::with_redis_store`]
+//! a [`RedisStore`] that several host processes share ([`redis_store`]).
 //!
 //! [`compose`] plugs one component's exports into another's imports, as
 //! `wac plug` does.
@@ -51,7 +53,9 @@ pub mod kv_imports;
 pub mod pgwire;
 pub mod policy;
 pub mod query;
+pub mod redis_store;
 pub mod serve;
+pub mod shared_store;
 pub mod spin_key_value;
 
 use std::collections::HashMap;
@@ -68,13 +72,15 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub use command::{CommandOptions, CommandOutput};
 pub use connector::{ConnectorInstance, ConnectorOptions};
 pub use keyvalue::KeyValueStore;
+pub use redis_store::{RedisOptions, RedisStore};
 pub use serve::{ServeOptions, Server};
+pub use shared_store::SharedStore;
 
 /// Runs WebAssembly components with the project's WASI policy.
 ///
 /// Cheap to share: wrap it in an `Arc` or a `static` and use it from many
 /// tasks. Each run or instantiation gets its own [`wasmtime::Store`]; the
-/// [`KeyValueStore`] is the one thing they share, and only when a use enables
+/// [`SharedStore`] is the one thing they share, and only when a use enables
 /// it.
 pub struct Host {
     engine: Engine,
@@ -82,7 +88,10 @@ pub struct Host {
     linker: Linker<State>,
     /// The same plus `wasi:keyvalue`, for uses that enable the store.
     linker_keyvalue: Linker<State>,
-    keyvalue: KeyValueStore,
+    /// What instances share: `memory`, unless a Redis store was given.
+    keyvalue: SharedStore,
+    /// The in-memory store, for [`Host::keyvalue_store`].
+    memory: KeyValueStore,
     components: Mutex<HashMap<PathBuf, CachedComponent>>,
 }
 
@@ -169,25 +178,44 @@ impl Host {
             spin_key_value::SpinKeyValueView::new(state.keyvalue.as_ref(), &mut state.table)
         })?;
 
+        let memory = KeyValueStore::default();
         Ok(Host {
             engine,
             linker,
             linker_keyvalue,
-            keyvalue: KeyValueStore::default(),
+            keyvalue: SharedStore::Memory(memory.clone()),
+            memory,
             components: Mutex::new(HashMap::new()),
         })
     }
 
-    /// This host with `store` as the key-value store its instances share
-    /// (e.g. one with other bucket names than the default `["default"]`).
+    /// This host with `store` as the in-memory key-value store its instances
+    /// share (e.g. one with other bucket names than the default ones).
     pub fn with_keyvalue_store(mut self, store: KeyValueStore) -> Host {
-        self.keyvalue = store;
+        self.keyvalue = SharedStore::Memory(store.clone());
+        self.memory = store;
         self
     }
 
-    /// The key-value store shared by every instance that enables it: a
-    /// handle to inspect or clear what guests stored.
+    /// This host with its instances sharing `store`, on a Redis server,
+    /// instead of the in-memory store: several host processes given the same
+    /// server and prefix share one store.
+    pub fn with_redis_store(mut self, store: RedisStore) -> Host {
+        self.keyvalue = SharedStore::Redis(store);
+        self
+    }
+
+    /// The in-memory key-value store: the one every instance that enables a
+    /// store shares, unless the host was given a Redis store
+    /// ([`Host::with_redis_store`]). A handle to inspect or clear what guests
+    /// stored.
     pub fn keyvalue_store(&self) -> &KeyValueStore {
+        &self.memory
+    }
+
+    /// The store every instance that enables one shares, in memory or on
+    /// Redis.
+    pub fn shared_store(&self) -> &SharedStore {
         &self.keyvalue
     }
 
@@ -301,11 +329,11 @@ pub(crate) struct State {
     table: ResourceTable,
     hooks: policy::LoopbackHttpHooks,
     /// The host's shared store, when this use enabled it.
-    keyvalue: Option<KeyValueStore>,
+    keyvalue: Option<SharedStore>,
 }
 
 impl State {
-    fn new(wasi: WasiCtx, keyvalue: Option<KeyValueStore>) -> State {
+    fn new(wasi: WasiCtx, keyvalue: Option<SharedStore>) -> State {
         State {
             wasi,
             http: WasiHttpCtx::new(),

@@ -14,12 +14,13 @@ use gcp_db_host::bench::BenchOptions;
 use gcp_db_host::connector::{self, Config, ConnectOptions, ConnectTimings, Credentials, IpType};
 use gcp_db_host::keyvalue::DEFAULT_BUCKETS;
 use gcp_db_host::query::{connect_and_query, Login};
-use gcp_db_host::{CommandOptions, Host, KeyValueStore, ServeOptions};
+use gcp_db_host::redis_store::DEFAULT_PREFIX;
+use gcp_db_host::{CommandOptions, Host, KeyValueStore, RedisOptions, RedisStore, ServeOptions};
 
 const USAGE: &str = "\
 usage:
   gcp-db-host run [--env K=V]... [--dir HOST::GUEST]... [--keyvalue [BUCKET,...]]
-                  <file.wasm> [args...]
+                  [--redis URL [--redis-prefix PREFIX]] <file.wasm> [args...]
       Run a wasi:cli command with inherited stdio and exit with its status.
       Network: TCP and HTTP to loopback only. --env K without =V passes the
       host's value of K. --dir preopens HOST read-only as GUEST. --keyvalue
@@ -27,9 +28,16 @@ usage:
       spin:key-value@3.0.0 (a store label names a bucket), in memory, with
       the buckets named (default: \"default\" and \"gcp-db-connector\"); an argument after --keyvalue
       that ends in .wasm is the component, not a bucket list (or write
-      --keyvalue=BUCKET,...).
+      --keyvalue=BUCKET,...). --redis URL (redis://[user:password@]host:port[/db],
+      or env:NAME to read it from the host's variable NAME, out of the process
+      list): the store on that Redis server instead of in memory (implies --keyvalue),
+      shared by every host process given the same server and prefix: bucket B's
+      key K is the Redis string PREFIX:B:K (--redis-prefix, default
+      \"gcp-db-host\"), increment is INCRBY. Redis down or slow (timeouts: 1 s
+      to connect, 500 ms per command) is a store error for the guest, not a
+      failed run.
   gcp-db-host serve [--addr 127.0.0.1:8080] [--env K=V]... [--dir HOST::GUEST]...
-                    [--keyvalue [BUCKET,...]] <app.wasm>
+                    [--keyvalue [BUCKET,...]] [--redis URL [--redis-prefix PREFIX]] <app.wasm>
       Serve a wasi:http/proxy component over HTTP/1.1 like `wasmtime serve`
       (WASI 0.2 incoming-handler, or a WASI 0.3 wasi:http/handler such as a
       Spin spin-sdk 7 app, as with -W component-model-async=y -S p3=y):
@@ -38,7 +46,9 @@ usage:
       --env, --dir and the network policy as for run. --keyvalue: one store
       shared by every request's instance (what the connector's certificate
       cache needs); without it a component importing wasi:keyvalue or
-      spin:key-value is refused at start. A request the guest cannot answer gets a 500 with the error.
+      spin:key-value is refused at start. --redis: as for run, so that several
+      serve processes (on several machines) share the store. A request the
+      guest cannot answer gets a 500 with the error.
   gcp-db-host compose <app.wasm> --plug <plug.wasm> -o <out.wasm>
       Plug the plug's exports into the app's matching imports, like `wac plug`
       (e.g. the connector component into an app importing
@@ -116,8 +126,50 @@ async fn run(args: Vec<String>) -> Result<ExitCode, String> {
 struct RunArgs {
     wasm: PathBuf,
     opts: CommandOptions,
+    store: StoreArgs,
+}
+
+/// The store flags of `run` and `serve`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StoreArgs {
     /// The buckets of `--keyvalue`, when given.
     buckets: Option<Vec<String>>,
+    /// `--redis URL`.
+    redis: Option<String>,
+    /// `--redis-prefix PREFIX`.
+    prefix: Option<String>,
+}
+
+impl StoreArgs {
+    /// Whether a store was asked for (`--keyvalue` or `--redis`).
+    fn enabled(&self) -> bool {
+        self.buckets.is_some() || self.redis.is_some()
+    }
+
+    /// Takes `arg` (and its value from `rest`) if it is a store flag.
+    fn parse(&mut self, arg: &str, rest: &mut Peekable<Iter<'_, String>>) -> Result<bool, String> {
+        match arg {
+            flag if is_keyvalue_flag(flag) => self.buckets = Some(parse_keyvalue(flag, rest)?),
+            "--redis" => self.redis = Some(rest.next().ok_or("--redis needs a URL")?.clone()),
+            "--redis-prefix" => {
+                let prefix = rest.next().ok_or("--redis-prefix needs a prefix")?;
+                if prefix.is_empty() {
+                    return Err("--redis-prefix: empty".into());
+                }
+                self.prefix = Some(prefix.clone());
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// A check of the combination, once all flags are read.
+    fn check(&self) -> Result<(), String> {
+        if self.prefix.is_some() && self.redis.is_none() {
+            return Err("--redis-prefix needs --redis".into());
+        }
+        Ok(())
+    }
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, String> {
@@ -125,7 +177,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         inherit_stdio: true,
         ..Default::default()
     };
-    let mut buckets = None;
+    let mut store = StoreArgs::default();
     let mut rest = args.iter().peekable();
     let wasm = loop {
         let Some(arg) = rest.next() else {
@@ -140,36 +192,51 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                 let spec = rest.next().ok_or("--dir needs HOST::GUEST")?;
                 opts.dirs.push(parse_dir(spec)?);
             }
-            flag if is_keyvalue_flag(flag) => buckets = Some(parse_keyvalue(flag, &mut rest)?),
+            flag if store.parse(flag, &mut rest)? => {}
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             file => break PathBuf::from(file),
         }
     };
+    store.check()?;
     opts.args = rest.cloned().collect();
-    opts.keyvalue = buckets.is_some();
-    Ok(RunArgs {
-        wasm,
-        opts,
-        buckets,
-    })
+    opts.keyvalue = store.enabled();
+    Ok(RunArgs { wasm, opts, store })
 }
 
-/// A host whose shared store has `buckets` (the default store without).
-fn new_host(buckets: Option<Vec<String>>) -> Result<Host, String> {
+/// A host whose shared store is what `store` says: in memory with its
+/// buckets (the default store without), or on Redis.
+async fn new_host(store: StoreArgs) -> Result<Host, String> {
+    let buckets = store
+        .buckets
+        .unwrap_or_else(|| DEFAULT_BUCKETS.map(str::to_string).to_vec());
+    let Some(url) = store.redis else {
+        let host = Host::new().map_err(|e| format!("{e:#}"))?;
+        return Ok(host.with_keyvalue_store(KeyValueStore::new(buckets)));
+    };
+    let options = RedisOptions {
+        prefix: store.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string()),
+        buckets,
+        ..RedisOptions::default()
+    };
+    // `env:NAME` keeps a password out of the process list.
+    let url = match url.strip_prefix("env:") {
+        Some(name) => std::env::var(name)
+            .map_err(|_| format!("--redis env:{name}: not set in the host environment"))?,
+        None => url,
+    };
+    let redis = RedisStore::open(&url, options).map_err(|e| format!("--redis: {e}"))?;
+    // Only a warning: the store connects on use, and until Redis answers
+    // the connector merely refreshes more.
+    if let Err(e) = redis.ping().await {
+        eprintln!("gcp-db-host: warning: {e}; going on, store calls fail until it answers");
+    }
     let host = Host::new().map_err(|e| format!("{e:#}"))?;
-    Ok(match buckets {
-        Some(names) => host.with_keyvalue_store(KeyValueStore::new(names)),
-        None => host,
-    })
+    Ok(host.with_redis_store(redis))
 }
 
 async fn run_command(args: &[String]) -> Result<ExitCode, String> {
-    let RunArgs {
-        wasm,
-        opts,
-        buckets,
-    } = parse_run(args)?;
-    let host = new_host(buckets)?;
+    let RunArgs { wasm, opts, store } = parse_run(args)?;
+    let host = new_host(store).await?;
     let output = host
         .run_command(&wasm, &opts)
         .await
@@ -187,7 +254,7 @@ async fn run_command(args: &[String]) -> Result<ExitCode, String> {
 struct ServeArgs {
     wasm: PathBuf,
     opts: ServeOptions,
-    buckets: Option<Vec<String>>,
+    store: StoreArgs,
 }
 
 /// `serve`'s port when `--addr` is not given (wasmtime serve's default port,
@@ -201,7 +268,7 @@ fn parse_serve(args: &[String]) -> Result<ServeArgs, String> {
             .map_err(|_| "bad default address".to_string())?,
         ..Default::default()
     };
-    let mut buckets = None;
+    let mut store = StoreArgs::default();
     let mut wasm = None;
     let mut rest = args.iter().peekable();
     while let Some(arg) = rest.next() {
@@ -220,32 +287,34 @@ fn parse_serve(args: &[String]) -> Result<ServeArgs, String> {
                 let spec = rest.next().ok_or("--dir needs HOST::GUEST")?;
                 opts.dirs.push(parse_dir(spec)?);
             }
-            flag if is_keyvalue_flag(flag) => buckets = Some(parse_keyvalue(flag, &mut rest)?),
+            flag if store.parse(flag, &mut rest)? => {}
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             file if wasm.is_none() => wasm = Some(PathBuf::from(file)),
             extra => return Err(format!("serve takes one component, not also {extra:?}")),
         }
     }
     let wasm = wasm.ok_or(format!("serve: missing <app.wasm>\n{USAGE}"))?;
-    opts.keyvalue = buckets.is_some();
-    Ok(ServeArgs {
-        wasm,
-        opts,
-        buckets,
-    })
+    store.check()?;
+    opts.keyvalue = store.enabled();
+    Ok(ServeArgs { wasm, opts, store })
 }
 
 async fn serve(args: &[String]) -> Result<ExitCode, String> {
-    let ServeArgs {
-        wasm,
-        opts,
-        buckets,
-    } = parse_serve(args)?;
-    let host = new_host(buckets)?;
+    let ServeArgs { wasm, opts, store } = parse_serve(args)?;
+    let keyvalue = opts.keyvalue;
+    let host = new_host(store).await?;
     let server = host
         .serve(&wasm, opts)
         .await
         .map_err(|e| format!("{}: {e:#}", wasm.display()))?;
+    if keyvalue {
+        let shared = host.shared_store();
+        eprintln!(
+            "key-value store {}, buckets {:?}",
+            shared.describe(),
+            shared.bucket_names()
+        );
+    }
     eprintln!("serving http://{}", server.addr());
     tokio::signal::ctrl_c()
         .await
@@ -557,16 +626,16 @@ mod tests {
         // After the component, everything is the guest's.
         assert_eq!(run.opts.args, ["--keyvalue", "x"]);
         assert!(!run.opts.keyvalue);
-        assert!(run.buckets.is_none());
+        assert!(run.store.buckets.is_none());
         assert!(run.opts.inherit_stdio);
 
         let run = parse_run(&args(&["--keyvalue", "app.wasm", "a"])).unwrap();
         assert!(run.opts.keyvalue);
-        assert_eq!(run.buckets.unwrap(), DEFAULT_BUCKETS);
+        assert_eq!(run.store.buckets.unwrap(), DEFAULT_BUCKETS);
         assert_eq!(run.opts.args, ["a"]);
 
         let run = parse_run(&args(&["--keyvalue", "one,two", "app.wasm"])).unwrap();
-        assert_eq!(run.buckets.unwrap(), ["one", "two"]);
+        assert_eq!(run.store.buckets.unwrap(), ["one", "two"]);
         assert!(parse_run(&args(&["--keyvalue"])).is_err());
         assert!(parse_run(&args(&["--bogus", "app.wasm"])).is_err());
     }
@@ -577,7 +646,7 @@ mod tests {
         assert_eq!(serve.wasm, PathBuf::from("app.wasm"));
         assert_eq!(serve.opts.addr, DEFAULT_SERVE_ADDR.parse().unwrap());
         assert!(!serve.opts.keyvalue);
-        assert!(serve.buckets.is_none());
+        assert!(serve.store.buckets.is_none());
 
         let serve = parse_serve(&args(&[
             "--addr",
@@ -597,15 +666,15 @@ mod tests {
             [(PathBuf::from("/certs"), "/certs".to_string())]
         );
         assert!(serve.opts.keyvalue);
-        assert_eq!(serve.buckets.unwrap(), DEFAULT_BUCKETS);
+        assert_eq!(serve.store.buckets.unwrap(), DEFAULT_BUCKETS);
 
         // Flags may follow the component; buckets by `=` or as the next word.
         let serve = parse_serve(&args(&["app.wasm", "--keyvalue=a,b"])).unwrap();
-        assert_eq!(serve.buckets.unwrap(), ["a", "b"]);
+        assert_eq!(serve.store.buckets.unwrap(), ["a", "b"]);
         let serve = parse_serve(&args(&["--keyvalue", "cache", "app.wasm"])).unwrap();
-        assert_eq!(serve.buckets.unwrap(), ["cache"]);
+        assert_eq!(serve.store.buckets.unwrap(), ["cache"]);
         let serve = parse_serve(&args(&["--keyvalue", "--addr", "[::1]:9", "app.wasm"])).unwrap();
-        assert_eq!(serve.buckets.unwrap(), DEFAULT_BUCKETS);
+        assert_eq!(serve.store.buckets.unwrap(), DEFAULT_BUCKETS);
         assert_eq!(serve.opts.addr, "[::1]:9".parse().unwrap());
 
         for bad in [
@@ -619,6 +688,78 @@ mod tests {
         ] {
             assert!(parse_serve(&args(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn redis_flags() {
+        // --redis alone: the store on Redis, default buckets and prefix.
+        let serve = parse_serve(&args(&["--redis", "redis://127.0.0.1:6379", "app.wasm"])).unwrap();
+        assert!(serve.opts.keyvalue);
+        assert_eq!(
+            serve.store,
+            StoreArgs {
+                buckets: None,
+                redis: Some("redis://127.0.0.1:6379".into()),
+                prefix: None,
+            }
+        );
+        let serve = parse_serve(&args(&[
+            "--keyvalue",
+            "cache",
+            "--redis",
+            "redis://h:1/2",
+            "--redis-prefix",
+            "app-a",
+            "app.wasm",
+        ]))
+        .unwrap();
+        assert_eq!(serve.store.buckets.unwrap(), ["cache"]);
+        assert_eq!(serve.store.prefix.as_deref(), Some("app-a"));
+        let run = parse_run(&args(&[
+            "--redis",
+            "redis://h:1",
+            "app.wasm",
+            "--redis",
+            "x",
+        ]))
+        .unwrap();
+        assert!(run.opts.keyvalue);
+        assert_eq!(run.store.redis.as_deref(), Some("redis://h:1"));
+        assert_eq!(run.opts.args, ["--redis", "x"]);
+
+        for bad in [
+            &["--redis"][..],
+            &["--redis", "redis://h:1", "--redis-prefix"],
+            &["--redis", "redis://h:1", "--redis-prefix", "", "app.wasm"],
+            &["--redis-prefix", "p", "app.wasm"],
+        ] {
+            assert!(parse_serve(&args(bad)).is_err(), "{bad:?}");
+            assert!(parse_run(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A bad URL is refused at start, without repeating it (it may hold a
+    /// password).
+    #[tokio::test]
+    async fn a_bad_redis_url_is_refused_without_echoing_it() {
+        let store = StoreArgs {
+            buckets: None,
+            redis: Some("http://user:hunter2@example/".into()),
+            prefix: None,
+        };
+        let err = new_host(store).await.err().expect("refused");
+        assert!(err.starts_with("--redis: not a Redis URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let store = StoreArgs {
+            buckets: None,
+            redis: Some("env:GCPDB_TEST_NO_SUCH_VARIABLE".into()),
+            prefix: None,
+        };
+        let err = new_host(store).await.err().expect("refused");
+        assert_eq!(
+            err,
+            "--redis env:GCPDB_TEST_NO_SUCH_VARIABLE: not set in the host environment"
+        );
     }
 
     #[test]

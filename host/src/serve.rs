@@ -14,9 +14,10 @@
 //! response body is written).
 //!
 //! A guest therefore keeps nothing between requests in its own memory; with
-//! [`ServeOptions::keyvalue`] it gets the host's shared
-//! [`KeyValueStore`](crate::KeyValueStore) to keep things in instead (the
-//! connector's certificate cache), which is the point of this module.
+//! [`ServeOptions::keyvalue`] it gets the host's
+//! [`SharedStore`] to keep things in instead (the
+//! connector's certificate cache), which is the point of this module: in
+//! memory, or on Redis for several host processes serving one app.
 //!
 //! Guests get the same WASI context as commands: the given environment
 //! variables, read-only preopens, TCP and outgoing HTTP to loopback only, no
@@ -63,7 +64,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{FieldMap, WasiHttpView as _};
 
-use crate::{policy, wasi_builder, Host, KeyValueStore, State};
+use crate::{policy, wasi_builder, Host, SharedStore, State};
 
 /// How to serve a component.
 #[derive(Debug, Clone)]
@@ -75,8 +76,8 @@ pub struct ServeOptions {
     pub env: Vec<(String, String)>,
     /// Directories preopened read-only: `(host path, guest path)`.
     pub dirs: Vec<(PathBuf, String)>,
-    /// Give every instance the host's shared
-    /// [`KeyValueStore`](crate::KeyValueStore), as `wasi:keyvalue` and as
+    /// Give every instance the host's
+    /// [`SharedStore`], as `wasi:keyvalue` and as
     /// Spin's `spin:key-value`. A component importing either is served only
     /// with this on.
     pub keyvalue: bool,
@@ -201,7 +202,7 @@ struct App {
     pre: Pre,
     env: Vec<(String, String)>,
     dirs: Vec<(PathBuf, String)>,
-    keyvalue: Option<KeyValueStore>,
+    keyvalue: Option<SharedStore>,
 }
 
 async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: oneshot::Receiver<()>) {

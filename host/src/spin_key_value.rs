@@ -1,12 +1,12 @@
 //! Spin's `spin:key-value/key-value@3.0.0` (what a spin-sdk 7 app imports
-//! with its `key-value` feature) over the same shared
-//! [`KeyValueStore`](crate::KeyValueStore) as `wasi:keyvalue`.
+//! with its `key-value` feature) over the same
+//! [`SharedStore`] as `wasi:keyvalue` (in memory, or on Redis).
 //!
 //! Spin's store labels map to buckets of the same name: `default` (the store
 //! `Store::open_default` opens) is the bucket
 //! [`DEFAULT_BUCKET`](crate::keyvalue::DEFAULT_BUCKET); a label with no bucket
-//! is `no-such-store`. Every function is a WASI 0.3 `async func`; none of them
-//! waits on anything, since the store is an in-memory map.
+//! is `no-such-store`. Every function is a WASI 0.3 `async func`; on Redis
+//! they wait for its answer (with its timeouts), in memory they never wait.
 //!
 //! `get-keys` answers every key of the bucket at once: a stream written from
 //! a sorted snapshot of the keys, and a future that is `ok` (or the error, with
@@ -16,7 +16,7 @@ use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
 
-use crate::keyvalue::KeyValueStore;
+use crate::shared_store::SharedStore;
 
 #[allow(missing_docs)]
 mod bindings {
@@ -51,14 +51,14 @@ pub struct SpinStore {
 /// What the `spin:key-value` functions of one wasmtime store see: the shared
 /// store (if this instance was given one) and the instance's resource table.
 pub struct SpinKeyValueView<'a> {
-    store: Option<&'a KeyValueStore>,
+    store: Option<&'a SharedStore>,
     table: &'a mut ResourceTable,
 }
 
 impl<'a> SpinKeyValueView<'a> {
     /// A view over `store` and `table`. Without a store, `open` answers
     /// `access-denied`.
-    pub fn new(store: Option<&'a KeyValueStore>, table: &'a mut ResourceTable) -> Self {
+    pub fn new(store: Option<&'a SharedStore>, table: &'a mut ResourceTable) -> Self {
         SpinKeyValueView { store, table }
     }
 
@@ -73,7 +73,7 @@ impl<'a> SpinKeyValueView<'a> {
     }
 
     /// The shared store and the bucket behind `handle`.
-    fn bucket(&self, handle: &Resource<SpinStore>) -> wasmtime::Result<(KeyValueStore, String)> {
+    fn bucket(&self, handle: &Resource<SpinStore>) -> wasmtime::Result<(SharedStore, String)> {
         let store = self
             .store
             .ok_or_else(|| wasmtime::format_err!("a store exists but no key-value store does"))?;
@@ -101,7 +101,7 @@ type GuestResult<T> = wasmtime::Result<Result<T, Error>>;
 fn bucket_of<T>(
     accessor: &Accessor<T, HasSpinKeyValue>,
     handle: &Resource<SpinStore>,
-) -> wasmtime::Result<(KeyValueStore, String)> {
+) -> wasmtime::Result<(SharedStore, String)> {
     accessor.with(|mut access| access.get().bucket(handle))
 }
 
@@ -125,7 +125,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSpinKeyValue {
         key: String,
     ) -> GuestResult<Option<Vec<u8>>> {
         let (store, bucket) = bucket_of(accessor, &handle)?;
-        Ok(store.get(&bucket, &key).map_err(to_error))
+        Ok(store.get(&bucket, &key).await.map_err(to_error))
     }
 
     async fn set(
@@ -135,7 +135,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSpinKeyValue {
         value: Vec<u8>,
     ) -> GuestResult<()> {
         let (store, bucket) = bucket_of(accessor, &handle)?;
-        Ok(store.set(&bucket, &key, value).map_err(to_error))
+        Ok(store.set(&bucket, &key, value).await.map_err(to_error))
     }
 
     async fn delete(
@@ -144,7 +144,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSpinKeyValue {
         key: String,
     ) -> GuestResult<()> {
         let (store, bucket) = bucket_of(accessor, &handle)?;
-        Ok(store.delete(&bucket, &key).map_err(to_error))
+        Ok(store.delete(&bucket, &key).await.map_err(to_error))
     }
 
     async fn exists(
@@ -153,7 +153,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSpinKeyValue {
         key: String,
     ) -> GuestResult<bool> {
         let (store, bucket) = bucket_of(accessor, &handle)?;
-        Ok(store.exists(&bucket, &key).map_err(to_error))
+        Ok(store.exists(&bucket, &key).await.map_err(to_error))
     }
 
     async fn get_keys(
@@ -161,7 +161,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSpinKeyValue {
         handle: Resource<SpinStore>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
         let (store, bucket) = bucket_of(accessor, &handle)?;
-        let (keys, result) = match store.keys(&bucket) {
+        let (keys, result) = match store.keys(&bucket).await {
             Ok(keys) => (keys, Ok(())),
             Err(err) => (Vec::new(), Err(to_error(err))),
         };

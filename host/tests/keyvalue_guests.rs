@@ -217,6 +217,60 @@ async fn served_instances_share_one_store() {
     server.shutdown().await;
 }
 
+/// Two hosts (as two processes would) with their store on one Redis:
+/// concurrent increments from both lose nothing (`INCRBY`); with Redis
+/// stopped, `increment` is the guest's error, not a trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "builds wasm32-wasip2 guests and needs redis-server: scripts/test runs it"]
+async fn served_instances_of_two_hosts_share_one_redis_store() {
+    use gcp_db_host::redis_store::RedisServer;
+    use gcp_db_host::{RedisOptions, RedisStore};
+
+    let wasm = proxy_guest();
+    let mut redis = RedisServer::start().expect("redis-server (scripts/test installs it)");
+    let store = || RedisStore::open(&redis.url(), RedisOptions::default()).unwrap();
+    let hosts = [
+        Host::new().unwrap().with_redis_store(store()),
+        Host::new().unwrap().with_redis_store(store()),
+    ];
+    let mut bases = Vec::new();
+    let mut servers = Vec::new();
+    for host in &hosts {
+        let server = serve(host, wasm, true).await;
+        bases.push(format!("http://{}", server.addr()));
+        servers.push(server);
+    }
+    let concurrent: Vec<_> = (0..40)
+        .map(|i| tokio::spawn(get_async(format!("{}/", bases[i % 2]))))
+        .collect();
+    let mut seen = Vec::new();
+    for request in concurrent {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        seen.push(shared_count(&body));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=40).collect::<Vec<u64>>());
+    assert_eq!(
+        hosts[1].shared_store().get("default", "requests").await,
+        Ok(Some(b"40".to_vec()))
+    );
+    // The in-memory store was not used.
+    assert!(hosts[0].keyvalue_store().is_empty());
+
+    redis.stop();
+    let (status, body) = get_async(format!("{}/", bases[0])).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.starts_with("increment: Error::Other("), "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{}", redis.port())),
+        "{body}"
+    );
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn requests_run_concurrently() {

@@ -327,6 +327,63 @@ async fn spin_key_value_keeps_a_counter_across_instances() {
     assert_eq!(store.keys("default"), Ok(vec!["n".to_string()]));
 }
 
+/// Two hosts (as two processes would) with their store on one Redis: the
+/// counter goes on from one host's instance to the other's; with Redis
+/// stopped, a call is the guest's store error, not a trap.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "builds wasm32-wasip2 guests and needs redis-server: scripts/test runs it"]
+async fn spin_key_value_on_redis_is_one_store_for_two_hosts() {
+    use gcp_db_host::redis_store::RedisServer;
+    use gcp_db_host::{RedisOptions, RedisStore};
+
+    let wasm = counter_guest();
+    let mut redis = RedisServer::start().expect("redis-server (scripts/test installs it)");
+    let store = || RedisStore::open(&redis.url(), RedisOptions::default()).unwrap();
+    let hosts = [
+        Host::new().unwrap().with_redis_store(store()),
+        Host::new().unwrap().with_redis_store(store()),
+    ];
+    let mut servers = Vec::new();
+    for host in &hosts {
+        servers.push(serve_with(host, wasm, &[], true).await.unwrap());
+    }
+    for expected in 1..=10u64 {
+        let server = &servers[expected as usize % 2];
+        let (status, _, body) = request("GET", format!("http://{}/", server.addr()), "").await;
+        assert_eq!(status, 200, "{body}");
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                expected.to_string().as_str(),
+                "exists=true",
+                "keys=n",
+                "nope=Error::NoSuchStore"
+            ],
+            "{body}"
+        );
+    }
+    assert_eq!(
+        hosts[0].shared_store().get("default", "n").await,
+        Ok(Some(b"10".to_vec()))
+    );
+
+    redis.stop();
+    let url = format!("http://{}/", servers[0].addr());
+    let (status, _, body) = request("GET", url, "").await;
+    assert_eq!(status, 500, "{body}");
+    // The guest's own error text: `get` answered Error::Other with the
+    // host's reason, which names the server and nothing secret.
+    assert!(body.starts_with("get: "), "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{}", redis.port())),
+        "{body}"
+    );
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 guests: scripts/test runs it"]
 async fn the_spin_kv_example_is_served_with_keyvalue_only() {

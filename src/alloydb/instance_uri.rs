@@ -186,6 +186,10 @@ mod tests {
                 "projects/p/locations/r/clusters/c/instances/i%2F",
                 "instance contains '%'",
             ),
+            (
+                "projects/p/locations/r/clusters/../instances/i",
+                "cluster is \"..\", a path segment",
+            ),
         ] {
             let e = AlloyDbInstanceUri::parse(bad).unwrap_err();
             assert_eq!(

@@ -6,6 +6,8 @@
 //! flight). Info is reused until [`REFRESH_BUFFER`](super::REFRESH_BUFFER)
 //! before it expires and dropped after a failed dial; fetches are
 //! rate-limited per instance (`rate_limit`), as Google's connectors do.
+//! At most [`MAX_INSTANCES`] instances are kept; the one used longest ago
+//! makes room for a new one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,10 +17,23 @@ use super::{is_fresh, CacheKey, Found, Origin, Prepared, Source};
 use crate::error::Error;
 use crate::rate_limit::{Limiter, Outcome};
 
+/// How many instances (and IAM settings) one connector keeps info for: far
+/// more than an app connects to, few enough that a caller cycling through
+/// names cannot grow the connector without bound.
+pub(crate) const MAX_INSTANCES: usize = 256;
+
 /// The lazy cache in front of `inner`.
 pub(crate) struct MemoryCache {
-    slots: Mutex<HashMap<CacheKey, Arc<Mutex<Slot>>>>,
+    slots: Mutex<Slots>,
+    capacity: usize,
     inner: Box<dyn Source>,
+}
+
+/// Each instance's slot, with when it was last asked for (a counter).
+#[derive(Default)]
+struct Slots {
+    map: HashMap<CacheKey, (Arc<Mutex<Slot>>, u64)>,
+    uses: u64,
 }
 
 struct Slot {
@@ -31,23 +46,42 @@ struct Slot {
 
 impl MemoryCache {
     pub(crate) fn new(inner: Box<dyn Source>) -> Self {
+        Self::with_capacity(inner, MAX_INSTANCES)
+    }
+
+    fn with_capacity(inner: Box<dyn Source>, capacity: usize) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::default(),
+            capacity: capacity.max(1),
             inner,
         }
     }
 
     fn slot(&self, key: &CacheKey) -> Arc<Mutex<Slot>> {
-        lock(&self.slots)
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Slot {
-                    current: None,
-                    limiter: Limiter::new(Instant::now()),
-                    last_error: None,
-                }))
-            })
-            .clone()
+        let mut slots = lock(&self.slots);
+        slots.uses += 1;
+        let now = slots.uses;
+        if !slots.map.contains_key(key) && slots.map.len() >= self.capacity {
+            // A caller still holding the evicted slot keeps it until done.
+            let oldest = slots
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                slots.map.remove(&oldest);
+            }
+        }
+        let (slot, used) = slots.map.entry(key.clone()).or_insert_with(|| {
+            let slot = Slot {
+                current: None,
+                limiter: Limiter::new(Instant::now()),
+                last_error: None,
+            };
+            (Arc::new(Mutex::new(slot)), now)
+        });
+        *used = now;
+        slot.clone()
     }
 }
 
@@ -99,7 +133,7 @@ impl Source for MemoryCache {
     /// Drops the slot's info and tells `inner`. The rate limiter is kept, so
     /// a broken instance cannot hammer the Admin API.
     fn invalidate(&self, key: &CacheKey) {
-        let slot = lock(&self.slots).get(key).cloned();
+        let slot = lock(&self.slots).map.get(key).map(|(s, _)| s.clone());
         if let Some(slot) = slot {
             lock(&slot).current = None;
         }
@@ -274,5 +308,25 @@ mod tests {
         let e = cache.get(&cache_key(), soon()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert!(e.last_error().is_none());
+    }
+
+    #[test]
+    fn the_instance_used_longest_ago_makes_room() {
+        let inner = ScriptedSource::lasting(Duration::from_secs(3600));
+        let cache = MemoryCache::with_capacity(Box::new(inner.clone()), 2);
+        let key = |i: &str| CacheKey {
+            name: crate::instance::Instance::parse(&format!("proj:us-central1:{i}")).unwrap(),
+            iam: false,
+        };
+        let from = |i: &str| origin(cache.get(&key(i), soon()));
+        assert!(matches!(from("a"), Origin::Refresh(_)));
+        assert!(matches!(from("b"), Origin::Refresh(_)));
+        assert_eq!(from("a"), Origin::Memory);
+        // A third instance: "b", used longest ago, goes.
+        assert!(matches!(from("c"), Origin::Refresh(_)));
+        assert_eq!(lock(&cache.slots).map.len(), 2);
+        assert_eq!(from("a"), Origin::Memory);
+        assert!(matches!(from("b"), Origin::Refresh(_)));
+        assert_eq!(inner.gets(), 4);
     }
 }

@@ -160,10 +160,12 @@ impl KeyKeeper for StoredKey {
 /// make it once, with nothing but get, set, delete and an atomic increment.
 ///
 /// `<base>/lease` counts the takers: the one that makes it 1 holds the lease
-/// and stamps `<base>/lease-until` with when it lapses, at most
-/// [`LEASE_WAIT`] on. The others wait for the thing, or for the lease to be
-/// let go (then they take it afresh) or to lapse: a holder that died, or
-/// that did not get as far as its stamp within [`LEASE_WAIT`]. A lapsed
+/// and stamps `<base>/lease-until` with when it lapses, [`LEASE_WAIT`] on.
+/// The others wait for the thing, or for the lease to be let go (then they
+/// take it afresh) or to lapse: a holder that died, or that did not get as
+/// far as its stamp within [`LEASE_WAIT`]. A stamp is honoured for
+/// [`LEASE_WAIT`] at most from when a waiter first sees it, whatever it says
+/// (whoever can write the store cannot hold the lease for longer). A lapsed
 /// lease is taken over by the one waiter that makes
 /// `<base>/lease-over-<stamp>` 1, so that it too is made once; nobody waits
 /// longer than twice [`LEASE_WAIT`] (the holder's, then its taker's).
@@ -221,20 +223,30 @@ impl Lease {
         mut look: impl FnMut(Instant) -> Option<T>,
     ) -> Turn<T> {
         let give_up = (Instant::now() + 2 * LEASE_WAIT).min(deadline);
-        // Whether the holder's stamp has been seen, and since when none has.
-        let (mut stamped, mut unstamped) = (false, Instant::now());
+        // The holder's stamp and when this instance first saw it (no stamp
+        // is honoured for longer than LEASE_WAIT from then, whatever it
+        // says), and since when there has been none.
+        let (mut stamp, mut unstamped) = (None::<(u64, Instant)>, Instant::now());
         loop {
             match self.stamp_of(store) {
-                Some(lapses) if lapses > unix_ms(SystemTime::now()) => stamped = true,
-                Some(lapsed) if self.take_over(store, lapsed) => {
-                    return Turn::Make { held: true };
+                Some(lapses) => {
+                    let seen = match stamp {
+                        Some((s, seen)) if s == lapses => seen,
+                        _ => Instant::now(),
+                    };
+                    stamp = Some((lapses, seen));
+                    let lapsed =
+                        lapses <= unix_ms(SystemTime::now()) || seen.elapsed() >= LEASE_WAIT;
+                    if lapsed && self.take_over(store, lapses) {
+                        return Turn::Make { held: true };
+                    }
+                    // Else held, or taken over by another waiter that is
+                    // about to stamp it anew.
                 }
-                // Another waiter took it over and is about to stamp it.
-                Some(_) => {}
                 // Let go with nothing for us (the holder's refresh failed):
                 // a new lease.
-                None if stamped => {
-                    (stamped, unstamped) = (false, Instant::now());
+                None if stamp.is_some() => {
+                    (stamp, unstamped) = (None, Instant::now());
                     if let Ok(Some(1)) = store.increment(&self.count, 1) {
                         self.stamp(store);
                         return Turn::Make { held: true };
@@ -797,6 +809,26 @@ mod tests {
         assert_eq!(origins.iter().filter(|o| refreshed(**o)).count(), 1);
         // The taker let go of everything: the lease, its stamp, the take-over.
         for left in ["lease", "lease-until", &format!("lease-over-{past}")] {
+            assert_eq!(store.get(&format!("{key}/{left}")).unwrap(), None, "{left}");
+        }
+    }
+
+    #[test]
+    fn a_stamp_is_honoured_one_lease_wait_at_most_whatever_it_says() {
+        let store = Arc::new(MemoryStore::default());
+        let shelf = shelf(&store, "api", None);
+        let key = entry_key(&shelf);
+        // Written by someone who can write the store: held for the next hour.
+        store.increment(&format!("{key}/lease"), 1).unwrap();
+        let hour = unix_ms(SystemTime::now() + Duration::from_secs(3600));
+        store
+            .set(&format!("{key}/lease-until"), hour.to_string().as_bytes())
+            .unwrap();
+        let refresh = ScriptedSource::alloydb(Duration::from_secs(3600));
+        let started = Instant::now();
+        assert!(refreshed(origin(&instance(&shelf, &refresh))));
+        assert!(started.elapsed() >= LEASE_WAIT, "{:?}", started.elapsed());
+        for left in ["lease", "lease-until", &format!("lease-over-{hour}")] {
             assert_eq!(store.get(&format!("{key}/{left}")).unwrap(), None, "{left}");
         }
     }

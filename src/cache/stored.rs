@@ -93,6 +93,11 @@ pub(crate) fn open<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     secret: Option<&Secret>,
 ) -> Option<T> {
+    // A value no entry could be is not parsed (a host store, unlike the
+    // directory store, hands over whatever it holds).
+    if bytes.len() > crate::store::MAX_VALUE {
+        return None;
+    }
     let envelope: Envelope = serde_json::from_slice(bytes).ok()?;
     if envelope.format != FORMAT {
         return None;
@@ -355,6 +360,18 @@ mod tests {
         // Another format.
         v["format"] = 2.into();
         assert!(open::<Entry>(KEY, v.to_string().as_bytes(), None).is_none());
+    }
+
+    #[test]
+    fn a_value_over_the_bound_is_not_parsed() {
+        let facts = testing::alloydb_info(60).facts();
+        let body = Entry::encode(&facts, &client_key_copy().spki_der);
+        let mut padded = seal(KEY, &body, None).unwrap();
+        // JSON allows trailing blanks: at the bound the entry still opens.
+        padded.resize(crate::store::MAX_VALUE, b' ');
+        assert!(open::<Entry>(KEY, &padded, None).is_some());
+        padded.push(b' ');
+        assert!(open::<Entry>(KEY, &padded, None).is_none());
     }
 
     /// Edits the stored entry's body and seals it again (as a writer with

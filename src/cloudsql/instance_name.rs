@@ -115,6 +115,8 @@ mod tests {
             ("proj:region:inst/../x", "contains '/'"),
             ("proj:region:in st", "contains ' '"),
             ("proj:region:inst?x=1", "contains '?'"),
+            ("proj:region:..", "instance is \"..\", a path segment"),
+            ("proj:.:inst", "region is \".\", a path segment"),
         ] {
             let e = InstanceName::parse(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInstanceName, "{bad:?}");

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
-use rsa::RsaPrivateKey;
+use rsa::PrivateKey as RsaPrivateKey;
 use serde::Deserialize;
 
 use super::jwt;

@@ -4,10 +4,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rsa::pkcs1v15::SigningKey;
+use rsa::sha2::Sha256;
 use rsa::signature::{RandomizedSigner, SignatureEncoding};
-use rsa::RsaPrivateKey;
+use rsa::PrivateKey;
 use serde::Serialize;
-use sha2::Sha256;
 
 use crate::error::Error;
 
@@ -41,8 +41,9 @@ pub(crate) struct Assertion<'a> {
     pub issued_at: u64,
 }
 
-/// Signs the assertion with RS256 (blinded PKCS#1 v1.5 over SHA-256).
-pub(crate) fn sign(key: &RsaPrivateKey, a: &Assertion<'_>) -> Result<String, Error> {
+/// Signs the assertion with RS256: PKCS#1 v1.5 over SHA-256, on rsa 0.10
+/// (constant-time, blinded with the system's randomness).
+pub(crate) fn sign(key: &PrivateKey, a: &Assertion<'_>) -> Result<String, Error> {
     let header = Header {
         alg: "RS256",
         typ: "JWT",
@@ -57,7 +58,7 @@ pub(crate) fn sign(key: &RsaPrivateKey, a: &Assertion<'_>) -> Result<String, Err
     };
     let signing_input = format!("{}.{}", encode(&header)?, encode(&claims)?);
     let signature = SigningKey::<Sha256>::new(key.clone())
-        .try_sign_with_rng(&mut rand_core::OsRng, signing_input.as_bytes())
+        .try_sign_with_rng(&mut getrandom::SysRng, signing_input.as_bytes())
         .map_err(|e| Error::credentials(format!("cannot sign the JWT: {e}")))?;
     Ok(format!(
         "{signing_input}.{}",
@@ -80,7 +81,7 @@ mod tests {
 
     #[test]
     fn signs_a_verifiable_rs256_assertion() {
-        let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let key = PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap();
         let jwt = sign(
             &key,
             &Assertion {
@@ -123,7 +124,7 @@ mod tests {
 
     #[test]
     fn omits_kid_when_the_key_has_no_id() {
-        let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let key = PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap();
         let jwt = sign(
             &key,
             &Assertion {

@@ -38,9 +38,8 @@ use sha2::{Digest, Sha256};
 use super::Store;
 use crate::error::Error;
 
-/// The largest value `get` reads and `set` writes: entries are a few KiB, so
-/// anything bigger is not the cache's and would only cost memory.
-const MAX_VALUE: u64 = 1 << 20;
+/// The largest value `get` reads and `set` writes ([`super::MAX_VALUE`]).
+const MAX_VALUE: u64 = super::MAX_VALUE as u64;
 /// A counter is at most 20 digits: a bigger file is not a counter.
 const MAX_COUNTER: u64 = 64;
 /// A lock file holds a deadline and a token.

@@ -4,6 +4,10 @@
 
 pub mod directory;
 
+/// The largest value the cache reads or writes: entries are a few KiB, so
+/// anything bigger is not the cache's and would only cost memory.
+pub const MAX_VALUE: usize = 1 << 20;
+
 /// A host key-value store that outlives a component instance. Keys are at
 /// most a few hundred bytes of `[A-Za-z0-9:/._@-]`; values a few KiB.
 pub trait Store: Send + Sync {

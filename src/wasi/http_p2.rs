@@ -11,8 +11,8 @@ use std::time::Instant;
 use wasip2::clocks::monotonic_clock;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method as WasiMethod, OutgoingBody,
-    OutgoingRequest, RequestOptions, Scheme,
+    http_error_code, ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method as WasiMethod,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::poll;
 use wasip2::io::streams::StreamError;
@@ -131,11 +131,7 @@ impl http::Pending for Pending {
             Some(Ok(Ok(r))) => r,
             // The host enforces the same budget (RequestOptions) and may notice
             // first: its timeouts are timeouts too.
-            Some(Ok(Err(
-                ErrorCode::ConnectionTimeout
-                | ErrorCode::ConnectionReadTimeout
-                | ErrorCode::ConnectionWriteTimeout,
-            ))) => {
+            Some(Ok(Err(e))) if is_timeout(Some(e.clone())) => {
                 return Err(Error::timeout(format!(
                     "no answer from {} in time",
                     self.url
@@ -179,6 +175,13 @@ impl http::Pending for Pending {
                         }
                     }
                     Err(StreamError::Closed) => break,
+                    // The host's own between-bytes timeout (the same budget)
+                    // may end the read first: a timeout too.
+                    Err(StreamError::LastOperationFailed(e))
+                        if is_timeout(http_error_code(&e)) || Instant::now() >= self.deadline =>
+                    {
+                        return Err(timed_out())
+                    }
                     Err(e) => return Err(fail(format!("reading the body: {}", stream_error(e)))),
                 }
             }
@@ -200,9 +203,26 @@ fn error_code(e: &ErrorCode) -> String {
     format!("{e:?}")
 }
 
+/// Whether the host ended the call for one of its timeouts.
+fn is_timeout(code: Option<ErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            ErrorCode::ConnectionTimeout
+                | ErrorCode::ConnectionReadTimeout
+                | ErrorCode::ConnectionWriteTimeout
+        )
+    )
+}
+
+/// The host's words for a stream error: its first line only (wasmtime's
+/// debug string goes on with a backtrace of the host).
 fn stream_error(e: StreamError) -> String {
     match e {
         StreamError::Closed => "stream closed".into(),
-        StreamError::LastOperationFailed(err) => err.to_debug_string(),
+        StreamError::LastOperationFailed(err) => {
+            let text = err.to_debug_string();
+            text.lines().next().unwrap_or_default().trim().to_string()
+        }
     }
 }

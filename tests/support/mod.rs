@@ -434,6 +434,29 @@ impl Emulator {
             .unwrap();
     }
 
+    /// The next `count` answers of `method` (or `token`) send their status
+    /// and headers at once, then their body never (`stall`) or a byte every
+    /// `delay_ms` (`trickle`).
+    pub fn slow_body(&self, method: &str, body: &str, delay_ms: Option<u64>, count: u32) {
+        ureq::post(&self.control("/faults"))
+            .content_type("application/json")
+            .send(
+                serde_json::json!({"method": method, "body": body, "delay_ms": delay_ms, "count": count})
+                    .to_string(),
+            )
+            .unwrap();
+    }
+
+    /// Makes the proxy of `instance` send its TLS server flight a byte
+    /// every `delay_ms` to new connections.
+    pub fn trickle_handshake(&self, instance: &str, delay_ms: u64) {
+        self.instance_control(
+            instance,
+            "proxy",
+            serde_json::json!({"mode": "trickle-server-flight", "delay_ms": delay_ms}),
+        );
+    }
+
     /// Makes the proxy of `instance` present a `valid`, `wrong-ca` or
     /// `wrong-cn` certificate.
     pub fn set_server_cert(&self, instance: &str, mode: &str) {
@@ -620,4 +643,10 @@ fn find_jwt(text: &str) -> Option<&str> {
         let parts: Vec<&str> = candidate.split('.').collect();
         (parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty())).then_some(candidate)
     })
+}
+
+/// `redis://127.0.0.1:PORT` of the test Redis scripts/test starts (no
+/// persistence; tests keep apart by key prefix).
+pub fn redis() -> String {
+    required_env("GCPDB_TEST_REDIS")
 }
