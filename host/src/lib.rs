@@ -50,6 +50,7 @@ pub mod compose;
 pub mod connector;
 pub mod keyvalue;
 pub mod kv_imports;
+pub mod memory_store;
 pub mod pgwire;
 pub mod policy;
 pub mod query;

@@ -31,7 +31,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError};
 use tokio::sync::Mutex;
 
-use crate::keyvalue::{KeyValueError, DEFAULT_BUCKETS};
+use crate::memory_store::{KeyValueError, DEFAULT_BUCKETS};
 
 /// The key prefix unless configured otherwise: `gcp-db-host:<bucket>:<key>`.
 pub const DEFAULT_PREFIX: &str = "gcp-db-host";

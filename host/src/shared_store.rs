@@ -6,11 +6,11 @@
 //!
 //! The glue calls only these methods; they are `async` because Redis answers
 //! over the network (the in-memory ones never wait). Both stores have the
-//! same buckets by default ([`DEFAULT_BUCKETS`](crate::keyvalue::DEFAULT_BUCKETS)),
+//! same buckets by default ([`DEFAULT_BUCKETS`](crate::memory_store::DEFAULT_BUCKETS)),
 //! and `open` checks the name against the configured ones without asking
 //! Redis, so a bucket opens while Redis is down and only its calls fail.
 
-use crate::keyvalue::{KeyValueError, KeyValueStore};
+use crate::memory_store::{KeyValueError, KeyValueStore};
 use crate::redis_store::RedisStore;
 
 /// The host's store: in this process's memory, or on a Redis server.
