@@ -672,6 +672,17 @@ mod tests {
         }
     }
 
+    /// A lease on `key` as a holder leaves it: taken, stamped to lapse at
+    /// `until`; the stamp, in ms since the epoch.
+    fn held(store: &MemoryStore, key: &str, until: SystemTime) -> u64 {
+        store.increment(&format!("{key}/lease"), 1).unwrap();
+        let stamp = unix_ms(until);
+        store
+            .set(&format!("{key}/lease-until"), stamp.to_string().as_bytes())
+            .unwrap();
+        stamp
+    }
+
     #[test]
     fn a_dead_lease_holder_and_a_useless_entry_are_not_waited_for() {
         let store = Arc::new(MemoryStore::default());
@@ -679,11 +690,7 @@ mod tests {
         let key = entry_key(&shelf);
         let refresh = ScriptedSource::alloydb(Duration::from_secs(3600));
         // A holder that died: its lease is taken, its deadline past.
-        store.increment(&format!("{key}/lease"), 1).unwrap();
-        let past = unix_ms(SystemTime::now() - Duration::from_secs(1));
-        store
-            .set(&format!("{key}/lease-until"), past.to_string().as_bytes())
-            .unwrap();
+        held(&store, &key, SystemTime::now() - Duration::from_secs(1));
         assert!(refreshed(origin(&instance(&shelf, &refresh))));
         // The entry was looked for once, not polled for.
         assert_eq!(store.gets_of(&key), 1);
@@ -692,11 +699,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let shelf = self::shelf(&store, "api", None);
         let key = entry_key(&shelf);
-        store.increment(&format!("{key}/lease"), 1).unwrap();
-        let later = unix_ms(SystemTime::now() + LEASE_WAIT);
-        store
-            .set(&format!("{key}/lease-until"), later.to_string().as_bytes())
-            .unwrap();
+        held(&store, &key, SystemTime::now() + LEASE_WAIT);
         let keyless = instance_with(&shelf, &refresh, KeySlot::default());
         assert!(refreshed(origin(&keyless)));
         assert_eq!(store.gets_of(&key), 1);
@@ -787,11 +790,7 @@ mod tests {
         let shelf = shelf(&store, "api", None);
         let key = entry_key(&shelf);
         // A holder that died: its lease taken, its stamp past.
-        store.increment(&format!("{key}/lease"), 1).unwrap();
-        let past = unix_ms(SystemTime::now() - Duration::from_millis(1));
-        store
-            .set(&format!("{key}/lease-until"), past.to_string().as_bytes())
-            .unwrap();
+        let past = held(&store, &key, SystemTime::now() - Duration::from_millis(1));
         let refresh =
             ScriptedSource::alloydb(Duration::from_secs(3600)).taking(Duration::from_millis(200));
         let barrier = Arc::new(std::sync::Barrier::new(4));
@@ -819,11 +818,7 @@ mod tests {
         let shelf = shelf(&store, "api", None);
         let key = entry_key(&shelf);
         // Written by someone who can write the store: held for the next hour.
-        store.increment(&format!("{key}/lease"), 1).unwrap();
-        let hour = unix_ms(SystemTime::now() + Duration::from_secs(3600));
-        store
-            .set(&format!("{key}/lease-until"), hour.to_string().as_bytes())
-            .unwrap();
+        let hour = held(&store, &key, SystemTime::now() + Duration::from_secs(3600));
         let refresh = ScriptedSource::alloydb(Duration::from_secs(3600));
         let started = Instant::now();
         assert!(refreshed(origin(&instance(&shelf, &refresh))));
