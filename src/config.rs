@@ -11,6 +11,14 @@ use crate::error::Error;
 use crate::ip_type::IpType;
 use crate::store::Store;
 
+/// The DNS-over-HTTPS resolver used when the config names none: Google
+/// Public DNS.
+pub const DEFAULT_DNS_RESOLVER: &str = "https://dns.google/dns-query";
+
+/// The longest time a connector keeps a DNS name's answer without asking
+/// again, unless configured (Google's connectors check every 30 s).
+pub const DEFAULT_FAILOVER_PERIOD: Duration = Duration::from_secs(30);
+
 /// Settings shared by every connect of a [`Connector`](crate::Connector).
 ///
 /// ```
@@ -85,6 +93,18 @@ pub struct Config {
     /// whoever can write the store can plant an entry that sends the
     /// connector to another server.
     pub store_secret: Option<String>,
+    /// The DNS-over-HTTPS resolver (RFC 8484) that resolves instances named
+    /// by a DNS name (`orders-db.example.com`, whose TXT record holds the
+    /// instance name); `None`:
+    /// [`DEFAULT_DNS_RESOLVER`](crate::DEFAULT_DNS_RESOLVER), Google Public
+    /// DNS. `https://` (or `http://` to a loopback address, for tests).
+    pub dns_resolver: Option<String>,
+    /// The longest time a DNS name's answer is used before the next connect
+    /// asks again (shorter if its TTL is); a name found to point elsewhere
+    /// moves new connects to the new instance and fails the old
+    /// connections' next read or write. Default 30 s, as Google's
+    /// connectors check.
+    pub failover_period: Duration,
     /// Bound on one certificate refresh (tokens and Admin API calls).
     pub refresh_timeout: Duration,
     /// Bound on the TCP connect, the TLS handshake and the metadata exchange,
@@ -111,6 +131,8 @@ impl Default for Config {
             store: None,
             store_private_key: true,
             store_secret: None,
+            dns_resolver: None,
+            failover_period: DEFAULT_FAILOVER_PERIOD,
             // Google's connectors bound a refresh by 60 s.
             refresh_timeout: Duration::from_secs(60),
             dial_timeout: Duration::from_secs(30),
@@ -247,6 +269,20 @@ impl Config {
         self
     }
 
+    /// Resolve DNS-named instances through the DoH resolver at `url` (see
+    /// [`Config::dns_resolver`]).
+    pub fn with_dns_resolver(mut self, url: impl Into<String>) -> Self {
+        self.dns_resolver = Some(url.into());
+        self
+    }
+
+    /// Ask again what a DNS name names after at most `period` (see
+    /// [`Config::failover_period`]).
+    pub fn with_failover_period(mut self, period: Duration) -> Self {
+        self.failover_period = period;
+        self
+    }
+
     /// Bound one certificate refresh by `timeout`.
     pub fn with_refresh_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = timeout;
@@ -302,6 +338,9 @@ impl Config {
                 "store-secret is empty; give a secret, or none to store entries unsealed",
             ));
         }
+        if let Some(url) = &self.dns_resolver {
+            check_resolver_url(url)?;
+        }
         for (what, t) in [
             ("refresh-timeout", self.refresh_timeout),
             ("dial-timeout", self.dial_timeout),
@@ -325,6 +364,28 @@ fn check_url(what: &str, url: &str) -> Result<(), Error> {
         Err(Error::invalid_config(format!(
             "{what} {url:?} is not an http:// or https:// URL with a host"
         )))
+    }
+}
+
+/// The DoH resolver's answers say where the connector goes: only over TLS,
+/// or to a resolver on this machine.
+fn check_resolver_url(url: &str) -> Result<(), Error> {
+    let uri = url.parse::<http::Uri>().ok();
+    let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.as_ref().and_then(|u| u.scheme_str()) {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(Error::invalid_config(format!(
+            "dns-resolver {url:?} is not an https:// URL (http:// only to a loopback address), \
+             e.g. {}",
+            DEFAULT_DNS_RESOLVER
+        ))),
     }
 }
 
@@ -353,6 +414,8 @@ impl fmt::Debug for Config {
                 "store_secret",
                 &self.store_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("dns_resolver", &self.dns_resolver)
+            .field("failover_period", &self.failover_period)
             .field("refresh_timeout", &self.refresh_timeout)
             .field("dial_timeout", &self.dial_timeout)
             .finish()
@@ -396,6 +459,21 @@ mod tests {
     use crate::error::ErrorKind;
 
     #[test]
+    fn a_resolver_over_tls_or_on_this_machine_is_accepted() {
+        for url in [
+            "https://dns.google/dns-query",
+            "http://127.0.0.1:8053/dns-query",
+            "http://[::1]:8053/dns-query",
+            "http://localhost/dns-query",
+        ] {
+            assert!(
+                Config::default().with_dns_resolver(url).check().is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_urls_and_zero_timeouts_are_refused_by_name() {
         for (config, what) in [
             (
@@ -413,6 +491,15 @@ mod tests {
             (
                 Config::default().with_dial_timeout(Duration::ZERO),
                 "dial-timeout",
+            ),
+            (
+                // Plain HTTP would let the network say where the connector goes.
+                Config::default().with_dns_resolver("http://dns.example.com/dns-query"),
+                "dns-resolver",
+            ),
+            (
+                Config::default().with_dns_resolver("dns.google"),
+                "dns-resolver",
             ),
             (
                 Config::default().with_refresh_timeout(Duration::ZERO),

@@ -11,12 +11,16 @@ use crate::cache::refresh::Refresher;
 use crate::cache::store::{HostStore, Shelf, StoredKey};
 use crate::cache::{CacheKey, Found, Source};
 use crate::cloudsql;
-use crate::config::{Config, ConnectOptions};
+use crate::config::{Config, ConnectOptions, DEFAULT_DNS_RESOLVER};
 use crate::connect::blocking::{self, Connection};
 use crate::connect::{Dial, Plan};
 use crate::credentials::source::Endpoints;
 use crate::credentials::TokenSource;
+use crate::dns::names::{Names, Route};
+use crate::dns::resolve::Resolver;
+use crate::dns::DomainName;
 use crate::error::Error;
+use crate::google_api::ApiClient;
 use crate::http::Transport;
 use crate::instance::Instance;
 use crate::ip_type::IpType;
@@ -35,6 +39,8 @@ pub struct Connector {
     tokens: Arc<TokenSource>,
     /// Memory, then the host store if there is one, then a refresh.
     info: Arc<dyn Source>,
+    /// What DNS names given as instance names resolve to.
+    names: Names,
 }
 
 impl Connector {
@@ -82,6 +88,23 @@ impl Connector {
             }
             (None, _) => KeySlot::default(),
         });
+        let names = Names::new(
+            Resolver {
+                transport: transport.clone(),
+                url: config
+                    .dns_resolver
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_DNS_RESOLVER.to_string()),
+                tokens: tokens.clone(),
+                admin: ApiClient::new(
+                    &cloudsql::admin_endpoint(&config),
+                    user_agent.clone(),
+                    config.quota_project.clone(),
+                ),
+            },
+            shelf.clone(),
+            config.failover_period,
+        );
         let refresh: Box<dyn Source> = Box::new(Refresher {
             config: config.clone(),
             user_agent: user_agent.clone(),
@@ -102,19 +125,27 @@ impl Connector {
             info: Arc::new(MemoryCache::new(behind_memory)),
             config,
             tokens,
+            names,
         })
     }
 
     /// Connects to the Cloud SQL instance `project:region:instance` or the
     /// AlloyDB instance `projects/P/locations/R/clusters/C/instances/I` and
     /// returns the encrypted connection, ready for the database protocol.
+    ///
+    /// `instance` may also be a DNS name whose TXT record holds either (see
+    /// [`Config::dns_resolver`]), or a Cloud SQL instance DNS name
+    /// (`….sql.goog`, resolved by the Admin API).
     pub fn connect(&self, instance: &str, options: &ConnectOptions) -> Result<Connection, Error> {
-        let dial = self.begin(instance, options)?;
+        let (dial, route) = self.begin(instance, options)?;
         let retry = dial.origin().retries_a_failed_dial();
         match blocking::run(dial) {
             // The failure made the stale info forgotten: this one refreshes.
-            Err(_) if retry => blocking::run(self.begin(instance, options)?),
-            result => result,
+            Err(_) if retry => {
+                let (dial, route) = self.begin(instance, options)?;
+                blocking::run(dial).map(|c| c.routed(route))
+            }
+            result => result.map(|c| c.routed(route)),
         }
         .map_err(|e| e.for_instance(instance))
     }
@@ -127,12 +158,15 @@ impl Connector {
         options: &ConnectOptions,
     ) -> Result<crate::connect::tokio::AsyncConnection, Error> {
         use crate::connect::tokio;
-        let dial = self.begin(instance, options)?;
+        let (dial, route) = self.begin(instance, options)?;
         let retry = dial.origin().retries_a_failed_dial();
         match tokio::run(dial).await {
             // As in `connect`.
-            Err(_) if retry => tokio::run(self.begin(instance, options)?).await,
-            result => result,
+            Err(_) if retry => {
+                let (dial, route) = self.begin(instance, options)?;
+                tokio::run(dial).await.map(|c| c.routed(route))
+            }
+            result => result.map(|c| c.routed(route)),
         }
         .map_err(|e| e.for_instance(instance))
     }
@@ -160,16 +194,21 @@ impl Connector {
     /// Go's `Dialer.Warmup`). Errors as a connect's would before it dials.
     pub fn warmup(&self, instance: &str, options: &ConnectOptions) -> Result<(), Error> {
         self.begin(instance, options)
-            .map(|dial| dial.finish_unused())
+            .map(|(dial, _)| dial.finish_unused())
             .map_err(|e| e.for_instance(instance))
     }
 
     /// Everything before the dial: the name, connection info, the address.
     /// Info from the host store that cannot be planned with (another
     /// instance's view, or a planted entry) is forgotten, and refreshed once.
-    fn begin(&self, instance: &str, options: &ConnectOptions) -> Result<Dial, Error> {
+    fn begin(
+        &self,
+        instance: &str,
+        options: &ConnectOptions,
+    ) -> Result<(Dial, Option<Route>), Error> {
         let started = Instant::now();
-        let name = Instance::parse(instance)?;
+        let deadline = started + self.config.refresh_timeout;
+        let (name, route) = self.instance(instance, deadline)?;
         let iam = options
             .enable_iam_auth
             .unwrap_or(self.config.enable_iam_auth);
@@ -178,7 +217,6 @@ impl Connector {
             .or(self.config.ip_type)
             .unwrap_or_else(|| name.service().default_ip_type());
         let key = CacheKey { name, iam };
-        let deadline = started + self.config.refresh_timeout;
         let found = self.get(&key, deadline)?;
         let plan = match self.plan(&key, &found, ip_type, started) {
             Err(_) if found.origin.retries_a_failed_dial() => {
@@ -187,7 +225,39 @@ impl Connector {
             }
             plan => plan,
         }?;
-        Ok(Dial::new(plan, self.config.dial_timeout, self.info.clone()))
+        Ok((
+            Dial::new(plan, self.config.dial_timeout, self.info.clone()),
+            route,
+        ))
+    }
+
+    /// The instance `given` names: itself, or what the DNS name resolves to
+    /// now. When the name has moved, the old instance's info is forgotten.
+    fn instance(&self, given: &str, deadline: Instant) -> Result<(Instance, Option<Route>), Error> {
+        let not_a_name = match Instance::parse(given) {
+            Ok(name) => return Ok((name, None)),
+            Err(e) => e,
+        };
+        let Some(domain) = DomainName::parse(given) else {
+            return Err(not_a_name.expecting(format!(
+                "{} (Cloud SQL), {} (AlloyDB), or a DNS name whose TXT record holds one",
+                cloudsql::instance_name::EXPECTED,
+                crate::alloydb::instance_uri::EXPECTED
+            )));
+        };
+        let route = self
+            .names
+            .route(&domain, deadline)
+            .map_err(|e| e.for_instance(&domain))?;
+        if let Some(old) = &route.moved_from {
+            for iam in [false, true] {
+                self.info.invalidate(&CacheKey {
+                    name: old.clone(),
+                    iam,
+                });
+            }
+        }
+        Ok((route.instance.clone(), Some(route)))
     }
 
     fn get(&self, key: &CacheKey, deadline: Instant) -> Result<Found, Error> {

@@ -101,6 +101,12 @@ pub enum ErrorKind {
     Io,
     /// The connection was already shut down.
     Closed,
+    /// A DNS name given as the instance name did not resolve to an instance:
+    /// the name does not exist (NXDOMAIN), the resolver failed (SERVFAIL, an
+    /// HTTP error, a malformed answer), it has no TXT record that is an
+    /// instance name, or its CNAMEs loop. The message names the name and
+    /// the cause.
+    Dns,
 }
 
 /// Which check of the server failed.
@@ -195,6 +201,10 @@ impl Error {
 
     pub(crate) fn timeout(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Timeout, message)
+    }
+
+    pub(crate) fn dns(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Dns, message)
     }
 
     /// `name` does not parse as `what` (e.g. "AlloyDB instance URI"):
@@ -463,6 +473,7 @@ impl fmt::Display for Error {
             (ErrorKind::Timeout, _) => write!(f, "timeout: {m}"),
             (ErrorKind::Io, _) => write!(f, "connection I/O: {m}"),
             (ErrorKind::Closed, _) => write!(f, "the connection is closed"),
+            (ErrorKind::Dns, _) => write!(f, "DNS: {m}"),
         }
     }
 }

@@ -434,3 +434,52 @@ pub fn mdx_encode(mdx: Mdx, code: i32, message: &str) -> Vec<u8> {
 pub fn mdx_check_response(mdx: Mdx, body: &[u8]) -> Result<(), Error> {
     mdx.codec().exchange.check(body)
 }
+
+/// The name [`dns_resolution`] resolves.
+pub const DNS_NAME: &str = "fuzz.example.com";
+
+/// What [`DNS_NAME`] resolves to when the DoH resolver answers every query
+/// with `answer` (and the Admin API, for a CNAME to a Cloud SQL instance DNS
+/// name, with it as its body): the instance name, or the error.
+pub fn dns_resolution(answer: &[u8]) -> Result<String, Error> {
+    use crate::dns::resolve::Resolver;
+    use crate::http::{Pending, Request, Transport};
+
+    struct Same(Vec<u8>);
+    struct Ready(Response);
+    impl Pending for Ready {
+        fn wait(self: Box<Self>) -> Result<Response, Error> {
+            Ok(self.0)
+        }
+    }
+    impl Transport for Same {
+        fn start(&self, _: &Request, _: std::time::Instant) -> Result<Box<dyn Pending>, Error> {
+            Ok(Box::new(Ready(Response {
+                status: 200,
+                body: self.0.clone(),
+            })))
+        }
+    }
+
+    let transport = Arc::new(Same(answer.to_vec()));
+    let tokens = Arc::new(crate::credentials::TokenSource::new(
+        Some(Credentials::AccessToken {
+            api_token: ADMIN_API_TOKEN.into(),
+            login_token: None,
+        }),
+        Endpoints::default(),
+        transport.clone(),
+    ));
+    let resolver = Resolver {
+        transport,
+        url: "https://dns.fuzz/dns-query".into(),
+        tokens,
+        admin: google_api::ApiClient::new("https://sqladmin.fuzz", USER_AGENT.into(), None),
+    };
+    let name = crate::dns::DomainName::parse(DNS_NAME).expect("a domain name");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    resolver
+        .resolve(&name, deadline)
+        .map(|r| r.instance.to_string())
+        .map_err(|f| f.error)
+}

@@ -51,6 +51,7 @@ mod connect;
 mod connection_info;
 mod connector;
 mod credentials;
+mod dns;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -84,7 +85,7 @@ pub use cache::REFRESH_BUFFER;
 pub use cloudsql::admin::DEFAULT_ADMIN_ENDPOINT;
 pub use cloudsql::instance_name::InstanceName;
 pub use cloudsql::CLOUD_SQL_PORT;
-pub use config::{Config, ConnectOptions};
+pub use config::{Config, ConnectOptions, DEFAULT_DNS_RESOLVER, DEFAULT_FAILOVER_PERIOD};
 pub use connect::blocking::Connection;
 pub use connect::timings::ConnectTimings;
 #[cfg(feature = "tokio")]

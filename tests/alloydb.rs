@@ -284,6 +284,8 @@ async fn broken_exchange_responses_are_typed_errors() {
     emu.set_mdx(URI, "silent", None);
     let config = Config {
         dial_timeout_ms: Some(1500),
+        dns_resolver: None,
+        failover_period_ms: None,
         ..emu.config()
     };
     match connect_error(once(&emu, config, ConnectOptions::default(), &app()).await) {

@@ -505,6 +505,8 @@ async fn stalled_and_trickled_answers_time_out_within_the_bound() {
     let config = Config {
         refresh_timeout_ms: Some(BOUND_MS),
         dial_timeout_ms: Some(BOUND_MS),
+        dns_resolver: None,
+        failover_period_ms: None,
         rsa_private_key: Some(emu.service_account_key_pem()),
         ..emu.config()
     };

@@ -233,6 +233,8 @@ fn from_wit_config(c: wit::Config) -> Result<Config, wit::Error> {
     config.store_secret = c.store_secret;
     config.refresh_timeout = ms(c.refresh_timeout_ms, config.refresh_timeout);
     config.dial_timeout = ms(c.dial_timeout_ms, config.dial_timeout);
+    config.dns_resolver = c.dns_resolver;
+    config.failover_period = ms(c.failover_period_ms, config.failover_period);
     Ok(config)
 }
 
@@ -242,6 +244,7 @@ fn to_wit_timings(t: ConnectTimings) -> wit::ConnectTimings {
         token_us: us(t.token),
         admin_api_us: us(t.admin_api),
         key_generation_us: us(t.key_generation),
+        name_resolution_us: us(t.name_resolution),
         tcp_us: us(t.tcp),
         tls_us: us(t.tls),
         total_us: us(t.total),
@@ -289,6 +292,7 @@ fn to_wit_error(e: Error) -> wit::Error {
         ErrorKind::Timeout => wit::Error::Timeout(message),
         ErrorKind::Io => wit::Error::Io(message),
         ErrorKind::Closed => wit::Error::Closed,
+        ErrorKind::Dns => wit::Error::Dns(message),
         // `ErrorKind` is non-exhaustive; a kind added later keeps its message
         // until it gets a WIT case of its own.
         _ => wit::Error::Io(message),

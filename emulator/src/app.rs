@@ -114,8 +114,8 @@ pub async fn admin_api(
     }
     let instances = &app.instances.cloudsql;
     let resp = cloudsql::admin::handle(state, instances, &method, path, &headers, &body).await;
-    match cloudsql::admin::parse_admin_path(path) {
-        Some(route) => slow_down(state, route.method, resp).await,
+    match cloudsql::admin::api_method(path) {
+        Some(api) => slow_down(state, api, resp).await,
         None => resp,
     }
 }

@@ -24,17 +24,20 @@ pub enum ApiMethod {
     Sts,
     /// IAM Credentials `POST /v1/projects/-/serviceAccounts/SA:generateAccessToken`.
     GenerateAccessToken,
+    /// Cloud SQL `GET .../locations/R/dns/NAME:resolveConnectSettings`.
+    ResolveConnectSettings,
 }
 
 impl ApiMethod {
     /// Every method, for parsing.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::ConnectSettings,
         Self::GenerateEphemeralCert,
         Self::ConnectionInfo,
         Self::GenerateClientCertificate,
         Self::Sts,
         Self::GenerateAccessToken,
+        Self::ResolveConnectSettings,
     ];
 
     /// The name the counters and the fault endpoint use (the REST method's name).
@@ -46,6 +49,7 @@ impl ApiMethod {
             Self::GenerateClientCertificate => "generateClientCertificate",
             Self::Sts => "sts",
             Self::GenerateAccessToken => "generateAccessToken",
+            Self::ResolveConnectSettings => "resolveConnectSettings",
         }
     }
 
@@ -57,7 +61,9 @@ impl ApiMethod {
     /// The Google service the method belongs to.
     pub fn service(self) -> &'static str {
         match self {
-            Self::ConnectSettings | Self::GenerateEphemeralCert => "sqladmin.googleapis.com",
+            Self::ConnectSettings | Self::GenerateEphemeralCert | Self::ResolveConnectSettings => {
+                "sqladmin.googleapis.com"
+            }
             Self::ConnectionInfo | Self::GenerateClientCertificate => "alloydb.googleapis.com",
             Self::Sts => "sts.googleapis.com",
             Self::GenerateAccessToken => "iamcredentials.googleapis.com",
@@ -67,7 +73,10 @@ impl ApiMethod {
     /// True for the APIs that answer errors in Google's newer shape (no `errors` list):
     /// all but the Cloud SQL Admin API.
     pub fn modern_errors(self) -> bool {
-        !matches!(self, Self::ConnectSettings | Self::GenerateEphemeralCert)
+        !matches!(
+            self,
+            Self::ConnectSettings | Self::GenerateEphemeralCert | Self::ResolveConnectSettings
+        )
     }
 }
 
@@ -105,6 +114,9 @@ struct Counts {
     alloydb_mdx_auth_types: BTreeMap<String, Vec<String>>,
     sts: BTreeMap<String, u64>,
     generate_access_token: BTreeMap<String, u64>,
+    resolve_connect_settings: BTreeMap<String, u64>,
+    dns_query: BTreeMap<String, u64>,
+    dns_query_types: BTreeMap<String, Vec<String>>,
 }
 
 /// What one proxy listener (one address) saw. Counters are zeroed by a reset; the number
@@ -167,7 +179,8 @@ impl Calls {
     /// Counts one API call for `key`: `project:instance` for Cloud SQL, the instance URI
     /// for `connectionInfo`, the cluster (`projects/P/locations/R/clusters/C`) for
     /// `generateClientCertificate`, the `audience` asked for (`sts`), the service account
-    /// in the path (`generateAccessToken`).
+    /// in the path (`generateAccessToken`), the DNS name asked about, lowercase without
+    /// the trailing dot (`resolveConnectSettings`).
     pub fn record_call(&self, method: ApiMethod, key: &str) {
         let mut c = self.lock();
         let map = match method {
@@ -177,8 +190,20 @@ impl Calls {
             ApiMethod::GenerateClientCertificate => &mut c.generate_client_certificate,
             ApiMethod::Sts => &mut c.sts,
             ApiMethod::GenerateAccessToken => &mut c.generate_access_token,
+            ApiMethod::ResolveConnectSettings => &mut c.resolve_connect_settings,
         };
         *map.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Counts one DNS-over-HTTPS query for `name` (lowercase, no trailing dot) of type
+    /// `qtype` (`TXT`, `CNAME`, …), noting the types in query order.
+    pub fn record_dns_query(&self, name: &str, qtype: &str) {
+        let mut c = self.lock();
+        *c.dns_query.entry(name.to_string()).or_default() += 1;
+        c.dns_query_types
+            .entry(name.to_string())
+            .or_default()
+            .push(qtype.to_string());
     }
 
     /// Counts one token request.
@@ -257,6 +282,9 @@ impl Calls {
             "alloydbMdxAuthType": c.alloydb_mdx_auth_types,
             "sts": c.sts,
             "generateAccessToken": c.generate_access_token,
+            "resolveConnectSettings": c.resolve_connect_settings,
+            "dnsQuery": c.dns_query,
+            "dnsQueryType": c.dns_query_types,
         })
     }
 
@@ -308,6 +336,9 @@ mod tests {
             ApiMethod::GenerateAccessToken,
             "t@p.iam.gserviceaccount.com",
         );
+        calls.record_call(ApiMethod::ResolveConnectSettings, "a.b.r.sql-psc.goog");
+        calls.record_dns_query("orders.example.com", "TXT");
+        calls.record_dns_query("orders.example.com", "CNAME");
         assert_eq!(
             calls.snapshot(),
             json!({"connectSettings":{"p:i":2},"generateEphemeralCert":{"p:j":1},
@@ -322,7 +353,10 @@ mod tests {
                    "alloydbMdx":{uri:3},
                    "alloydbMdxAuthType":{uri:["DB_NATIVE","AUTO_IAM"]},
                    "sts":{"//iam.googleapis.com/aud":1},
-                   "generateAccessToken":{"t@p.iam.gserviceaccount.com":2}})
+                   "generateAccessToken":{"t@p.iam.gserviceaccount.com":2},
+                   "resolveConnectSettings":{"a.b.r.sql-psc.goog":1},
+                   "dnsQuery":{"orders.example.com":2},
+                   "dnsQueryType":{"orders.example.com":["TXT","CNAME"]}})
         );
         calls.reset();
         assert_eq!(
@@ -334,7 +368,8 @@ mod tests {
                    "proxyOpenConnections":{"127.0.0.9":1},
                    "connectionInfo":{},"generateClientCertificate":{},
                    "alloydbMdx":{},"alloydbMdxAuthType":{},
-                   "sts":{},"generateAccessToken":{}})
+                   "sts":{},"generateAccessToken":{},
+                   "resolveConnectSettings":{},"dnsQuery":{},"dnsQueryType":{}})
         );
         drop(open);
         assert_eq!(calls.snapshot()["proxyOpenConnections"], json!({}));

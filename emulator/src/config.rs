@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::alloydb::spec::{AlloyDbSpec, URI_PREFIX};
 use crate::cloudsql::spec::InstanceSpec;
+use crate::dns::{add_records, split_flag, DnsZone, FileDnsEntry};
 use crate::spec::FileInstance;
 
 /// Default access-token lifetime, the same as Google's.
@@ -58,13 +59,17 @@ impl Spec {
     }
 }
 
-/// The JSON config file: `{"instances":[...]}`.
+/// The JSON config file: `{"instances":[...],"dns":[...]}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Instances to emulate.
     #[serde(default)]
     pub instances: Vec<FileInstance>,
+    /// The DNS-over-HTTPS resolver's records:
+    /// `{"name":"orders.example.com","txt":["p:r:i"],"cname":null,"ttl":30}`.
+    #[serde(default)]
+    pub dns: Vec<FileDnsEntry>,
 }
 
 /// Everything the emulator needs to start.
@@ -84,6 +89,9 @@ pub struct Options {
     /// 1 hour when none); `Some(n)`: Cloud SQL's last `n` seconds, AlloyDB's at most
     /// `n`. Either is still cut at an IAM login token's expiry, as Google does.
     pub cert_lifetime_secs: Option<u64>,
+    /// The DNS-over-HTTPS resolver's records at start (`--dns`, `--dns-cname`, the
+    /// config file's `dns`).
+    pub dns: DnsZone,
 }
 
 impl Default for Options {
@@ -94,6 +102,7 @@ impl Default for Options {
             ready_file: None,
             token_lifetime_secs: DEFAULT_TOKEN_LIFETIME_SECS,
             cert_lifetime_secs: None,
+            dns: DnsZone::new(),
         }
     }
 }
@@ -101,6 +110,7 @@ impl Default for Options {
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SPEC]... \
 [--state-dir DIR] [--ready-file FILE] [--token-lifetime-secs N] [--cert-lifetime-secs N]
+  [--dns NAME=TXT-VALUE]... [--dns-cname NAME=TARGET]...
   --cert-lifetime-secs N (1 to 86400), a test knob: client certificates last N seconds,
     Cloud SQL's generateEphemeralCert N, AlloyDB's generateClientCertificate at most N
     (a shorter certDuration wins). Default: Google's 1 hour (AlloyDB: the certDuration
@@ -113,6 +123,10 @@ pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SP
 [,public-ip=auto|IP][,psc=true|false]
     (a private IP is always there, auto by default; public IP and PSC only when asked for)
   Every auto address is a random 127.x.y.z.
+  DNS over HTTPS (RFC 8484, GET ?dns= or POST application/dns-message) at dns_endpoint,
+    {admin_endpoint}/dns-query, answering like a recursive resolver (CNAME chains followed,
+    TTL 30 s): --dns NAME=VALUE adds a TXT record (repeat for more), --dns-cname
+    NAME=TARGET a CNAME; the config file takes \"dns\":[{\"name\",\"txt\":[…],\"cname\",\"ttl\"}].
   Credentials (in the state dir; the ready line names each): service-account.json
     (connector-sa), authorized-user.json (dev-user@example.com), impersonated-sa.json and
     impersonated-user.json (impersonated_service_account of target-sa, the second through
@@ -138,7 +152,11 @@ pub const USAGE: &str = "usage: gcp-emulator [--config FILE.json] [--instance SP
     POST /instances/{name}/proxy {\"mode\":\"trickle-server-flight\",\"delay_ms\":D}: the
       proxy answers each ClientHello with its whole server flight one byte every D ms,
       then holds the connection without finishing the handshake (\"normal\" restores it).
-    POST /faults/reset drops the fault queues.";
+    POST /dns {\"name\":N,\"txt\":[…],\"cname\":T,\"ttl\":S} replaces a name's records
+      (\"delete\":true removes it); POST /dns/faults {\"name\":N,\"answer\":\"servfail\"|
+      \"nxdomain\"|\"empty\"|\"malformed\"|\"slow\"|\"http-500\",\"delay_ms\":D,\"count\":C}
+      answers that name's next C DoH queries so (no count: until reset).
+    POST /faults/reset drops the fault queues (DNS faults too; /dns/faults/reset only those).";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -177,8 +195,22 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 for inst in file.instances {
                     opts.instances.push(Spec::from_file(inst)?);
                 }
+                for d in file.dns {
+                    add_records(&mut opts.dns, &d.name, &d.txt, d.cname.as_deref(), d.ttl)
+                        .map_err(|e| format!("bad config {path}: {e}"))?;
+                }
             }
             "--instance" => opts.instances.push(Spec::parse_cli(&value()?)?),
+            "--dns" => {
+                let v = value()?;
+                let (name, txt) = split_flag("--dns", &v)?;
+                add_records(&mut opts.dns, name, &[txt.to_string()], None, None)?;
+            }
+            "--dns-cname" => {
+                let v = value()?;
+                let (name, target) = split_flag("--dns-cname", &v)?;
+                add_records(&mut opts.dns, name, &[], Some(target), None)?;
+            }
             "--state-dir" => opts.state_dir = Some(PathBuf::from(value()?)),
             "--ready-file" => opts.ready_file = Some(PathBuf::from(value()?)),
             "--token-lifetime-secs" => {
@@ -259,6 +291,59 @@ mod tests {
             USAGE.contains(pool) && USAGE.contains(subject),
             "{workload}"
         );
+    }
+
+    #[test]
+    fn dns_records_come_from_flags_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("gcp-emu-dns-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.json");
+        std::fs::write(
+            &file,
+            r#"{"dns":[{"name":"Orders.Example.com.","txt":["p:r:i"],"ttl":5},
+                       {"name":"alias.example","cname":"orders.example.com"}]}"#,
+        )
+        .unwrap();
+        let args = [
+            "--config",
+            file.to_str().unwrap(),
+            "--dns",
+            "orders.example.com=v=2",
+            "--dns=other.example=x",
+            "--dns-cname",
+            "loop.example=loop.example",
+        ];
+        let Command::Run(o) = parse_args(args.iter().map(|s| s.to_string())).unwrap() else {
+            panic!("expected run");
+        };
+        let orders = &o.dns["orders.example.com"];
+        assert_eq!(orders.txt, ["p:r:i", "v=2"]);
+        assert_eq!(orders.ttl, 5);
+        assert_eq!(
+            o.dns["alias.example"].cname.as_deref(),
+            Some("orders.example.com")
+        );
+        assert_eq!(o.dns["other.example"].ttl, crate::dns::DEFAULT_TTL);
+        assert_eq!(o.dns["loop.example"].cname.as_deref(), Some("loop.example"));
+        for bad in [
+            &["--dns", "no-value"][..],
+            &["--dns", "a..b=x"],
+            &["--dns-cname", "a=b", "--dns-cname", "a=c"],
+            &["--dns-cname", "a=bad target"],
+        ] {
+            assert!(
+                parse_args(bad.iter().map(|s| s.to_string())).is_err(),
+                "{bad:?}"
+            );
+        }
+        std::fs::write(
+            &file,
+            r#"{"dns":[{"name":"a","txt":["x"],"colour":"red"}]}"#,
+        )
+        .unwrap();
+        let args = ["--config".to_string(), file.display().to_string()];
+        assert!(parse_args(args).unwrap_err().contains("bad config"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

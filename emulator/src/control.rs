@@ -24,6 +24,7 @@ use crate::alloydb::mdx::MdxMode;
 use crate::app::{App, NamedInstance};
 use crate::calls::ApiMethod;
 use crate::certs::ServerCertMode;
+use crate::dns::{normalize_name, DnsAnswer, DnsRecords, DEFAULT_TTL, MAX_TXT_BYTES};
 use crate::faults::{slow_target, SlowBody};
 use crate::idp::SubjectTokenMode;
 use crate::proxy::ProxyFault;
@@ -43,6 +44,9 @@ pub fn router() -> Router<App> {
         .route("/faults", post(add_fault))
         .route("/faults/response", post(tamper_response))
         .route("/faults/reset", post(reset_faults))
+        .route("/dns", get(dns_zone).post(set_dns))
+        .route("/dns/faults", post(add_dns_fault))
+        .route("/dns/faults/reset", post(reset_dns_faults))
         .route(
             "/subject-token",
             get(subject_token).post(rewrite_subject_token),
@@ -296,10 +300,121 @@ fn add_slow_body(state: &SharedState, req: &FaultRequest, mode: &str) -> Respons
     done()
 }
 
-/// Clears the faults and the broken answers.
+/// Clears the faults and the broken answers, the DNS faults too.
 async fn reset_faults(State(state): State<SharedState>) -> Response {
     state.faults.clear();
     state.tampering.clear();
+    state.dns.clear_faults();
+    done()
+}
+
+/// `GET /dns`: the DoH resolver's zone, `{"name":{"txt":[…],"cname":…,"ttl":N},…}`.
+async fn dns_zone(State(state): State<SharedState>) -> Response {
+    Json(state.dns.snapshot()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetDnsRequest {
+    name: String,
+    txt: Option<Vec<String>>,
+    cname: Option<String>,
+    ttl: Option<u32>,
+    #[serde(default)]
+    delete: bool,
+}
+
+/// `POST /dns {"name":"orders.example.com","txt":["p:r:i"],"cname":null,"ttl":30}`:
+/// replaces that name's records (no `txt`: none; no `ttl`: 30 s); `"delete":true`
+/// removes the name, so that it answers NXDOMAIN.
+async fn set_dns(State(state): State<SharedState>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<SetDnsRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"name\":\"…\",\"txt\":[\"…\"],\"cname\":\"…\"|null,\"ttl\":N} or {\"name\":\"…\",\"delete\":true}".into(),
+        );
+    };
+    let name = match normalize_name(&req.name) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if req.delete {
+        if req.txt.is_some() || req.cname.is_some() || req.ttl.is_some() {
+            return error(StatusCode::BAD_REQUEST, "delete takes only the name".into());
+        }
+        state.dns.set(name, None);
+        return done();
+    }
+    let cname = match req.cname.as_deref().map(normalize_name).transpose() {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let txt = req.txt.unwrap_or_default();
+    if let Some(t) = txt.iter().find(|t| t.len() > MAX_TXT_BYTES) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("a TXT value is {} bytes, over {MAX_TXT_BYTES}", t.len()),
+        );
+    }
+    let records = DnsRecords {
+        txt,
+        cname,
+        ttl: req.ttl.unwrap_or(DEFAULT_TTL),
+    };
+    state.dns.set(name, Some(records));
+    done()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsFaultRequest {
+    name: String,
+    answer: String,
+    delay_ms: Option<u64>,
+    count: Option<u32>,
+}
+
+/// `POST /dns/faults {"name":"orders.example.com","answer":"servfail","delay_ms":D,
+/// "count":N}`: the next N DoH queries of that name (without `count`: all, until reset)
+/// are answered `servfail` (RCODE 2), `nxdomain` (RCODE 3), `empty` (NOERROR, no
+/// records), `malformed` (HTTP 200 with a body that is no DNS message), `http-500`, or
+/// `slow` (the normal answer), each after `delay_ms` if given (`slow` needs it).
+async fn add_dns_fault(State(state): State<SharedState>, body: Bytes) -> Response {
+    let answers: Vec<String> = DnsAnswer::ALL
+        .iter()
+        .map(|a| format!("{:?}", a.name()))
+        .collect();
+    let usage = format!(
+        "expected {{\"name\":\"…\",\"answer\":{},\"delay_ms\":N,\"count\":N}}",
+        answers.join("|")
+    );
+    let Ok(req) = serde_json::from_slice::<DnsFaultRequest>(&body) else {
+        return error(StatusCode::BAD_REQUEST, usage);
+    };
+    let Some(answer) = DnsAnswer::parse(&req.answer) else {
+        return error(StatusCode::BAD_REQUEST, usage);
+    };
+    let name = match normalize_name(&req.name) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if req.count == Some(0) {
+        return error(StatusCode::BAD_REQUEST, "count must be at least 1".into());
+    }
+    let delay = std::time::Duration::from_millis(req.delay_ms.unwrap_or(0));
+    if answer == DnsAnswer::Slow && delay.is_zero() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "slow needs \"delay_ms\" (at least 1)".into(),
+        );
+    }
+    state.dns.push_fault(name, answer, delay, req.count);
+    done()
+}
+
+/// `POST /dns/faults/reset`: drops the DNS faults only (the zone stays).
+async fn reset_dns_faults(State(state): State<SharedState>) -> Response {
+    state.dns.clear_faults();
     done()
 }
 

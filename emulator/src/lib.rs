@@ -33,6 +33,8 @@ pub mod cloudsql;
 pub mod config;
 pub mod control;
 pub mod credentials;
+pub mod dns;
+pub mod doh;
 pub mod errors;
 pub mod faults;
 pub mod iam;

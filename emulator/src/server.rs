@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -35,7 +35,7 @@ use crate::workload_identity::{
     self, external_account_file_json, external_account_url_json, DEFAULT_SUBJECT,
     EXTERNAL_ACCOUNT_FILE, EXTERNAL_ACCOUNT_URL_FILE, SUBJECT_TOKEN_FILE,
 };
-use crate::{control, metadata, oauth, proxy, sts};
+use crate::{control, dns, doh, metadata, oauth, proxy, sts};
 
 /// One instance in the ready line.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +108,8 @@ pub struct Ready {
     pub metadata_host: String,
     /// `http://127.0.0.1:P/emulator/v1`.
     pub control_endpoint: String,
+    /// The DNS-over-HTTPS (RFC 8484) endpoint, `http://127.0.0.1:P/dns-query`.
+    pub dns_endpoint: String,
     /// Path of the service-account key file.
     pub service_account_file: String,
     /// Path of the authorized-user file.
@@ -324,6 +326,7 @@ pub async fn start(opts: Options) -> Result<Running, String> {
         metadata_host: metadata_addr.to_string(),
         oidc_issuer: idp.issuer().to_string(),
         control_endpoint,
+        dns_endpoint: format!("{admin_endpoint}{}", dns::DOH_PATH),
         service_account_file: path(&files.service_account),
         authorized_user_file: path(&files.authorized_user),
         service_account_email: SERVICE_ACCOUNT_EMAIL.to_string(),
@@ -347,12 +350,14 @@ pub async fn start(opts: Options) -> Result<Running, String> {
     let instances = Arc::new(Instances::new(&cloudsql_instances, &alloydb_instances));
     let state: SharedState = Arc::new(
         AppState::new(instances.projects(), tokens, credentials, idp, token_uri)
-            .with_cert_lifetime(opts.cert_lifetime_secs.map(Duration::from_secs)),
+            .with_cert_lifetime(opts.cert_lifetime_secs.map(Duration::from_secs))
+            .with_dns(&opts.dns),
     );
 
     let admin_app = Router::new()
         .route("/token", post(oauth::token))
         .route("/v1/token", post(sts::token))
+        .route(dns::DOH_PATH, get(doh::doh_get).post(doh::doh_post))
         .nest("/emulator/v1", control::router())
         .fallback(app::admin_api)
         .layer(middleware::from_fn(log_requests))

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::calls::Calls;
 use crate::credentials::Credentials;
+use crate::dns::{Dns, DnsZone};
 use crate::faults::Faults;
 use crate::iam::IamBindings;
 use crate::iamcredentials::policy::Policy;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub ephemeral_principals: IamBindings,
     /// `--cert-lifetime-secs`: `None` issues client certificates as Google does.
     pub cert_lifetime: Option<Duration>,
+    /// The DNS-over-HTTPS resolver's zone and faults.
+    pub dns: Dns,
 }
 
 impl AppState {
@@ -71,7 +74,14 @@ impl AppState {
             token_uri,
             ephemeral_principals: IamBindings::default(),
             cert_lifetime: None,
+            dns: Dns::default(),
         }
+    }
+
+    /// The same, its DNS-over-HTTPS resolver serving `zone`.
+    pub fn with_dns(mut self, zone: &DnsZone) -> Self {
+        self.dns = Dns::new(zone);
+        self
     }
 
     /// The same, issuing client certificates that last `lifetime` (`None`: as Google does).

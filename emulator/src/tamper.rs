@@ -178,7 +178,8 @@ fn ca_path(method: ApiMethod) -> Option<&'static str> {
         ApiMethod::GenerateEphemeralCert
         | ApiMethod::ConnectionInfo
         | ApiMethod::Sts
-        | ApiMethod::GenerateAccessToken => None,
+        | ApiMethod::GenerateAccessToken
+        | ApiMethod::ResolveConnectSettings => None,
     }
 }
 

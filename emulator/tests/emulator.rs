@@ -473,7 +473,8 @@ async fn emulator_end_to_end() {
             "proxyHandshakes": {}, "proxyClientBytes": {}, "proxyOpenConnections": {},
             "connectionInfo": {}, "generateClientCertificate": {},
             "alloydbMdx": {}, "alloydbMdxAuthType": {},
-            "sts": {}, "generateAccessToken": {}
+            "sts": {}, "generateAccessToken": {},
+            "resolveConnectSettings": {}, "dnsQuery": {}, "dnsQueryType": {}
         })
     );
     let r = http("POST", &format!("{control}/calls/reset"), &[], b"").await;
@@ -487,7 +488,8 @@ async fn emulator_end_to_end() {
                "proxyHandshakes":{},"proxyClientBytes":{},"proxyOpenConnections":{},
                "connectionInfo":{},"generateClientCertificate":{},
                "alloydbMdx":{},"alloydbMdxAuthType":{},
-               "sts":{},"generateAccessToken":{}})
+               "sts":{},"generateAccessToken":{},
+               "resolveConnectSettings":{},"dnsQuery":{},"dnsQueryType":{}})
     );
 
     // --- TLS proxies: legacy (CN check) and CAS (SAN check, intermediate in the roots).

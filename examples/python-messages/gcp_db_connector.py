@@ -110,6 +110,7 @@ _CASES = {
     wit.Error_Timeout: _error_class("timeout", "ConnectorTimeoutError", (ConnectorError, TimeoutError)),
     wit.Error_Io: _error_class("io", "ConnectionIOError", (ConnectorError, ConnectionError)),
     wit.Error_Closed: _error_class("closed", "ClosedError", (ConnectorError, ConnectionError)),
+    wit.Error_Dns: _error_class("dns", "DnsResolutionError"),
 }
 for _cls in _CASES.values():
     globals()[_cls.__name__] = _cls
@@ -209,6 +210,8 @@ class Connector:
             store_secret=store_secret or None,
             refresh_timeout_ms=timeout_ms,
             dial_timeout_ms=timeout_ms,
+            dns_resolver=None,
+            failover_period_ms=None,
         )
         self._connector = None
 

@@ -389,5 +389,83 @@ fn main() {
     {
         write("mdx", &format!("seed-{i}"), seed);
     }
+    dns_seeds();
     println!("seeds written under {}", dir().join("corpus").display());
+}
+
+/// DoH answers to the TXT query for `fuzzing::DNS_NAME`: TXT records (an
+/// instance name among others, an AlloyDB URI), a CNAME chain, a loop, a
+/// CNAME to a Cloud SQL instance DNS name, NXDOMAIN, SERVFAIL, no data.
+fn dns_seeds() {
+    fn name(n: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in n.split('.') {
+            out.push(label.len() as u8);
+            out.extend(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+    fn rr(owner: &str, kind: u16, ttl: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = name(owner);
+        out.extend(kind.to_be_bytes());
+        out.extend(1u16.to_be_bytes());
+        out.extend(ttl.to_be_bytes());
+        out.extend((data.len() as u16).to_be_bytes());
+        out.extend(data);
+        out
+    }
+    fn txt(strings: &[&str]) -> Vec<u8> {
+        strings
+            .iter()
+            .flat_map(|s| std::iter::once(s.len() as u8).chain(s.bytes()))
+            .collect()
+    }
+    fn answer(rcode: u16, records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for field in [0, 0x8180 | rcode, 1, records.len() as u16, 0, 0] {
+            out.extend(field.to_be_bytes());
+        }
+        out.extend(name(fuzzing::DNS_NAME));
+        out.extend([0, 16, 0, 1]);
+        out.extend(records.concat());
+        out
+    }
+    let me = fuzzing::DNS_NAME;
+    for (seed, bytes) in [
+        (
+            "txt",
+            answer(
+                0,
+                &[
+                    rr(me, 16, 60, &txt(&["proj:us-central1:db"])),
+                    rr(me, 16, 30, &txt(&["v=spf1 -all"])),
+                ],
+            ),
+        ),
+        (
+            "alloydb",
+            answer(0, &[rr(me, 16, 60, &txt(&[ALLOYDB_INSTANCE]))]),
+        ),
+        (
+            "cname",
+            answer(
+                0,
+                &[
+                    rr(me, 5, 60, &name("db.example.net")),
+                    rr("db.example.net", 16, 60, &txt(&["p:r:", "i"])),
+                ],
+            ),
+        ),
+        ("loop", answer(0, &[rr(me, 5, 60, &name(me))])),
+        (
+            "psc",
+            answer(0, &[rr(me, 5, 60, &name("a.b.us-central1.sql-psc.goog"))]),
+        ),
+        ("nxdomain", answer(3, &[])),
+        ("servfail", answer(2, &[])),
+        ("nodata", answer(0, &[])),
+    ] {
+        write("dns_answer", seed, &bytes);
+    }
 }

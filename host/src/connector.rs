@@ -95,6 +95,8 @@ impl Default for Config {
             store_secret: None,
             refresh_timeout_ms: None,
             dial_timeout_ms: None,
+            dns_resolver: None,
+            failover_period_ms: None,
         }
     }
 }

@@ -46,6 +46,8 @@ fn token_config(admin_endpoint: &str) -> Config {
         admin_endpoint: Some(admin_endpoint.into()),
         refresh_timeout_ms: Some(10_000),
         dial_timeout_ms: Some(10_000),
+        dns_resolver: None,
+        failover_period_ms: None,
         ..Default::default()
     }
 }

@@ -61,7 +61,7 @@ pub(crate) struct Shelf {
 impl Shelf {
     /// `gcp-db-connector/v3/<principal>`: what the credentials' principal
     /// keeps, whatever instance it is for.
-    fn principal_prefix(&self, deadline: Instant) -> Option<String> {
+    pub(crate) fn principal_prefix(&self, deadline: Instant) -> Option<String> {
         let principal = self.tokens.principal(deadline).ok()?;
         Some(format!("{PREFIX}/{}", fingerprint(&[&principal])))
     }
@@ -76,11 +76,11 @@ impl Shelf {
         Some(format!("{PREFIX}/{scope}/{}/{auth}", key.name))
     }
 
-    fn get<T: for<'de> serde::Deserialize<'de>>(&self, key: &str) -> Option<T> {
+    pub(crate) fn get<T: for<'de> serde::Deserialize<'de>>(&self, key: &str) -> Option<T> {
         stored::open(key, &self.store.get(key).ok()??, self.secret.as_ref())
     }
 
-    fn set(&self, key: &str, body: &impl serde::Serialize) {
+    pub(crate) fn set(&self, key: &str, body: &impl serde::Serialize) {
         if let Some(bytes) = stored::seal(key, body, self.secret.as_ref()) {
             let _ = self.store.set(key, &bytes);
         }

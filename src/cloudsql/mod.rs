@@ -3,6 +3,7 @@
 //! exchange, and the facts of the service (port, scopes, endpoint).
 
 pub(crate) mod admin;
+pub(crate) mod dns_name;
 pub(crate) mod instance_name;
 pub(crate) mod mdx;
 pub(crate) mod refresh;
@@ -39,6 +40,15 @@ pub(crate) const LOGIN_SCOPE: Scope = Scope {
     },
 };
 
+/// The Cloud SQL Admin API of `config`: the configured one, else
+/// `https://sqladmin.UNIVERSE` ([`DEFAULT_ADMIN_ENDPOINT`](admin::DEFAULT_ADMIN_ENDPOINT) in Google's).
+pub(crate) fn admin_endpoint(config: &Config) -> String {
+    config
+        .admin_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://sqladmin.{}", config.universe()))
+}
+
 impl Service for InstanceName {
     /// Public: Google's default for Cloud SQL.
     fn default_ip_type(&self) -> IpType {
@@ -57,10 +67,7 @@ impl Service for InstanceName {
     /// The configured one, else `https://sqladmin.UNIVERSE`
     /// ([`DEFAULT_ADMIN_ENDPOINT`] in Google's).
     fn admin_endpoint(&self, config: &Config) -> String {
-        config
-            .admin_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://sqladmin.{}", config.universe()))
+        admin_endpoint(config)
     }
 
     /// Port 3307; the server certificate names the instance's DNS name as a

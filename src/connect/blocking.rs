@@ -3,12 +3,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 
 use rustls::ClientConnection;
 
 use super::records::{outgoing, read_plaintext, Inbox, Plain, READ_CHUNK};
 use super::timings::ConnectTimings;
 use super::{Action, Dial};
+use crate::dns::names::{Moved, Route};
 use crate::error::Error;
 
 /// Runs `dial` to the end: a connection, or the dial's error.
@@ -72,6 +74,7 @@ pub(crate) fn run(mut dial: Dial) -> Result<Connection, Error> {
         tcp,
         inbox,
         timings,
+        moved: None,
     })
 }
 
@@ -89,12 +92,34 @@ pub struct Connection {
     /// What the server sent that rustls has not taken yet.
     inbox: Inbox,
     timings: ConnectTimings,
+    /// Set when the DNS name it was made through names another instance.
+    moved: Option<Arc<Moved>>,
 }
 
 impl Connection {
     /// What the connect cost, step by step.
     pub fn timings(&self) -> ConnectTimings {
         self.timings
+    }
+
+    /// This connection, made through `route` when the instance was named by
+    /// a DNS name.
+    pub(crate) fn routed(mut self, route: Option<Route>) -> Self {
+        if let Some(route) = route {
+            self.timings.name_resolution = route.took;
+            self.moved = Some(route.moved);
+        }
+        self
+    }
+
+    /// An error, and the connection shut, once its DNS name has moved.
+    fn check_moved(&mut self) -> io::Result<()> {
+        let Some(reason) = self.moved.as_ref().and_then(|m| m.reason()) else {
+            return Ok(());
+        };
+        // Best effort: the old instance may be gone already.
+        let _ = self.shutdown();
+        Err(super::moved_error(reason))
     }
 
     /// Sends TLS close_notify and shuts the TCP connection down.
@@ -118,6 +143,7 @@ impl Connection {
 
 impl Read for Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check_moved()?;
         if buf.is_empty() {
             return Ok(0);
         }
@@ -135,12 +161,14 @@ impl Read for Connection {
 
 impl Write for Connection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_moved()?;
         let n = self.tls.writer().write(buf)?;
         self.flush_tls()?;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.check_moved()?;
         self.tls.writer().flush()?;
         self.flush_tls()?;
         self.tcp.flush()

@@ -453,5 +453,12 @@ fn remaining(deadline: Instant) -> Option<Duration> {
     (!left.is_zero()).then_some(left)
 }
 
+/// The error of a read or write on a connection whose DNS name has moved:
+/// `ConnectionAborted`, with the reason (the name, the old and the new
+/// instance).
+pub(crate) fn moved_error(reason: String) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, reason)
+}
+
 #[cfg(test)]
 mod tests;

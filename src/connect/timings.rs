@@ -16,6 +16,9 @@ pub struct ConnectTimings {
     pub admin_api: Duration,
     /// Generating the RSA key (first connect of a connector only).
     pub key_generation: Duration,
+    /// Resolving the DNS name the instance was named by (0 when it was
+    /// not, or the answer was at hand).
+    pub name_resolution: Duration,
     /// The TCP connect.
     pub tcp: Duration,
     /// The TLS handshake, server verification and metadata exchange included.
@@ -38,6 +41,7 @@ impl ConnectTimings {
             token: refresh.token,
             admin_api: refresh.admin_api,
             key_generation: refresh.key_generation,
+            name_resolution: Duration::ZERO,
             tcp,
             tls,
             total,

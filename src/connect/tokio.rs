@@ -83,6 +83,7 @@ pub(crate) async fn run(mut dial: Dial) -> Result<AsyncConnection, Error> {
         inbox,
         closing: false,
         timings,
+        moved: None,
     })
 }
 
@@ -99,12 +100,32 @@ pub struct AsyncConnection {
     /// close_notify has been queued.
     closing: bool,
     timings: ConnectTimings,
+    /// Set when the DNS name it was made through names another instance.
+    moved: Option<std::sync::Arc<crate::dns::names::Moved>>,
 }
 
 impl AsyncConnection {
     /// What the connect cost, step by step.
     pub fn timings(&self) -> ConnectTimings {
         self.timings
+    }
+
+    /// As `Connection::routed`.
+    pub(crate) fn routed(mut self, route: Option<crate::dns::names::Route>) -> Self {
+        if let Some(route) = route {
+            self.timings.name_resolution = route.took;
+            self.moved = Some(route.moved);
+        }
+        self
+    }
+
+    /// An error once the DNS name the connection was made through has moved
+    /// (dropping the connection closes it).
+    fn check_moved(&self) -> io::Result<()> {
+        match self.moved.as_ref().and_then(|m| m.reason()) {
+            Some(reason) => Err(super::moved_error(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Writes out `outgoing`, plus whatever rustls has encrypted since, in
@@ -135,6 +156,7 @@ impl AsyncRead for AsyncConnection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_moved()?;
         loop {
             let plain = read_plaintext(&mut this.tls, &mut this.inbox, buf.initialize_unfilled())?;
             if let Plain::Read(n) = plain {
@@ -172,6 +194,7 @@ impl AsyncWrite for AsyncConnection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_moved()?;
         // What an earlier write left goes first: at most one write's worth
         // of ciphertext waits in memory.
         ready!(this.poll_send(cx))?;
@@ -186,6 +209,7 @@ impl AsyncWrite for AsyncConnection {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_moved()?;
         this.tls.writer().flush()?;
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.tcp).poll_flush(cx)

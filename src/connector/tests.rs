@@ -271,6 +271,8 @@ fn a_bad_name_and_a_bad_config_are_typed() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInstanceName);
     assert_eq!(e.instance(), Some("nope"));
+    let every_form = "or a DNS name whose TXT record holds one";
+    assert!(e.to_string().contains(every_form), "{e}");
     let e = Connector::with_transport(
         Config::default().with_admin_endpoint("sqladmin"),
         google.clone(),
@@ -337,6 +339,40 @@ fn the_async_connect_reuses_and_refreshes_like_the_blocking_one() {
             .await
             .unwrap();
         assert!(!conn.timings().cached, "the timed-out dial invalidated");
+    });
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_connection_through_a_moved_name_fails_its_next_use() {
+    use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (sql, alloy, google, c) = named(Duration::ZERO);
+    let rt = ::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = c
+            .connect_async("orders.example.com", &ConnectOptions::default())
+            .await
+            .unwrap();
+        conn.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert!(conn.timings().name_resolution > Duration::ZERO);
+        google.set_txt("orders.example.com", &[alloy.name()], 300);
+        c.connect_async("orders.example.com", &ConnectOptions::default())
+            .await
+            .unwrap();
+        let e = conn.write_all(b"ping").await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted);
+        assert!(
+            e.to_string()
+                .contains(&format!("moved from {}", sql.name())),
+            "{e}"
+        );
+        assert!(conn.read(&mut buf).await.is_err());
     });
 }
 
@@ -410,4 +446,227 @@ fn a_stored_entry_that_cannot_be_planned_with_is_refreshed_over_once() {
         .unwrap();
     assert!(!conn.timings().from_store, "refreshed over the entry");
     assert_eq!(google.admin_calls(), 4);
+}
+
+/// The TXT-named instances' tests: a Cloud SQL and an AlloyDB fake, the name
+/// pointing at the first.
+fn named(
+    failover: Duration,
+) -> (
+    Arc<FakeInstance>,
+    Arc<FakeInstance>,
+    Arc<ScriptedGoogle>,
+    Connector,
+) {
+    let sql = served(Kind::CloudSql { mdx: false });
+    let alloy = served(Kind::AlloyDb);
+    let google = Arc::new(ScriptedGoogle::new().with(&sql).with(&alloy));
+    google.set_txt("orders.example.com", &[sql.name()], 300);
+    let c = connector(&google, config(&google).with_failover_period(failover));
+    (sql, alloy, google, c)
+}
+
+#[test]
+fn a_dns_name_connects_to_the_instance_its_txt_record_names_and_is_kept() {
+    let (sql, _alloy, google, c) = named(Duration::from_secs(30));
+    let mut conn = c
+        .connect("Orders.Example.com.", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    assert!(conn.timings().name_resolution > Duration::ZERO);
+    assert_eq!(
+        sql.exchanges.lock().unwrap().len(),
+        0,
+        "no exchange for this fake"
+    );
+    assert_eq!(
+        (google.calls("dns"), google.calls("connectSettings")),
+        (1, 1)
+    );
+    // Within the failover period the answer is reused, and so is the certificate.
+    let mut conn = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    assert_eq!(conn.timings().name_resolution, Duration::ZERO);
+    assert!(conn.timings().cached);
+    assert_eq!(
+        (google.calls("dns"), google.calls("connectSettings")),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_moved_name_sends_new_connects_to_the_new_instance_and_fails_old_connections() {
+    // Period 0: every connect asks again (Go's `WithFailoverPeriod(0)`).
+    let (sql, alloy, google, c) = named(Duration::ZERO);
+    let mut first = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    let mut second = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut first);
+    echo(&mut second);
+    assert_eq!(google.calls("dns"), 2);
+    assert_eq!(
+        google.calls("connectSettings"),
+        1,
+        "same instance, same certificate"
+    );
+
+    google.set_txt("orders.example.com", &[alloy.name()], 300);
+    let mut moved = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut moved);
+    assert_eq!(
+        google.calls("connectionInfo"),
+        1,
+        "the new connect went to AlloyDB"
+    );
+    assert_eq!(alloy.exchanges.lock().unwrap().len(), 1);
+    for conn in [&mut first, &mut second] {
+        let e = conn.write_all(b"ping").map(drop).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted);
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!(
+                "orders.example.com moved from {} to {}",
+                sql.name(),
+                alloy.name()
+            )),
+            "{text}"
+        );
+        let mut buf = [0u8; 1];
+        assert!(conn.read(&mut buf).is_err(), "reads fail too");
+    }
+    echo(&mut moved);
+
+    // Moving back: the old instance's certificate was forgotten.
+    google.set_txt("orders.example.com", &[sql.name()], 300);
+    let mut back = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut back);
+    assert_eq!(google.calls("connectSettings"), 2);
+    assert!(moved.write_all(b"ping").is_err());
+}
+
+#[test]
+fn a_name_that_stops_resolving_fails_and_its_failures_are_rate_limited() {
+    let (_sql, _alloy, google, c) = named(Duration::ZERO);
+    let mut conn = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    google.set_txt("orders.example.com", &["not an instance"], 300);
+    let e = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Dns);
+    assert!(e.to_string().contains("\"not an instance\""), "{e}");
+    assert_eq!(e.instance(), Some("orders.example.com"));
+    // The connection made through it is told why.
+    let text = conn.write_all(b"ping").unwrap_err().to_string();
+    assert!(text.contains("no longer names"), "{text}");
+    // Burst 2: one more query, then none for 30 s.
+    let _ = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    let e = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Dns);
+    assert!(e.to_string().contains("not resolved again for"), "{e}");
+    assert!(e.to_string().contains("not an instance"), "{e}");
+    assert_eq!(google.calls("dns"), 3);
+}
+
+#[test]
+fn a_resolver_that_fails_leaves_the_last_answer_in_use() {
+    let (sql, _alloy, google, c) = named(Duration::ZERO);
+    echo(
+        &mut c
+            .connect("orders.example.com", &ConnectOptions::default())
+            .unwrap(),
+    );
+    google.fail("dns", 500, 1);
+    let mut conn = c
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    assert_eq!(google.calls("dns"), 2);
+    assert_eq!(google.calls("connectSettings"), 1, "still {}", sql.name());
+    // A resolver failing from the first connect is an error naming it.
+    google.fail("dns", 500, 1);
+    let other = connector(&google, config(&google));
+    let e = other
+        .connect("orders.example.com", &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Dns);
+    assert!(e.to_string().contains("HTTP 500"), "{e}");
+    echo(&mut conn);
+}
+
+#[test]
+fn fresh_connectors_sharing_a_store_share_the_answer_but_not_a_planted_one() {
+    let (sql, _alloy, google, _) = named(Duration::from_secs(30));
+    let store = Arc::new(MemoryStore::default());
+    let fresh = || connector(&google, config(&google).with_store(store.clone()));
+    echo(
+        &mut fresh()
+            .connect("orders.example.com", &ConnectOptions::default())
+            .unwrap(),
+    );
+    let mut conn = fresh()
+        .connect("orders.example.com", &ConnectOptions::default())
+        .unwrap();
+    echo(&mut conn);
+    assert!(conn.timings().from_store);
+    assert_eq!(
+        google.calls("dns"),
+        1,
+        "the second connector took the stored answer"
+    );
+    assert_eq!(sql.name(), "proj:us-central1:db");
+
+    // An answer good for longer than a fresh one could be is not believed.
+    let key = {
+        let map = store.map.lock().unwrap();
+        map.keys().find(|k| k.contains("/dns/")).unwrap().clone()
+    };
+    let planted = crate::cache::stored::seal(
+        &key,
+        &serde_json::json!({"instance": "evil:us-central1:db", "until_unix_ms": u64::MAX / 2}),
+        None,
+    )
+    .unwrap();
+    store.set(&key, &planted).unwrap();
+    echo(
+        &mut fresh()
+            .connect("orders.example.com", &ConnectOptions::default())
+            .unwrap(),
+    );
+    assert_eq!(google.calls("dns"), 2, "the planted answer was asked over");
+}
+
+#[test]
+fn a_domain_name_that_does_not_exist_says_so() {
+    let google = Arc::new(ScriptedGoogle::new());
+    let c = connector(&google, config(&google));
+    let e = c
+        .connect("gone.example.com", &ConnectOptions::default())
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Dns);
+    assert!(
+        e.to_string()
+            .contains("gone.example.com does not exist (NXDOMAIN)"),
+        "{e}"
+    );
 }

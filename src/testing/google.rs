@@ -1,7 +1,8 @@
 //! A scripted Google for unit tests, as the connector's HTTP transport: the
 //! OAuth2 token endpoint, STS and IAM Credentials' generateAccessToken, and
 //! the Cloud SQL and AlloyDB Admin API calls of a refresh, at Google's default URLs, answering for the fake instances it
-//! was given; with call counts and scripted error answers.
+//! was given; Google Public DNS's DoH endpoint answering TXT queries from a
+//! table; with call counts and scripted error answers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ struct State {
     faults: HashMap<&'static str, (u16, u32)>,
     /// The last request of each call that tests look into.
     requests: HashMap<&'static str, Request>,
+    /// TXT records and their TTL, per name.
+    txt: HashMap<String, (Vec<String>, u32)>,
 }
 
 /// Google's STS token endpoint.
@@ -108,8 +111,49 @@ impl ScriptedGoogle {
         .to_string()
     }
 
+    /// `name`'s TXT records are `txt` from now on (none: NXDOMAIN).
+    pub(crate) fn set_txt(&self, name: &str, txt: &[&str], ttl: u32) {
+        let txt = txt.iter().map(|t| t.to_string()).collect();
+        self.state
+            .lock()
+            .unwrap()
+            .txt
+            .insert(name.to_string(), (txt, ttl));
+    }
+
+    /// A DoH answer from the TXT table, counted as call `dns`.
+    fn dns(&self, req: &Request) -> Response {
+        use crate::dns::message::build::{answer, Rr};
+        let query = simple_dns::Packet::parse(&req.body).expect("a DNS query");
+        let name = query.questions[0].qname.to_string();
+        let mut state = self.state.lock().unwrap();
+        *state.calls.entry("dns").or_default() += 1;
+        if let Some((status, left)) = state.faults.get_mut("dns").filter(|(_, left)| *left > 0) {
+            *left -= 1;
+            return Response {
+                status: *status,
+                body: b"scripted resolver failure".to_vec(),
+            };
+        }
+        let body = match state.txt.get(&name) {
+            Some((txt, ttl)) => {
+                let txt: Vec<&str> = txt.iter().map(String::as_str).collect();
+                let records: Vec<Rr<'_>> = txt
+                    .iter()
+                    .map(|t| Rr::Txt(&name, std::slice::from_ref(t), *ttl))
+                    .collect();
+                answer(&name, simple_dns::RCODE::NoError, &records)
+            }
+            None => answer(&name, simple_dns::RCODE::NameError, &[]),
+        };
+        Response { status: 200, body }
+    }
+
     fn answer(&self, req: &Request) -> Result<Response, Error> {
         let url = req.url.as_str();
+        if url == crate::config::DEFAULT_DNS_RESOLVER {
+            return Ok(self.dns(req));
+        }
         let (call, body) = if url == crate::credentials::file::DEFAULT_TOKEN_ENDPOINT {
             let mut state = self.state.lock().unwrap();
             state.tokens_issued += 1;

@@ -501,6 +501,99 @@ impl Emulator {
         );
     }
 
+    /// The emulator's DNS-over-HTTPS (RFC 8484) URL,
+    /// `http://127.0.0.1:P/dns-query` (GET `?dns=` or POST
+    /// `application/dns-message`).
+    pub fn dns_url(&self) -> String {
+        self.ready["dns_endpoint"].as_str().unwrap().to_string()
+    }
+
+    /// Replaces the DoH records of `name` with these TXT values (one record
+    /// each, no CNAME), all with `ttl` seconds.
+    pub fn set_dns_txt(&self, name: &str, txt: &[&str], ttl: u32) {
+        self.control_post(
+            "/dns",
+            serde_json::json!({"name": name, "txt": txt, "ttl": ttl}),
+        );
+    }
+
+    /// Replaces the DoH records of `name` with a CNAME to `target` (no TXT).
+    pub fn set_dns_cname(&self, name: &str, target: &str, ttl: u32) {
+        self.control_post(
+            "/dns",
+            serde_json::json!({"name": name, "cname": target, "ttl": ttl}),
+        );
+    }
+
+    /// Removes `name` from the DoH zone: it answers NXDOMAIN.
+    pub fn delete_dns(&self, name: &str) {
+        self.control_post("/dns", serde_json::json!({"name": name, "delete": true}));
+    }
+
+    /// The next `count` DoH queries of `name` (`None`: all, until
+    /// [`Emulator::reset_faults`] or [`Emulator::reset_dns_faults`]) get
+    /// `answer`: `servfail`, `nxdomain`, `empty` (NOERROR, no records),
+    /// `malformed` (200, not a DNS message), `http-500`, or `slow` (the real
+    /// answer; needs `delay_ms`), each after `delay_ms` if given.
+    pub fn dns_fault(&self, name: &str, answer: &str, delay_ms: Option<u64>, count: Option<u32>) {
+        self.control_post(
+            "/dns/faults",
+            serde_json::json!({"name": name, "answer": answer, "delay_ms": delay_ms, "count": count}),
+        );
+    }
+
+    /// Drops the DNS faults only.
+    pub fn reset_dns_faults(&self) {
+        self.control_post("/dns/faults/reset", serde_json::json!({}));
+    }
+
+    /// How many DoH queries (of any type) asked about `name` (any case,
+    /// trailing dot or not).
+    pub fn dns_queries(&self, name: &str) -> u64 {
+        let key = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.calls()["dnsQuery"][key.as_str()].as_u64().unwrap_or(0)
+    }
+
+    /// The types (`TXT`, `CNAME`, `A`, …) of the DoH queries about `name`,
+    /// in order.
+    pub fn dns_query_types(&self, name: &str) -> Vec<String> {
+        let key = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.calls()["dnsQueryType"][key.as_str()]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many `resolveConnectSettings` calls the Admin API got, for any
+    /// DNS name (failed ones too).
+    pub fn resolve_connect_settings_calls(&self) -> u64 {
+        self.calls()["resolveConnectSettings"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+    }
+
+    /// The PSC DNS name of Cloud SQL `instance` (`….<region>.sql-psc.goog.`,
+    /// trailing dot), as its `connectSettings` `dnsNames` lists it; the
+    /// instance must have been started with `psc=true`.
+    pub fn psc_dns_name(&self, instance: &str) -> String {
+        self.instance(instance)["psc_dns_name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{instance} has no PSC DNS name: start it with psc=true"))
+            .to_string()
+    }
+
+    /// POSTs `body` to the control endpoint `path`, which must accept it.
+    fn control_post(&self, path: &str, body: Value) {
+        ureq::post(&self.control(path))
+            .content_type("application/json")
+            .send(body.to_string())
+            .unwrap();
+    }
+
     /// POSTs `body` to the control endpoint `what` of `instance` (an AlloyDB
     /// URI travels as one path segment).
     fn instance_control(&self, instance: &str, what: &str, body: Value) {

@@ -1,5 +1,6 @@
 //! The Cloud SQL Admin API (v1beta4, and the same handlers under `/v1/`):
-//! `connectSettings` and `generateEphemeralCert`.
+//! `connectSettings`, `generateEphemeralCert` and `resolveConnectSettings` (an instance's
+//! connection name from one of its DNS names).
 
 use std::time::SystemTime;
 
@@ -37,11 +38,7 @@ pub struct AdminRoute {
 /// The query string must already be gone. Empty segments (from a trailing `/` on the
 /// configured endpoint) are ignored.
 pub fn parse_admin_path(path: &str) -> Option<AdminRoute> {
-    let rest = path
-        .trim_start_matches('/')
-        .strip_prefix("sql/v1beta4/")
-        .or_else(|| path.trim_start_matches('/').strip_prefix("v1/"))?;
-    let segs = path_segments(rest)?;
+    let segs = api_segments(path)?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (project, instance, method) = match segs.as_slice() {
         ["projects", p, "instances", i, "connectSettings"] => (*p, *i, ApiMethod::ConnectSettings),
@@ -59,6 +56,49 @@ pub fn parse_admin_path(path: &str) -> Option<AdminRoute> {
         project: project.to_string(),
         instance: instance.to_string(),
     })
+}
+
+/// The percent-decoded segments of an Admin API path after `sql/v1beta4/` (or `v1/`).
+fn api_segments(path: &str) -> Option<Vec<String>> {
+    let path = path.trim_start_matches('/');
+    let rest = path
+        .strip_prefix("sql/v1beta4/")
+        .or_else(|| path.strip_prefix("v1/"))?;
+    path_segments(rest)
+}
+
+/// A parsed `resolveConnectSettings` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveRoute {
+    /// The location (region) in the path.
+    pub region: String,
+    /// The DNS name asked about, as given (Google's connectors send a trailing dot).
+    pub dns_name: String,
+}
+
+/// Parses `/sql/v1beta4/locations/{region}/dns/{dnsName}:resolveConnectSettings` (or the
+/// `/v1/` form), the query string gone.
+pub fn parse_resolve_path(path: &str) -> Option<ResolveRoute> {
+    let segs = api_segments(path)?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let ["locations", region, "dns", name] = segs.as_slice() else {
+        return None;
+    };
+    let name = name.strip_suffix(":resolveConnectSettings")?;
+    if region.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some(ResolveRoute {
+        region: region.to_string(),
+        dns_name: name.to_string(),
+    })
+}
+
+/// The Admin API method `path` calls, if it is a Cloud SQL one.
+pub fn api_method(path: &str) -> Option<ApiMethod> {
+    parse_resolve_path(path)
+        .map(|_| ApiMethod::ResolveConnectSettings)
+        .or_else(|| parse_admin_path(path).map(|r| r.method))
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -133,6 +173,12 @@ pub async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
+    if let Some(route) = parse_resolve_path(path) {
+        if method != Method::GET {
+            return GoogleError::route_not_found(method.as_str(), path).into_response();
+        }
+        return resolve_connect_settings(state, instances, &route, headers).await;
+    }
     let route = match parse_admin_path(path) {
         Some(r)
             if (r.method == ApiMethod::ConnectSettings && method == Method::GET)
@@ -148,11 +194,8 @@ pub async fn handle(
     }
     let tamper = state.tampering.take(route.method);
 
-    let Some(token) = bearer(headers).and_then(|t| caller(state, t, route.method)) else {
-        return GoogleError::unauthenticated().into_response();
-    };
-    if !token.has_scope(SCOPE_SQLSERVICE_ADMIN) && !token.has_scope(SCOPE_CLOUD_PLATFORM) {
-        return GoogleError::insufficient_scopes().into_response();
+    if let Err(e) = authorize(state, headers, route.method) {
+        return e.into_response();
     }
     if !state.projects.contains(&route.project) {
         return GoogleError::not_authorized().into_response();
@@ -168,11 +211,52 @@ pub async fn handle(
         ApiMethod::ConnectionInfo
         | ApiMethod::GenerateClientCertificate
         | ApiMethod::Sts
-        | ApiMethod::GenerateAccessToken => {
+        | ApiMethod::GenerateAccessToken
+        | ApiMethod::ResolveConnectSettings => {
             Err(GoogleError::route_not_found(method.as_str(), path))
         }
     };
     respond(route.method, result, tamper)
+}
+
+/// What every Cloud SQL Admin API call checks of its caller: a valid bearer token (401)
+/// with an Admin API scope (403).
+fn authorize(state: &AppState, headers: &HeaderMap, method: ApiMethod) -> Result<(), GoogleError> {
+    let token = bearer(headers)
+        .and_then(|t| caller(state, t, method))
+        .ok_or_else(GoogleError::unauthenticated)?;
+    if !token.has_scope(SCOPE_SQLSERVICE_ADMIN) && !token.has_scope(SCOPE_CLOUD_PLATFORM) {
+        return Err(GoogleError::insufficient_scopes());
+    }
+    Ok(())
+}
+
+/// `resolveConnectSettings`: `{"kind":"sql#connectSettings","connectionName":"p:r:i"}` of
+/// the instance in `route.region` one of whose DNS names (`dnsNames[].name`) is
+/// `route.dns_name`; Google's 404 for an unknown name or another region. Counted, faulted
+/// and tampered with as the other methods are.
+async fn resolve_connect_settings(
+    state: &AppState,
+    instances: &Instances,
+    route: &ResolveRoute,
+    headers: &HeaderMap,
+) -> Response {
+    let api = ApiMethod::ResolveConnectSettings;
+    let name = route.dns_name.strip_suffix('.').unwrap_or(&route.dns_name);
+    if let Some(fault) = prelude(state, api, &name.to_ascii_lowercase()).await {
+        return fault.into_response();
+    }
+    let tamper = state.tampering.take(api);
+    let result = authorize(state, headers, api).and_then(|()| {
+        let inst = instances
+            .by_dns_name(&route.dns_name, &route.region)
+            .ok_or_else(GoogleError::instance_not_found)?;
+        Ok(json!({
+            "kind": "sql#connectSettings",
+            "connectionName": inst.spec.connection_name(),
+        }))
+    });
+    respond(api, result, tamper)
 }
 
 /// How long Google's ephemeral certificates last (an IAM login token's expiry may cut
@@ -270,6 +354,42 @@ mod tests {
         assert_eq!(
             ephemeral_cert_lifetime(Some(std::time::Duration::from_secs(86_400))),
             Duration::hours(24)
+        );
+    }
+
+    #[test]
+    fn parses_resolve_paths() {
+        let want = |r: &str, n: &str| {
+            Some(ResolveRoute {
+                region: r.into(),
+                dns_name: n.into(),
+            })
+        };
+        assert_eq!(
+            parse_resolve_path(
+                "/sql/v1beta4/locations/us-central1/dns/a.b.us-central1.sql-psc.goog.:resolveConnectSettings"
+            ),
+            want("us-central1", "a.b.us-central1.sql-psc.goog.")
+        );
+        assert_eq!(
+            parse_resolve_path("/v1/locations/r/dns/x.example%3AresolveConnectSettings"),
+            want("r", "x.example")
+        );
+        for bad in [
+            "/sql/v1beta4/locations/r/dns/x",
+            "/sql/v1beta4/locations/r/dns/:resolveConnectSettings",
+            "/sql/v1beta4/locations//dns/x:resolveConnectSettings",
+            "/sql/v1beta4/projects/p/instances/i/connectSettings",
+        ] {
+            assert_eq!(parse_resolve_path(bad), None, "{bad}");
+        }
+        assert_eq!(
+            api_method("/sql/v1beta4/locations/r/dns/x:resolveConnectSettings"),
+            Some(ApiMethod::ResolveConnectSettings)
+        );
+        assert_eq!(
+            api_method("/sql/v1beta4/projects/p/instances/i/connectSettings"),
+            Some(ApiMethod::ConnectSettings)
         );
     }
 

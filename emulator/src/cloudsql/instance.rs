@@ -133,6 +133,21 @@ impl Instances {
         self.0.values().find(|i| i.spec.connection_name() == name)
     }
 
+    /// The instance in `region` one of whose DNS names (its `sql.goog.` name if it has a
+    /// CAS CA, its PSC name if PSC is on) is `dns_name`, compared case-insensitively with
+    /// a trailing dot ignored.
+    pub fn by_dns_name(&self, dns_name: &str, region: &str) -> Option<&Arc<Instance>> {
+        let bare = |n: &str| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase();
+        let want = bare(dns_name);
+        self.0.values().find(|i| {
+            i.spec.region == region
+                && i.dns_name
+                    .iter()
+                    .chain(i.psc.as_ref().map(|p| &p.dns_name))
+                    .any(|n| bare(n) == want)
+        })
+    }
+
     /// Every instance, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Instance>> {
         self.0.values()

@@ -37,8 +37,40 @@ impl Resp {
     }
 }
 
+/// An answer whose body may be binary.
+pub struct RawResp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A minimal HTTP/1.1 client (one request per connection).
 pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let raw = http_raw(method, url, headers, body).await;
+    let text = String::from_utf8(raw.body).unwrap();
+    let chunked = raw
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(&text) } else { text };
+    Resp {
+        status: raw.status,
+        headers: raw.headers,
+        body,
+    }
+}
+
+/// [`http`] with the body as it came (chunks not undone).
+pub async fn http_raw(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResp {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = match rest.split_once('/') {
         Some((h, p)) => (h, format!("/{p}")),
@@ -57,8 +89,8 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]
     s.write_all(body).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -68,22 +100,14 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]
         .unwrap()
         .parse()
         .unwrap();
-    let headers: Vec<(String, String)> = lines
+    let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Resp {
+    RawResp {
         status,
         headers,
-        body,
+        body: buf[end + 4..].to_vec(),
     }
 }
 

@@ -91,6 +91,8 @@ mod app {
             store_secret: env("GCP_DB_STORE_SECRET"),
             refresh_timeout_ms: None,
             dial_timeout_ms: None,
+            dns_resolver: None,
+            failover_period_ms: None,
         }
     }
 
