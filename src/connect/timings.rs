@@ -16,8 +16,8 @@ pub struct ConnectTimings {
     pub admin_api: Duration,
     /// Generating the RSA key (first connect of a connector only).
     pub key_generation: Duration,
-    /// Resolving the DNS name the instance was named by (0 when it was
-    /// not, or the answer was at hand).
+    /// Finding what the DNS name the instance was named by names: a DoH
+    /// query, the host store, or memory (0 when it was not named by one).
     pub name_resolution: Duration,
     /// The TCP connect.
     pub tcp: Duration,

@@ -66,7 +66,8 @@ pub(crate) struct Route {
     pub moved: Arc<Moved>,
     /// The instance the name named before, when this connect found it moved.
     pub moved_from: Option<Instance>,
-    /// How long finding the instance took (0 when it was at hand).
+    /// How long finding the instance took (a lookup in memory when the
+    /// answer was at hand).
     pub took: Duration,
 }
 
@@ -121,16 +122,11 @@ impl Names {
         let mut slot = lock(&slot);
         slot.used = Some(started);
         if let Some(c) = slot.current.as_ref().filter(|c| started < c.until) {
-            return Ok(route(c, None, Duration::ZERO));
+            return Ok(route(c, None, started.elapsed()));
         }
         if let Some((instance, left)) = self.load(name, deadline) {
-            let moved_from = adopt(&mut slot, name, instance, started + left);
             slot.failing = None;
-            return Ok(route(
-                slot.current.as_ref().expect("just set"),
-                moved_from,
-                started.elapsed(),
-            ));
+            return Ok(adopt(&mut slot, name, instance, started + left, started));
         }
         let slot = &mut *slot;
         if let Some((last, limiter)) = slot.failing.as_mut() {
@@ -150,11 +146,12 @@ impl Names {
                 slot.failing = None;
                 let left = r.ttl.min(self.failover_period);
                 self.save(name, &r.instance, left, deadline);
-                let moved_from = adopt(slot, name, r.instance, Instant::now() + left);
-                Ok(route(
-                    slot.current.as_ref().expect("just set"),
-                    moved_from,
-                    started.elapsed(),
+                Ok(adopt(
+                    slot,
+                    name,
+                    r.instance,
+                    Instant::now() + left,
+                    started,
                 ))
             }
             Err(f) => {
@@ -241,14 +238,16 @@ impl Names {
     }
 }
 
-/// `instance` as what `name` names until `until`; the instance it named
-/// before, if another, whose connections are marked.
+/// `instance` as what `name` names until `until`, and the route to it
+/// (with the instance it named before, if another: its connections are
+/// marked).
 fn adopt(
     slot: &mut Slot,
     name: &DomainName,
     instance: Instance,
     until: Instant,
-) -> Option<Instance> {
+    started: Instant,
+) -> Route {
     let (moved, moved_from) = match slot.current.take() {
         Some(old) if old.instance == instance => (old.moved, None),
         Some(old) => {
@@ -261,12 +260,14 @@ fn adopt(
         }
         None => (Arc::default(), None),
     };
-    slot.current = Some(Current {
+    let current = Current {
         instance,
         until,
         moved,
-    });
-    moved_from
+    };
+    let route = route(&current, moved_from, started.elapsed());
+    slot.current = Some(current);
+    route
 }
 
 fn route(c: &Current, moved_from: Option<Instance>, took: Duration) -> Route {
