@@ -54,11 +54,22 @@ impl WasmtimeServe {
         env: &[(&str, &str)],
         dirs: &[(&Path, &str)],
     ) -> WasmtimeServe {
+        use std::collections::HashSet;
         use std::net::{TcpListener, TcpStream};
         use std::time::{Duration, Instant};
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap();
+        // Two tests starting servers at once could be handed the same free
+        // port (the listener is closed before wasmtime binds it): one would
+        // fail to bind, and its test would talk to the other's server.
+        static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+        let addr = loop {
+            let addr = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap();
+            let mut ports = HANDED_OUT.lock().unwrap();
+            if ports.get_or_insert_with(HashSet::new).insert(addr.port()) {
+                break addr;
+            }
+        };
         let mut cmd = Command::new(artifact("GCPDB_WASMTIME"));
         cmd.arg("serve")
             .args(flags)
@@ -86,6 +97,10 @@ impl WasmtimeServe {
                 "wasmtime serve did not listen on {addr}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // Listening, and not another process on the port it failed to bind.
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("wasmtime serve exited with {status}");
         }
         server
     }
