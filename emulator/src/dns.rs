@@ -430,7 +430,9 @@ pub fn build_answer(query: &Packet<'_>, res: &Resolution) -> Result<Vec<u8>, Str
             version: 0,
         });
     }
-    let question = &query.questions[0];
+    let Some(question) = query.questions.first() else {
+        return Err("a query without a question".into());
+    };
     for (i, rec) in res.answers.iter().enumerate() {
         // The first owner is the question's name as asked (its case too), as resolvers
         // answer; the rest are the zone's CNAME targets.
