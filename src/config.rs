@@ -370,23 +370,13 @@ fn check_url(what: &str, url: &str) -> Result<(), Error> {
 /// The DoH resolver's answers say where the connector goes: only over TLS,
 /// or to a resolver on this machine.
 fn check_resolver_url(url: &str) -> Result<(), Error> {
-    let uri = url.parse::<http::Uri>().ok();
-    let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match uri.as_ref().and_then(|u| u.scheme_str()) {
-        Some("https") if !host.is_empty() => Ok(()),
-        Some("http") if loopback => Ok(()),
-        _ => Err(Error::invalid_config(format!(
-            "dns-resolver {url:?} is not an https:// URL (http:// only to a loopback address), \
-             e.g. {}",
-            DEFAULT_DNS_RESOLVER
-        ))),
+    if crate::http::is_https_or_loopback(url) {
+        return Ok(());
     }
+    Err(Error::invalid_config(format!(
+        "dns-resolver {url:?} is not an https:// URL (http:// only to a loopback address), \
+         e.g. {DEFAULT_DNS_RESOLVER}"
+    )))
 }
 
 impl fmt::Debug for Config {

@@ -443,21 +443,15 @@ pub const DNS_NAME: &str = "fuzz.example.com";
 /// name, with it as its body): the instance name, or the error.
 pub fn dns_resolution(answer: &[u8]) -> Result<String, Error> {
     use crate::dns::resolve::Resolver;
-    use crate::http::{Pending, Request, Transport};
+    use crate::http::{Answered, Pending, Request, Transport};
 
     struct Same(Vec<u8>);
-    struct Ready(Response);
-    impl Pending for Ready {
-        fn wait(self: Box<Self>) -> Result<Response, Error> {
-            Ok(self.0)
-        }
-    }
     impl Transport for Same {
         fn start(&self, _: &Request, _: std::time::Instant) -> Result<Box<dyn Pending>, Error> {
-            Ok(Box::new(Ready(Response {
+            Ok(Box::new(Answered(Ok(Response {
                 status: 200,
                 body: self.0.clone(),
-            })))
+            }))))
         }
     }
 

@@ -103,6 +103,39 @@ pub(crate) fn redact_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
+/// Whether `url` may carry what the connector must not send in the clear (a
+/// credential, a question whose answer says where to connect): https, or
+/// plain http only to a loopback address (an emulator on this machine).
+pub(crate) fn is_https_or_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let loopback = || {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    match uri.scheme_str() {
+        Some("https") => !host.is_empty(),
+        Some("http") => loopback(),
+        _ => false,
+    }
+}
+
+/// A request answered at once: scripted transports' [`Pending`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) struct Answered(pub Result<Response, Error>);
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Pending for Answered {
+    fn wait(self: Box<Self>) -> Result<Response, Error> {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

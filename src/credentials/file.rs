@@ -216,26 +216,19 @@ impl AuthorizedUser {
 /// (a token endpoint, STS, IAM Credentials): https, or plain http only to a
 /// loopback address (an emulator on this machine).
 pub(crate) fn check_secure_url(url: &str, origin: &str, field: &str) -> Result<(), Error> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| Error::credentials(format!("{origin}: \"{field}\" is not a URL")))?;
-    let loopback = || {
-        let host = uri.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    };
-    match uri.scheme_str() {
-        Some("https") if uri.host().is_some() => Ok(()),
-        Some("http") if loopback() => Ok(()),
-        _ => Err(Error::credentials(format!(
-            "{origin}: \"{field}\" is {}: it must be https (plain http only to a loopback \
-             address), since the call carries a credential",
-            crate::http::redact_url(url)
-        ))),
+    if url.parse::<http::Uri>().is_err() {
+        return Err(Error::credentials(format!(
+            "{origin}: \"{field}\" is not a URL"
+        )));
     }
+    if crate::http::is_https_or_loopback(url) {
+        return Ok(());
+    }
+    Err(Error::credentials(format!(
+        "{origin}: \"{field}\" is {}: it must be https (plain http only to a loopback \
+         address), since the call carries a credential",
+        crate::http::redact_url(url)
+    )))
 }
 
 /// A short name for a secret that does not show it: 16 hex digits of its

@@ -130,11 +130,7 @@ impl Resolver {
                 continue;
             }
             let (texts, txt_ttl) = answer.txt_of(&current);
-            let via = if current == name.as_str() {
-                String::new()
-            } else {
-                format!(" (through CNAME {current})")
-            };
+            let via = via(name, &current);
             let mut texts: Vec<&str> = texts.into_iter().flatten().collect();
             if texts.is_empty() {
                 return Err(Failure::settled(Error::dns(format!(
@@ -168,11 +164,7 @@ impl Resolver {
 
     /// `current`'s TXT answer, its response code checked.
     fn ask(&self, name: &DomainName, current: &str, deadline: Instant) -> Result<Answer, Failure> {
-        let via = if current == name.as_str() {
-            String::new()
-        } else {
-            format!(" (through CNAME {current})")
-        };
+        let via = via(name, current);
         let answer = doh::ask(
             &*self.transport,
             &self.url,
@@ -206,6 +198,15 @@ impl Resolver {
     }
 }
 
+/// How an error names the CNAME `current` reached from `name`, if it did.
+fn via(name: &DomainName, current: &str) -> String {
+    if current == name.as_str() {
+        String::new()
+    } else {
+        format!(" (through CNAME {current})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -216,7 +217,7 @@ mod tests {
     use super::*;
     use crate::credentials::source::Endpoints;
     use crate::credentials::Credentials;
-    use crate::http::{Pending, Request, Response};
+    use crate::http::{Answered, Pending, Request, Response};
 
     /// Answers DoH queries from a table of name → answer bytes, and Admin
     /// API calls with a fixed body; records what was asked.
@@ -226,22 +227,14 @@ mod tests {
         asked: Mutex<Vec<String>>,
     }
 
-    struct Ready(Response);
-
-    impl Pending for Ready {
-        fn wait(self: Box<Self>) -> Result<Response, Error> {
-            Ok(self.0)
-        }
-    }
-
     impl Transport for Table {
         fn start(&self, req: &Request, _: Instant) -> Result<Box<dyn Pending>, Error> {
             if req.url.contains(":resolveConnectSettings") {
                 self.asked.lock().unwrap().push(req.url.clone());
-                return Ok(Box::new(Ready(Response {
+                return Ok(Box::new(Answered(Ok(Response {
                     status: self.admin.0,
                     body: self.admin.1.clone().into_bytes(),
-                })));
+                }))));
             }
             let q = simple_dns::Packet::parse(&req.body).unwrap();
             let name = q.questions[0].qname.to_string();
@@ -252,7 +245,7 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, b)| b.clone())
                 .unwrap_or_else(|| answer(&name, RCODE::NameError, &[]));
-            Ok(Box::new(Ready(Response { status: 200, body })))
+            Ok(Box::new(Answered(Ok(Response { status: 200, body }))))
         }
     }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::fake::{FakeInstance, Kind};
 use crate::error::Error;
-use crate::http::{Method, Pending, Request, Response, Transport};
+use crate::http::{Answered, Method, Pending, Request, Response, Transport};
 
 /// The scripted Google.
 #[derive(Default)]
@@ -40,15 +40,6 @@ const STS: &str = "https://sts.googleapis.com/v1/token";
 /// Where IAM Credentials names service accounts.
 const IAM_CREDENTIALS: &str =
     "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/";
-
-/// A request already answered.
-struct Answered(Result<Response, Error>);
-
-impl Pending for Answered {
-    fn wait(self: Box<Self>) -> Result<Response, Error> {
-        self.0
-    }
-}
 
 impl ScriptedGoogle {
     pub(crate) fn new() -> Self {
