@@ -20,6 +20,7 @@ use rustls::{
 use crate::connection_info::{ConnectionInfo, ServerIdentity, Target};
 
 mod chacha;
+mod signatures;
 use crate::error::{Error, VerificationCheck};
 use crate::key::ClientKey;
 use crate::verify::{
@@ -114,8 +115,8 @@ impl TlsConfig {
 ///
 /// Private keys load through [`ConnectorKeys`], never rustls-rustcrypto's
 /// loader, which would sign with rsa 0.9 (RUSTSEC-2023-0071, not
-/// constant-time). rustls-rustcrypto still verifies the server's RSA
-/// signatures with rsa 0.9: public-key operations, on public data.
+/// constant-time); the server's signatures are checked by [`signatures`],
+/// RSA on rsa 0.10 too, so no rsa 0.9 code is reached at all.
 pub(crate) fn provider() -> CryptoProvider {
     CryptoProvider {
         cipher_suites: vec![
@@ -124,6 +125,7 @@ pub(crate) fn provider() -> CryptoProvider {
             rustls_rustcrypto::TLS13_AES_256_GCM_SHA384,
         ],
         key_provider: &ConnectorKeys,
+        signature_verification_algorithms: signatures::ALGORITHMS,
         ..rustls_rustcrypto::provider()
     }
 }
@@ -501,15 +503,22 @@ mod tests {
         assert!(!format!("{signing:?}").contains("PrivateKey"));
     }
 
-    /// No private-key operation of the component goes through rsa 0.9
+    /// No RSA operation of the component goes through rsa 0.9
     /// (RUSTSEC-2023-0071). The connector's crate depends on rsa 0.10 only;
     /// the client key signs as an [`RsaPssKey`] and the provider loads RSA
-    /// keys as one; and in the component's dependency graph rsa 0.9 is
-    /// rustls-rustcrypto's alone, whose private-key code is the loader the
-    /// provider replaces (its rsa 0.9 only verifies the server's signatures).
+    /// keys as one; the provider's verifiers are [`signatures`]'s; and
+    /// in the component's dependency graph rsa 0.9 is rustls-rustcrypto's
+    /// alone, whose RSA code (its key loader and verifiers) the provider
+    /// replaces.
     #[test]
-    fn no_private_key_operation_goes_through_rsa_0_9() {
+    fn no_rsa_operation_goes_through_rsa_0_9() {
         let p = provider();
+        let verifiers = p.signature_verification_algorithms;
+        assert!(std::ptr::eq(verifiers.all, signatures::ALGORITHMS.all));
+        assert!(std::ptr::eq(
+            verifiers.mapping,
+            signatures::ALGORITHMS.mapping
+        ));
         assert_eq!(format!("{:?}", p.key_provider), "ConnectorKeys");
         let der = PrivateKeyDer::Pkcs8(key().pkcs8_der().to_vec().into());
         let loaded = p.key_provider.load_private_key(der).unwrap();
