@@ -124,6 +124,17 @@ pub fn component() -> PathBuf {
     p
 }
 
+/// The connector component built with `wasi:keyvalue`.
+pub fn component_kv() -> PathBuf {
+    let p = PathBuf::from(required_env("GCP_DB_CONNECTOR_KV_WASM"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test builds it",
+        p.display()
+    );
+    p
+}
+
 /// The pg-query example command.
 pub fn pg_query() -> PathBuf {
     let p = PathBuf::from(required_env("GCPDB_PG_QUERY"));
@@ -181,7 +192,7 @@ pub async fn connector(config: Config) -> (ConnectorInstance, ResourceAny) {
 /// outliving each test's emulator), as a serverless host makes one per
 /// request.
 pub async fn kv_connector(config: Config) -> (ConnectorInstance, ResourceAny) {
-    let wasm = PathBuf::from(required_env("GCP_DB_CONNECTOR_KV_WASM"));
+    let wasm = component_kv();
     let opts = gcp_db_host::ConnectorOptions {
         keyvalue: true,
         ..gcp_db_host::ConnectorOptions::default()
