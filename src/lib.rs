@@ -68,6 +68,7 @@ mod rate_limit;
 mod redact;
 mod refresh;
 mod retry;
+mod rsa_sign;
 mod secret;
 mod service;
 mod store;

@@ -6,8 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rsa::signature::{RandomizedSigner, SignatureEncoding};
-use rsa::{pss, PrivateKey};
+use rsa::PrivateKey;
 use rustls::client::Resumption;
 use rustls::crypto::{CipherSuiteCommon, CryptoProvider, KeyProvider};
 use rustls::pki_types::{PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer};
@@ -23,6 +22,7 @@ mod chacha;
 mod signatures;
 use crate::error::{Error, VerificationCheck};
 use crate::key::ClientKey;
+use crate::rsa_sign;
 use crate::verify::{
     ClientAuthProbe, ClientCertNotRequested, ClientCertResolver, IdentityMismatch, ServerVerifier,
 };
@@ -245,20 +245,10 @@ impl fmt::Debug for RsaPssSigner {
 impl Signer for RsaPssSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         use rsa::sha2::{Sha256, Sha384, Sha512};
-        // The salt and the blinding of the private operation both come from
-        // the system's randomness.
-        fn pss<D>(key: &PrivateKey, message: &[u8]) -> rsa::signature::Result<Vec<u8>>
-        where
-            D: rsa::sha2::Digest + rsa::sha2::digest::FixedOutputReset,
-        {
-            let signer = pss::SigningKey::<D>::new(key.clone());
-            let signature = signer.try_sign_with_rng(&mut getrandom::SysRng, message)?;
-            Ok(signature.to_vec())
-        }
         match self.scheme {
-            SignatureScheme::RSA_PSS_SHA256 => pss::<Sha256>(&self.key, message),
-            SignatureScheme::RSA_PSS_SHA384 => pss::<Sha384>(&self.key, message),
-            _ => pss::<Sha512>(&self.key, message),
+            SignatureScheme::RSA_PSS_SHA256 => rsa_sign::pss::<Sha256>(&self.key, message),
+            SignatureScheme::RSA_PSS_SHA384 => rsa_sign::pss::<Sha384>(&self.key, message),
+            _ => rsa_sign::pss::<Sha512>(&self.key, message),
         }
         .map_err(|e| rustls::Error::General(format!("RSA-PSS signing failed: {e}")))
     }
@@ -335,6 +325,8 @@ mod tests {
     use std::time::SystemTime;
 
     use rustls::{ClientConnection, ServerConfig, ServerConnection};
+
+    use rsa::pss;
 
     use super::*;
     use crate::certs;

@@ -3,13 +3,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rsa::pkcs1v15::SigningKey;
-use rsa::sha2::Sha256;
-use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use rsa::PrivateKey;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::rsa_sign;
 
 /// Google accepts assertions valid for at most one hour.
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
@@ -42,7 +40,7 @@ pub(crate) struct Assertion<'a> {
 }
 
 /// Signs the assertion with RS256: PKCS#1 v1.5 over SHA-256, on rsa 0.10
-/// (constant-time, blinded with the system's randomness).
+/// (constant-time; see [`crate::rsa_sign`]).
 pub(crate) fn sign(key: &PrivateKey, a: &Assertion<'_>) -> Result<String, Error> {
     let header = Header {
         alg: "RS256",
@@ -57,12 +55,11 @@ pub(crate) fn sign(key: &PrivateKey, a: &Assertion<'_>) -> Result<String, Error>
         exp: a.issued_at + ASSERTION_LIFETIME_SECS,
     };
     let signing_input = format!("{}.{}", encode(&header)?, encode(&claims)?);
-    let signature = SigningKey::<Sha256>::new(key.clone())
-        .try_sign_with_rng(&mut getrandom::SysRng, signing_input.as_bytes())
+    let signature = rsa_sign::pkcs1v15_sha256(key, signing_input.as_bytes())
         .map_err(|e| Error::credentials(format!("cannot sign the JWT: {e}")))?;
     Ok(format!(
         "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        URL_SAFE_NO_PAD.encode(signature)
     ))
 }
 
@@ -75,6 +72,7 @@ fn encode<T: Serialize>(part: &T) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::sha2::Sha256;
     use rsa::signature::Verifier;
 
     use super::*;
