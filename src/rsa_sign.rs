@@ -5,12 +5,12 @@
 //! Unblinded. rsa 0.10's private-key operation runs on crypto-bigint's
 //! constant-time arithmetic, which is what closes RUSTSEC-2023-0071 (timing);
 //! its optional blinding (base, exponent and a widened modulus) is a second
-//! layer that makes each signature about 1.6 times as slow in wasm. Go's crypto/rsa, which Google's Go
-//! connector signs with, has not blinded since its constant-time backend
-//! (Go 1.20; the random argument of its private-key operations is "legacy
-//! and ignored"). The PSS salt comes from the system's randomness, and rsa
-//! checks each result against the public key before it is used (a CRT fault
-//! check).
+//! layer that makes each signature about 1.6 times as slow in wasm. Go's
+//! crypto/rsa, which Google's Go connector signs with, has not blinded since
+//! its constant-time backend (Go 1.20; the random argument of its
+//! private-key operations is "legacy and ignored"). The PSS salt comes from
+//! the system's randomness, and rsa checks each result against the public
+//! key before it is used (a CRT fault check).
 
 use rsa::sha2::digest::FixedOutputReset;
 use rsa::sha2::{Digest, Sha256};
