@@ -13,30 +13,17 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gcp_db_host::{ServeOptions, Server};
 use serde_json::Value;
-use support::{host, Emulator};
+use support::{artifact, host, Emulator};
 
 /// The instance of a test: its own name, because the host's store (one per
 /// test binary) outlives each test's emulator.
 fn instance(test: &str) -> (String, String) {
     (format!("proj:us-central1:{test}"), format!("proj:{test}"))
-}
-
-fn artifact(var: &str) -> PathBuf {
-    let p = PathBuf::from(
-        std::env::var(var)
-            .unwrap_or_else(|_| panic!("{var} is not set: run the tests with scripts/test")),
-    );
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test builds it",
-        p.display()
-    );
-    p
 }
 
 /// Serves `component` for `instance` as `app`/`app-password`; `bucket` is

@@ -115,35 +115,17 @@ impl Drop for WasmtimeServe {
 
 /// The connector component.
 pub fn component() -> PathBuf {
-    let p = PathBuf::from(required_env("GCP_DB_CONNECTOR_WASM"));
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test builds it",
-        p.display()
-    );
-    p
+    artifact("GCP_DB_CONNECTOR_WASM")
 }
 
 /// The connector component built with `wasi:keyvalue`.
 pub fn component_kv() -> PathBuf {
-    let p = PathBuf::from(required_env("GCP_DB_CONNECTOR_KV_WASM"));
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test builds it",
-        p.display()
-    );
-    p
+    artifact("GCP_DB_CONNECTOR_KV_WASM")
 }
 
 /// The pg-query example command.
 pub fn pg_query() -> PathBuf {
-    let p = PathBuf::from(required_env("GCPDB_PG_QUERY"));
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test builds it",
-        p.display()
-    );
-    p
+    artifact("GCPDB_PG_QUERY")
 }
 
 /// `127.0.0.1:PORT` of the test PostgreSQL (roles postgres/trust and
@@ -154,13 +136,7 @@ pub fn postgres() -> String {
 
 /// The mysql-query example command.
 pub fn mysql_query() -> PathBuf {
-    let p = PathBuf::from(required_env("GCPDB_MYSQL_QUERY"));
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test builds it",
-        p.display()
-    );
-    p
+    artifact("GCPDB_MYSQL_QUERY")
 }
 
 /// `127.0.0.1:PORT` of the test MariaDB, standing in for Cloud SQL for MySQL
