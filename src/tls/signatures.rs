@@ -8,15 +8,14 @@
 
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::signature::Verifier;
+use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
 use rsa::traits::PublicKeyParts;
-use rsa::{pkcs1v15, pss, PublicKey};
+use rsa::{Pkcs1v15Sign, PublicKey};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{
     alg_id, AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm,
 };
 use rustls::SignatureScheme;
-use sha2::Digest;
 
 /// The smallest RSA modulus accepted, as webpki's own RSA verifiers
 /// (`RSA_*_2048_8192_*`); rsa's decoder refuses above 8192 bits.
@@ -32,9 +31,9 @@ enum Hash {
 impl Hash {
     fn digest(self, message: &[u8]) -> Vec<u8> {
         match self {
-            Hash::Sha256 => sha2::Sha256::digest(message).to_vec(),
-            Hash::Sha384 => sha2::Sha384::digest(message).to_vec(),
-            Hash::Sha512 => sha2::Sha512::digest(message).to_vec(),
+            Hash::Sha256 => Sha256::digest(message).to_vec(),
+            Hash::Sha384 => Sha384::digest(message).to_vec(),
+            Hash::Sha512 => Sha512::digest(message).to_vec(),
         }
     }
 }
@@ -80,44 +79,24 @@ impl SignatureVerificationAlgorithm for Algorithm {
     ) -> Result<(), InvalidSignature> {
         match self.kind {
             Kind::RsaPkcs1v15(hash) => {
-                let key = rsa_key(public_key)?;
-                match hash {
-                    Hash::Sha256 => check(
-                        pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key),
-                        message,
-                        signature,
-                    ),
-                    Hash::Sha384 => check(
-                        pkcs1v15::VerifyingKey::<rsa::sha2::Sha384>::new(key),
-                        message,
-                        signature,
-                    ),
-                    Hash::Sha512 => check(
-                        pkcs1v15::VerifyingKey::<rsa::sha2::Sha512>::new(key),
-                        message,
-                        signature,
-                    ),
-                }
+                let padding = match hash {
+                    Hash::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
+                    Hash::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
+                    Hash::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
+                };
+                rsa_key(public_key)?
+                    .verify(padding, &hash.digest(message), signature)
+                    .map_err(|_| InvalidSignature)
             }
             Kind::RsaPss(hash) => {
                 let key = rsa_key(public_key)?;
+                // A salt as long as the hash, as `Kind::RsaPss` says.
                 match hash {
-                    Hash::Sha256 => check(
-                        pss::VerifyingKey::<rsa::sha2::Sha256>::new(key),
-                        message,
-                        signature,
-                    ),
-                    Hash::Sha384 => check(
-                        pss::VerifyingKey::<rsa::sha2::Sha384>::new(key),
-                        message,
-                        signature,
-                    ),
-                    Hash::Sha512 => check(
-                        pss::VerifyingKey::<rsa::sha2::Sha512>::new(key),
-                        message,
-                        signature,
-                    ),
+                    Hash::Sha256 => key.pss_verify::<Sha256>(message, signature),
+                    Hash::Sha384 => key.pss_verify::<Sha384>(message, signature),
+                    Hash::Sha512 => key.pss_verify::<Sha512>(message, signature),
                 }
+                .map_err(|_| InvalidSignature)
             }
             Kind::EcdsaP256(hash) => {
                 let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
@@ -156,20 +135,6 @@ fn rsa_key(der: &[u8]) -> Result<PublicKey, InvalidSignature> {
         return Err(InvalidSignature);
     }
     Ok(key)
-}
-
-fn check<S>(
-    verifier: impl Verifier<S>,
-    message: &[u8],
-    signature: &[u8],
-) -> Result<(), InvalidSignature>
-where
-    S: for<'a> TryFrom<&'a [u8]>,
-{
-    let signature = S::try_from(signature).map_err(|_| InvalidSignature)?;
-    verifier
-        .verify(message, &signature)
-        .map_err(|_| InvalidSignature)
 }
 
 const fn algorithm(kind: Kind, signature_alg_id: AlgorithmIdentifier) -> Algorithm {
@@ -238,7 +203,7 @@ mod tests {
     use p256::ecdsa::signature::hazmat::PrehashSigner;
     use rsa::pkcs1::EncodeRsaPublicKey;
     use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
-    use rsa::PrivateKey;
+    use rsa::{pkcs1v15, pss, PrivateKey};
 
     use super::*;
     use crate::testing::certs::client_key;
