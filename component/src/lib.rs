@@ -14,7 +14,7 @@
 #![cfg(target_os = "wasi")]
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Duration;
 
 use exports::gcp::db_connector::connector as wit;
@@ -49,6 +49,9 @@ wit_bindgen::generate!({
 
 /// Largest read handed back in one call.
 const MAX_READ: u32 = 1 << 20;
+/// What a read reserves before it knows how much has arrived: a few TLS
+/// records' worth.
+const FIRST_READ_CAPACITY: usize = 64 * 1024;
 
 struct Component;
 
@@ -125,9 +128,9 @@ impl wit::GuestConnection for ConnectionResource {
                 "read: max must be at least 1".into(),
             ));
         }
-        let mut buf = vec![0; max.min(MAX_READ) as usize];
-        let n = self.with(|c| c.read(&mut buf))?;
-        buf.truncate(n);
+        let max = max.min(MAX_READ) as usize;
+        let mut buf = Vec::with_capacity(max.min(FIRST_READ_CAPACITY));
+        self.with(|c| c.read_available(&mut buf, max))?;
         Ok(buf)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::ClientConnection;
 
-use super::records::{outgoing, read_plaintext, Inbox, Plain, READ_CHUNK};
+use super::records::{outgoing, read_plaintext, Append, Inbox, Plain, Sink, READ_CHUNK};
 use super::timings::ConnectTimings;
 use super::{Action, Dial};
 use crate::dns::names::{Moved, Route};
@@ -141,14 +141,40 @@ impl Connection {
     }
 }
 
-impl Read for Connection {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.check_moved()?;
-        if buf.is_empty() {
+impl Connection {
+    /// Appends up to `max` bytes of plaintext to `out`: waits for the first
+    /// as [`Read::read`] does, then adds what has already arrived without
+    /// waiting again, without clearing room for bytes that may never come.
+    /// How many bytes were added; 0 once the server has closed with
+    /// close_notify (or when `max` is 0).
+    pub fn read_available(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        if max == 0 {
+            self.check_moved()?;
             return Ok(0);
         }
+        let start = out.len();
+        let mut sink = Append {
+            out,
+            limit: start.saturating_add(max),
+        };
+        if self.read_some(&mut sink)? == 0 {
+            return Ok(0);
+        }
+        while sink.out.len() < sink.limit {
+            // An error here comes back on the next read; these bytes first.
+            match read_plaintext(&mut self.tls, &mut self.inbox, &mut sink) {
+                Ok(Plain::Read(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+        Ok(sink.out.len() - start)
+    }
+
+    /// Waits until `sink` takes some plaintext; 0: the server closed.
+    fn read_some<S: Sink + ?Sized>(&mut self, sink: &mut S) -> io::Result<usize> {
+        self.check_moved()?;
         loop {
-            if let Plain::Read(n) = read_plaintext(&mut self.tls, &mut self.inbox, buf)? {
+            if let Plain::Read(n) = read_plaintext(&mut self.tls, &mut self.inbox, sink)? {
                 return Ok(n);
             }
             // Answers rustls owes the server (a key update) go first.
@@ -156,6 +182,16 @@ impl Read for Connection {
             let tcp = &mut self.tcp;
             self.inbox.read_from(|room| tcp.read(room))?;
         }
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            self.check_moved()?;
+            return Ok(0);
+        }
+        self.read_some(buf)
     }
 }
 

@@ -5,12 +5,14 @@
 //! has, so a read from the socket can bring more records than rustls takes
 //! at once. What rustls encrypts leaves as one buffer ([`outgoing`]).
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use rustls::ClientConnection;
 
-/// How much a pump reads from the socket at once: a whole TLS record.
-pub(crate) const READ_CHUNK: usize = 18 * 1024;
+/// How much a pump reads from the socket at once: a few whole TLS records,
+/// so that a fast stream (a COPY out) costs fewer socket reads and, through
+/// [`Append`], fewer reads of the connection (BENCHMARKS.md row 4).
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// What went wrong handing bytes to rustls.
 #[derive(Debug)]
@@ -34,8 +36,11 @@ impl From<FeedError> for io::Error {
 /// whether the socket has reached its end.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
+    /// `bytes[taken..filled]` waits for rustls; the room after `filled` is
+    /// kept between reads so that it is not cleared again for each one.
     bytes: Vec<u8>,
     taken: usize,
+    filled: usize,
     /// The socket is at its end ...
     eof: bool,
     /// ... and rustls has been told.
@@ -45,7 +50,22 @@ pub(crate) struct Inbox {
 impl Inbox {
     /// Whether every byte read has been taken by rustls.
     pub(crate) fn is_empty(&self) -> bool {
-        self.taken == self.bytes.len()
+        self.taken == self.filled
+    }
+
+    /// Moves what waits to the front and makes room for `n` more bytes
+    /// after it; returns that room.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        if self.taken > 0 {
+            self.bytes.copy_within(self.taken..self.filled, 0);
+            self.filled -= self.taken;
+            self.taken = 0;
+        }
+        let end = self.filled + n;
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        &mut self.bytes[self.filled..end]
     }
 
     /// Reads once from the socket with `read` into the room after what
@@ -54,15 +74,8 @@ impl Inbox {
         &mut self,
         read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        if self.taken > 0 {
-            self.bytes.drain(..self.taken);
-            self.taken = 0;
-        }
-        let len = self.bytes.len();
-        self.bytes.resize(len + READ_CHUNK, 0);
-        let result = read(&mut self.bytes[len..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.bytes.truncate(len + n.min(READ_CHUNK));
+        let result = read(self.room(READ_CHUNK));
+        self.filled += (*result.as_ref().unwrap_or(&0)).min(READ_CHUNK);
         if matches!(result, Ok(0)) {
             self.eof = true;
         }
@@ -75,7 +88,8 @@ impl Inbox {
         if bytes.is_empty() {
             self.eof = true;
         }
-        self.bytes.extend_from_slice(bytes);
+        self.room(bytes.len()).copy_from_slice(bytes);
+        self.filled += bytes.len();
     }
 
     /// Hands rustls what it will take now, processing each part; at the end
@@ -83,7 +97,7 @@ impl Inbox {
     pub(crate) fn feed(&mut self, tls: &mut ClientConnection) -> Result<bool, FeedError> {
         let mut progress = false;
         while !self.is_empty() && tls.wants_read() {
-            let mut rest = &self.bytes[self.taken..];
+            let mut rest = &self.bytes[self.taken..self.filled];
             let n = tls.read_tls(&mut rest).map_err(FeedError::Io)?;
             self.taken += n;
             tls.process_new_packets().map_err(FeedError::Tls)?;
@@ -123,15 +137,47 @@ pub(crate) enum Plain {
     NeedSocket,
 }
 
-/// Reads plaintext into `buf`, handing rustls what waits in `inbox` as it
+/// Where a read of plaintext puts what rustls has decrypted.
+pub(crate) trait Sink {
+    /// Takes what `reader` has ready: how many bytes (0: the server closed
+    /// with close_notify), or `WouldBlock` when nothing is ready.
+    fn take(&mut self, reader: rustls::Reader<'_>) -> io::Result<usize>;
+}
+
+/// A caller's buffer, filled from the front.
+impl Sink for [u8] {
+    fn take(&mut self, mut reader: rustls::Reader<'_>) -> io::Result<usize> {
+        reader.read(self)
+    }
+}
+
+/// Plaintext appended to a vector until it holds `limit` bytes: nothing is
+/// cleared beforehand for bytes that may never come. Its callers stop once
+/// it is full, so that taking 0 bytes still means the server closed.
+pub(crate) struct Append<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) limit: usize,
+}
+
+impl Sink for Append<'_> {
+    fn take(&mut self, mut reader: rustls::Reader<'_>) -> io::Result<usize> {
+        let ready = reader.fill_buf()?;
+        let n = ready.len().min(self.limit.saturating_sub(self.out.len()));
+        self.out.extend_from_slice(&ready[..n]);
+        reader.consume(n);
+        Ok(n)
+    }
+}
+
+/// Reads plaintext into `sink`, handing rustls what waits in `inbox` as it
 /// makes room. A close without close_notify is an `UnexpectedEof` error.
-pub(crate) fn read_plaintext(
+pub(crate) fn read_plaintext<S: Sink + ?Sized>(
     tls: &mut ClientConnection,
     inbox: &mut Inbox,
-    buf: &mut [u8],
+    sink: &mut S,
 ) -> io::Result<Plain> {
     loop {
-        match tls.reader().read(buf) {
+        match sink.take(tls.reader()) {
             Ok(n) => return Ok(Plain::Read(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),

@@ -179,7 +179,7 @@ fn a_cloud_sql_dial_runs_tcp_the_handshake_and_the_exchange_in_order() {
     // left for the driver.
     let mut buf = [0u8; 64];
     let mut inbox = records::Inbox::default();
-    let read = records::read_plaintext(&mut tls, &mut inbox, &mut buf).unwrap();
+    let read = records::read_plaintext(&mut tls, &mut inbox, &mut buf[..]).unwrap();
     let records::Plain::Read(n) = read else {
         panic!("{read:?}")
     };
@@ -581,6 +581,40 @@ mod pumps {
             got.extend_from_slice(&small[..n]);
         }
         assert_eq!(got, crate::testing::fake::blast_bytes(size));
+    }
+
+    /// `read_available` hands back what has arrived, more than rustls holds
+    /// at once, without waiting for more, and never more than asked for.
+    #[test]
+    fn the_blocking_connection_hands_back_what_has_arrived() {
+        let fake = served(Kind::CloudSql { mdx: false });
+        let source = ScriptedSource::lasting(Duration::from_secs(3600));
+        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
+        let size = 1 << 20;
+        conn.write_all(format!("BLAST {size}").as_bytes()).unwrap();
+        wait_until("a quarter of the stream", || {
+            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) >= size / 4
+        });
+        let mut got = vec![b'!'];
+        let mut largest = 0;
+        for max in [5000, 200_000].into_iter().cycle() {
+            if got.len() > size {
+                break;
+            }
+            let before = got.len();
+            let n = conn.read_available(&mut got, max).unwrap();
+            assert!(n > 0, "closed after {before} bytes");
+            assert!(n <= max, "{n} bytes asked for at most {max}");
+            assert_eq!(got.len(), before + n, "appended, not overwritten");
+            largest = largest.max(n);
+        }
+        assert_eq!(got[0], b'!');
+        assert_eq!(got[1..], crate::testing::fake::blast_bytes(size));
+        // rustls holds at most 16 KiB of plaintext (records of 1000 bytes
+        // here): more in one call was taken from what the socket had brought.
+        assert!(largest > 17 * 1024, "at most {largest} bytes in one call");
+        assert_eq!(conn.read_available(&mut got, 0).unwrap_or(1), 0);
+        conn.shutdown().unwrap();
     }
 
     #[test]
