@@ -4,7 +4,8 @@
 //! Each prime candidate is a fresh random 1024-bit odd number (no incremental
 //! search), kept only if p ≥ √2·2^1023, |p − q| > 2^924 and gcd(p − 1, e) = 1,
 //! then trial division by the odd primes below 2^16 (here: one remainder of
-//! the candidate per run of primes whose product fits 32 bits), Miller-Rabin
+//! the candidate per run of primes whose product fits 32 bits), a base-2
+//! Fermat test (a constant-time filter cheaper than a round), Miller-Rabin
 //! with random bases and one strong Lucas test (crypto-primes, on
 //! crypto-bigint: 32-bit limbs in wasm through `.cargo/config.toml`). The rsa
 //! crate (0.10, constant-time) puts the key together from p and q, d modulo
@@ -12,7 +13,8 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 
-use crypto_bigint::{Limb, NonZero, Odd, U1024};
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{CtAssign, CtEq, Limb, MontyForm, MontyMultiplier, NonZero, Odd, U1024};
 use crypto_primes::hazmat::{lucas_test, LucasCheck, MillerRabin, SelfridgeBase};
 use getrandom::rand_core::{TryRng, UnwrapErr};
 use getrandom::SysRng;
@@ -134,15 +136,39 @@ fn coprime_to_e(p: &U1024) -> bool {
 }
 
 /// Appendix B.3 with Table B.1's rounds: trial division by small primes (a
-/// shortcut B.3 allows), [`MILLER_RABIN_ROUNDS`] Miller-Rabin rounds with
-/// random bases in [2, p − 2], then a strong Lucas test with Selfridge's
-/// parameters (stricter than B.3.3's Lucas test: its pseudoprimes are a
-/// subset).
+/// shortcut B.3 allows) and a base-2 Fermat test, which only ever reject
+/// composites, then [`MILLER_RABIN_ROUNDS`] Miller-Rabin rounds with random
+/// bases in [2, p − 2] and a strong Lucas test with Selfridge's parameters
+/// (stricter than B.3.3's Lucas test: its pseudoprimes are a subset).
 fn probably_prime(rng: &mut Rng, candidate: &U1024) -> bool {
     let Some(odd) = Odd::new(*candidate).into_option() else {
         return false;
     };
-    !has_small_factor(candidate) && miller_rabin(rng, &odd) && lucas(odd)
+    !has_small_factor(candidate) && fermat_base_two(&odd) && miller_rabin(rng, &odd) && lucas(odd)
+}
+
+/// Whether 2^(n − 1) ≡ 1 (mod n), as it is for every odd prime n: a filter
+/// for the candidates trial division lets through, nearly all of them
+/// composite. It costs less than a Miller-Rabin round, which it stands in
+/// front of: the power of 2 is built left to right over the bits of n − 1,
+/// each a Montgomery squaring and then a doubling kept or not in constant
+/// time, so there is no table of powers and no multiplication. Hand-written
+/// on crypto-bigint's constant-time operations; like trial division it can
+/// only reject composites, so the tests after it keep their guarantees.
+fn fermat_base_two(n: &Odd<U1024>) -> bool {
+    let params = FixedMontyParams::new(*n);
+    let one = FixedMontyForm::one(&params);
+    let mut multiplier = <FixedMontyForm<{ U1024::LIMBS }> as MontyForm>::Multiplier::from(&params);
+    let exponent = n.get().wrapping_sub(&U1024::ONE);
+    let mut power = one;
+    for bit in (0..U1024::BITS).rev() {
+        multiplier.square_assign(&mut power);
+        let doubled = power.as_montgomery().double_mod(n.as_nz_ref());
+        power
+            .as_montgomery_mut()
+            .ct_assign(&doubled, exponent.bit(bit));
+    }
+    power.as_montgomery().ct_eq(one.as_montgomery()).to_bool()
 }
 
 /// The largest prime below 2^16: any two table primes multiply within a
@@ -371,10 +397,17 @@ mod tests {
 
         // 65521 (the largest table prime) times a prime: trial division.
         assert!(!probably_prime(&mut rng(), &u1024(65521 * 2_147_483_647)));
-        // (2^61 − 1)(2^89 − 1), no small factors: Miller-Rabin.
+        // (2^61 − 1)(2^89 − 1), no small factors: Fermat and Miller-Rabin.
         let m61 = u1024((1 << 61) - 1);
         let m89 = U1024::ONE.shl_vartime(89).wrapping_sub(&U1024::ONE);
-        assert!(!probably_prime(&mut rng(), &m61.wrapping_mul(&m89)));
+        let product = m61.wrapping_mul(&m89);
+        assert!(!fermat_base_two(&Odd::new(product).unwrap()));
+        assert!(!miller_rabin(&mut rng(), &Odd::new(product).unwrap()));
+        assert!(!probably_prime(&mut rng(), &product));
+        // The Fermat filter's liars, left to the tests after it.
+        assert!(fermat_base_two(&spsp));
+        assert!(fermat_base_two(&odd(561)));
+        assert!(!probably_prime(&mut rng(), &u1024(561)));
 
         let m521 = U1024::ONE.shl_vartime(521).wrapping_sub(&U1024::ONE);
         for prime in [m61, m89, m521] {
@@ -435,6 +468,60 @@ mod tests {
                 .collect()
         });
         crypto_primes_rejects(c) || BEYOND.iter().any(|&p| c.rem_limb(p) == Limb::ZERO)
+    }
+
+    /// 2^(n − 1) mod n by num-bigint-dig, the reference for the filter.
+    fn fermat_reference(n: &U1024) -> bool {
+        let n = BigUint::from_bytes_be(&n.to_be_bytes());
+        let one = BigUint::from(1u8);
+        BigUint::from(2u8).modpow(&(n.clone() - &one), &n) == one
+    }
+
+    #[test]
+    fn the_fermat_filter_passes_every_prime_and_agrees_with_modpow() {
+        // RFC 3526's 1024-bit MODP prime (top bit set, as candidates are),
+        // Mersenne primes, and table primes at both ends.
+        let modp = U1024::from_be_hex(concat!(
+            "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+            "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+            "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+            "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF",
+        ));
+        let mersenne = |k: u32| U1024::ONE.shl_vartime(k).wrapping_sub(&U1024::ONE);
+        let table = SMALL_PRIMES
+            .iter()
+            .take(40)
+            .chain(SMALL_PRIMES.iter().rev().take(40));
+        let primes = [
+            modp,
+            mersenne(61),
+            mersenne(89),
+            mersenne(521),
+            mersenne(607),
+        ]
+        .into_iter()
+        .chain(table.map(|&p| u1024(p.into())));
+        for prime in primes {
+            assert!(fermat_base_two(&Odd::new(prime).unwrap()), "{prime}");
+        }
+        // Composites: small ones, base-2 liars (341 = 11·31, 561, 1105)
+        // and random 1024-bit candidates, against num-bigint-dig's modpow.
+        let small = [9u64, 15, 91, 341, 561, 1105, 3_215_031_751, 65521 * 65519].map(u1024);
+        let random = (0..100).map(|_| random_odd().unwrap());
+        let (mut passed, mut refused) = (0, 0);
+        for n in small.into_iter().chain(random) {
+            let filtered = fermat_base_two(&Odd::new(n).unwrap());
+            assert_eq!(filtered, fermat_reference(&n), "{n}");
+            if filtered {
+                passed += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(
+            passed >= 4 && refused >= 90,
+            "{passed} passed, {refused} refused"
+        );
     }
 
     #[test]
