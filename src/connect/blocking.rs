@@ -73,6 +73,7 @@ pub(crate) fn run(mut dial: Dial) -> Result<Connection, Error> {
         tls,
         tcp,
         inbox,
+        deferred: None,
         timings,
         moved: None,
     })
@@ -91,6 +92,9 @@ pub struct Connection {
     tcp: TcpStream,
     /// What the server sent that rustls has not taken yet.
     inbox: Inbox,
+    /// An error met after [`Connection::read_available`] had bytes to hand
+    /// back: the next read returns it.
+    deferred: Option<io::Error>,
     timings: ConnectTimings,
     /// Set when the DNS name it was made through names another instance.
     moved: Option<Arc<Moved>>,
@@ -161,10 +165,14 @@ impl Connection {
             return Ok(0);
         }
         while sink.out.len() < sink.limit {
-            // An error here comes back on the next read; these bytes first.
             match read_plaintext(&mut self.tls, &mut self.inbox, &mut sink) {
                 Ok(Plain::Read(n)) if n > 0 => {}
-                _ => break,
+                Ok(_) => break,
+                // These bytes first; the next read returns the error.
+                Err(e) => {
+                    self.deferred = Some(e);
+                    break;
+                }
             }
         }
         Ok(sink.out.len() - start)
@@ -173,6 +181,9 @@ impl Connection {
     /// Waits until `sink` takes some plaintext; 0: the server closed.
     fn read_some<S: Sink + ?Sized>(&mut self, sink: &mut S) -> io::Result<usize> {
         self.check_moved()?;
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         loop {
             if let Plain::Read(n) = read_plaintext(&mut self.tls, &mut self.inbox, sink)? {
                 return Ok(n);

@@ -617,6 +617,43 @@ mod pumps {
         conn.shutdown().unwrap();
     }
 
+    /// A record that does not decrypt, behind good ones that one socket
+    /// read brought: `read_available` hands back good bytes, and the next
+    /// read the error, without waiting on the socket for more.
+    #[test]
+    fn an_error_behind_available_bytes_comes_with_the_next_read() {
+        let fake = served(Kind::CloudSql { mdx: false });
+        let source = ScriptedSource::lasting(Duration::from_secs(3600));
+        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
+        let size = 5000;
+        conn.write_all(format!("GARBLE {size}").as_bytes()).unwrap();
+        wait_until("the stream and its bad record", || {
+            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) > size
+        });
+        let (done, reads) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let first = conn.read_available(&mut got, 1 << 20).map(|_| got);
+            let second = conn.read_available(&mut Vec::new(), 1 << 20);
+            let _ = done.send((first, second));
+        });
+        // The server sends nothing more: a read waiting on the socket would
+        // wait for ever.
+        let (first, second) = reads
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a read waited on the socket");
+        // What rustls decrypted before the bad record, in order.
+        let first = first.unwrap();
+        let sent = crate::testing::fake::blast_bytes(size);
+        assert!(
+            !first.is_empty() && sent.starts_with(&first),
+            "{} bytes",
+            first.len()
+        );
+        let e = second.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
     #[test]
     fn the_blocking_connection_carries_big_writes_whole() {
         let fake = served(Kind::AlloyDb);

@@ -51,7 +51,7 @@ pub(crate) struct FakeInstance {
     mode: AtomicU8,
     /// TLS handshakes completed.
     pub handshakes: AtomicU32,
-    /// Bytes of `BLAST` sent so far.
+    /// Bytes of `BLAST` sent so far (`GARBLE`'s bad record counts 1).
     pub blasted: AtomicUsize,
     /// Metadata exchange requests received, whole.
     pub exchanges: Mutex<Vec<Vec<u8>>>,
@@ -238,23 +238,59 @@ impl FakeInstance {
         while let Ok(n) = tls.read(&mut buf) {
             // `BLAST n`: n bytes in small records sent as fast as they come
             // (a COPY streaming out: a socket read then holds more records
-            // than rustls takes at once), else an echo.
-            let blast = std::str::from_utf8(&buf[..n])
-                .ok()
-                .and_then(|s| s.strip_prefix("BLAST "))
-                .and_then(|n| n.trim().parse::<usize>().ok());
-            let sent = match blast {
-                Some(size) => blast_bytes(size).chunks(1000).try_for_each(|record| {
-                    tls.write_all(record)?;
-                    self.blasted.fetch_add(record.len(), Ordering::SeqCst);
-                    Ok(())
-                }),
-                None => tls.write_all(&buf[..n]),
+            // than rustls takes at once); `GARBLE n`: the same, then a
+            // record no key sealed; else an echo.
+            let command = std::str::from_utf8(&buf[..n]).unwrap_or("");
+            let size = |prefix: &str| {
+                command
+                    .strip_prefix(prefix)
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+            };
+            let sent = match (size("BLAST "), size("GARBLE ")) {
+                (Some(size), _) => self.blast(&mut tls, size),
+                (_, Some(size)) => self.garble(&mut tls, size),
+                _ => tls.write_all(&buf[..n]),
             };
             if n == 0 || sent.is_err() {
                 break;
             }
         }
+    }
+
+    /// `BLAST size`: the bytes in records of 1000, each written as it is
+    /// sealed.
+    fn blast(
+        &self,
+        tls: &mut StreamOwned<ServerConnection, TcpStream>,
+        size: usize,
+    ) -> io::Result<()> {
+        blast_bytes(size).chunks(1000).try_for_each(|record| {
+            tls.write_all(record)?;
+            self.blasted.fetch_add(record.len(), Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    /// `GARBLE size`: the same records, then one no key sealed, in one
+    /// write so that one socket read brings them all.
+    fn garble(
+        &self,
+        tls: &mut StreamOwned<ServerConnection, TcpStream>,
+        size: usize,
+    ) -> io::Result<()> {
+        for record in blast_bytes(size).chunks(1000) {
+            tls.conn.writer().write_all(record)?;
+        }
+        let mut wire = Vec::new();
+        while tls.conn.wants_write() {
+            tls.conn.write_tls(&mut wire)?;
+        }
+        // Application data, 32 bytes that are no AEAD output.
+        wire.extend([0x17, 0x03, 0x03, 0x00, 0x20]);
+        wire.extend([0xAA; 32]);
+        tls.sock.write_all(&wire)?;
+        self.blasted.fetch_add(size + 1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Reads the client's exchange request (if the instance has one) and
