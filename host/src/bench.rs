@@ -35,6 +35,10 @@ pub struct BenchOptions {
     pub login: Login,
     /// Samples per connect row.
     pub runs: usize,
+    /// Samples of the cold row, if not `runs`: its key generation varies a
+    /// lot from key to key (how many candidates a prime takes), so its
+    /// median and p90 need more.
+    pub cold_runs: Option<usize>,
     /// Samples per throughput row.
     pub throughput_runs: usize,
     /// Size of the throughput result in bytes.
@@ -138,8 +142,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         .map_err(|e| format!("{e:#}"))?;
     let mut report = BenchReport::default();
 
-    eprintln!("bench: {} cold connects, a fresh instance each", opts.runs);
-    for _ in 0..opts.runs {
+    let cold_runs = opts.cold_runs.unwrap_or(opts.runs);
+    eprintln!("bench: {cold_runs} cold connects, a fresh instance each");
+    for _ in 0..cold_runs {
         let plain = ConnectorOptions::default();
         report.cold.push(
             fresh_instance_connect(&host, &opts.component, &plain, opts, opts.config.clone())

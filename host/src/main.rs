@@ -63,10 +63,10 @@ usage:
       or the build output.
   gcp-db-host bench --instance NAME [--throughput-instance LABEL=NAME]... [--direct HOST:PORT]
                     [--admin-endpoint URL] [--credentials-file PATH] [--user U] [--password P]
-                    [--database D] [--runs N] [--throughput-runs N] [--throughput-mb N]
-                    [--component FILE] [--component-kv FILE]
-      The connector's side of scripts/bench: cold connects in fresh instances,
-      warm connects, fresh instances with the store warm (with the _kv build),
+                    [--database D] [--runs N] [--cold-runs N] [--throughput-runs N]
+                    [--throughput-mb N] [--component FILE] [--component-kv FILE]
+      The connector's side of scripts/bench: cold connects in fresh instances
+      (--cold-runs of them, default --runs), warm connects, fresh instances with the store warm (with the _kv build),
       and a COPY of N MB through each throughput instance and direct; prints
       the raw samples as JSON on stdout (bench/run.py makes the table).
   gcp-db-host imports <file.wasm>
@@ -496,6 +496,7 @@ async fn bench(args: &[String]) -> Result<ExitCode, String> {
             database: "postgres".into(),
         },
         runs: 30,
+        cold_runs: None,
         throughput_runs: 3,
         throughput_bytes: 100_000_000,
     };
@@ -532,6 +533,7 @@ async fn bench(args: &[String]) -> Result<ExitCode, String> {
             "--password" => opts.login.password = Some(value()?),
             "--database" => opts.login.database = value()?,
             "--runs" => opts.runs = number(arg, value()?)? as usize,
+            "--cold-runs" => opts.cold_runs = Some(number(arg, value()?)? as usize),
             "--throughput-runs" => opts.throughput_runs = number(arg, value()?)? as usize,
             "--throughput-mb" => opts.throughput_bytes = number(arg, value()?)? * 1_000_000,
             "--component" => opts.component = PathBuf::from(value()?),
