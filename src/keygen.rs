@@ -504,8 +504,9 @@ mod tests {
         for prime in primes {
             assert!(fermat_base_two(&Odd::new(prime).unwrap()), "{prime}");
         }
-        // Composites: small ones, base-2 liars (341 = 11·31, 561, 1105)
-        // and random 1024-bit candidates, against num-bigint-dig's modpow.
+        // Small composites, among them base-2 liars (341 = 11·31, 561,
+        // 1105), and random 1024-bit candidates (nearly all composite):
+        // the same answers as num-bigint-dig's modpow.
         let small = [9u64, 15, 91, 341, 561, 1105, 3_215_031_751, 65521 * 65519].map(u1024);
         let random = (0..100).map(|_| random_odd().unwrap());
         let (mut passed, mut refused) = (0, 0);

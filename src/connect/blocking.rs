@@ -143,9 +143,7 @@ impl Connection {
         }
         self.tcp.write_all(&pending)
     }
-}
 
-impl Connection {
     /// Appends up to `max` bytes of plaintext to `out`: waits for the first
     /// as [`Read::read`] does, then adds what has already arrived without
     /// waiting again, without clearing room for bytes that may never come.
