@@ -560,19 +560,27 @@ mod pumps {
         }
     }
 
+    /// A blocking connection to a new Cloud SQL fake that has been sent
+    /// `command` (`BLAST n`, `GARBLE n`) and has counted `sent` bytes of its
+    /// answer in `blasted`: written to the socket before the first read.
+    fn blocking_after(command: &str, sent: usize) -> (Arc<FakeInstance>, blocking::Connection) {
+        let fake = served(Kind::CloudSql { mdx: false });
+        let source = ScriptedSource::lasting(Duration::from_secs(3600));
+        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
+        conn.write_all(command.as_bytes()).unwrap();
+        wait_until(&format!("{sent} bytes of {command:?} sent"), || {
+            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) >= sent
+        });
+        (fake, conn)
+    }
+
     /// A server streaming faster than the driver reads (a COPY out): the
     /// socket brings more records than rustls holds at once.
     #[test]
     fn the_blocking_connection_takes_a_fast_stream_in_small_reads() {
-        let fake = served(Kind::CloudSql { mdx: false });
-        let source = ScriptedSource::lasting(Duration::from_secs(3600));
-        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
         let size = 1 << 20;
-        conn.write_all(format!("BLAST {size}").as_bytes()).unwrap();
         // Records pile up in the socket before the first read.
-        wait_until("a quarter of the stream", || {
-            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) >= size / 4
-        });
+        let (_fake, mut conn) = blocking_after(&format!("BLAST {size}"), size / 4);
         let mut got = Vec::with_capacity(size);
         let mut small = [0u8; 1000];
         while got.len() < size {
@@ -587,14 +595,8 @@ mod pumps {
     /// at once, without waiting for more, and never more than asked for.
     #[test]
     fn the_blocking_connection_hands_back_what_has_arrived() {
-        let fake = served(Kind::CloudSql { mdx: false });
-        let source = ScriptedSource::lasting(Duration::from_secs(3600));
-        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
         let size = 1 << 20;
-        conn.write_all(format!("BLAST {size}").as_bytes()).unwrap();
-        wait_until("a quarter of the stream", || {
-            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) >= size / 4
-        });
+        let (_fake, mut conn) = blocking_after(&format!("BLAST {size}"), size / 4);
         let mut got = vec![b'!'];
         let mut largest = 0;
         for max in [5000, 200_000].into_iter().cycle() {
@@ -622,14 +624,9 @@ mod pumps {
     /// read the error, without waiting on the socket for more.
     #[test]
     fn an_error_behind_available_bytes_comes_with_the_next_read() {
-        let fake = served(Kind::CloudSql { mdx: false });
-        let source = ScriptedSource::lasting(Duration::from_secs(3600));
-        let mut conn = blocking::run(pump_dial(&fake, None, &source)).unwrap();
         let size = 5000;
-        conn.write_all(format!("GARBLE {size}").as_bytes()).unwrap();
-        wait_until("the stream and its bad record", || {
-            fake.blasted.load(std::sync::atomic::Ordering::SeqCst) > size
-        });
+        // The stream and its bad record.
+        let (_fake, mut conn) = blocking_after(&format!("GARBLE {size}"), size + 1);
         let (done, reads) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut got = Vec::new();
