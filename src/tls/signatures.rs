@@ -368,37 +368,31 @@ mod tests {
                 p384_key.sign_prehash(&hash.digest(MESSAGE)).unwrap();
             signature.to_der().as_bytes().to_vec()
         };
-        let (p256, p384) = (alg_id::ECDSA_P256, alg_id::ECDSA_P384);
         let p256_public = p256_key.verifying_key().to_encoded_point(false);
-        check_signatures(
-            p256_public.as_bytes(),
-            &[
-                (
-                    verifier(SignatureScheme::ECDSA_NISTP256_SHA256, p256),
-                    p256_sign(Hash::Sha256),
-                ),
-                (
-                    verifier(SignatureScheme::ECDSA_NISTP384_SHA384, p256),
-                    p256_sign(Hash::Sha384),
-                ),
-            ],
-        );
         let p384_public = p384_key.verifying_key().to_encoded_point(false);
-        check_signatures(
-            p384_public.as_bytes(),
-            &[
-                (
-                    verifier(SignatureScheme::ECDSA_NISTP256_SHA256, p384),
-                    p384_sign(Hash::Sha256),
-                ),
-                (
-                    verifier(SignatureScheme::ECDSA_NISTP384_SHA384, p384),
-                    p384_sign(Hash::Sha384),
-                ),
-            ],
-        );
+        type Sign<'a> = &'a dyn Fn(Hash) -> Vec<u8>;
+        let curves: [(&[u8], _, Sign); 2] = [
+            (p256_public.as_bytes(), alg_id::ECDSA_P256, &p256_sign),
+            (p384_public.as_bytes(), alg_id::ECDSA_P384, &p384_sign),
+        ];
+        // Each curve with each hash.
+        for (public, curve, sign) in curves {
+            check_signatures(
+                public,
+                &[
+                    (
+                        verifier(SignatureScheme::ECDSA_NISTP256_SHA256, curve),
+                        sign(Hash::Sha256),
+                    ),
+                    (
+                        verifier(SignatureScheme::ECDSA_NISTP384_SHA384, curve),
+                        sign(Hash::Sha384),
+                    ),
+                ],
+            );
+        }
         // A key of the other curve.
-        let algorithm = verifier(SignatureScheme::ECDSA_NISTP256_SHA256, p256);
+        let algorithm = verifier(SignatureScheme::ECDSA_NISTP256_SHA256, alg_id::ECDSA_P256);
         assert!(algorithm
             .verify_signature(p384_public.as_bytes(), MESSAGE, &p384_sign(Hash::Sha256))
             .is_err());
