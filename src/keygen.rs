@@ -5,17 +5,16 @@
 //! search), kept only if p ≥ √2·2^1023, |p − q| > 2^924 and gcd(p − 1, e) = 1,
 //! then trial division by the odd primes below 2^16 (here: one remainder of
 //! the candidate per run of primes whose product fits 32 bits), a base-2
-//! Fermat test (a constant-time filter cheaper than a round), Miller-Rabin
-//! with random bases and one strong Lucas test (crypto-primes, on
-//! crypto-bigint: 32-bit limbs in wasm through `.cargo/config.toml`). The rsa
-//! crate (0.10, constant-time) puts the key together from p and q, d modulo
-//! λ(n), and checks it.
+//! Fermat test (a constant-time filter cheaper than a round) and Miller-Rabin
+//! with random bases (crypto-primes, on crypto-bigint: 32-bit limbs in wasm
+//! through `.cargo/config.toml`). The rsa crate (0.10, constant-time) puts
+//! the key together from p and q, d modulo λ(n), and checks it.
 
 use std::num::{NonZeroU32, NonZeroU64};
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
-use crypto_bigint::{CtAssign, CtEq, Limb, MontyForm, MontyMultiplier, NonZero, Odd, U1024};
-use crypto_primes::hazmat::{lucas_test, LucasCheck, MillerRabin, SelfridgeBase};
+use crypto_bigint::{CtAssign, CtEq, Limb, MontyForm, MontyMultiplier, NonZero, Odd, U1024, U2048};
+use crypto_primes::hazmat::MillerRabin;
 use getrandom::rand_core::{TryRng, UnwrapErr};
 use getrandom::SysRng;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
@@ -28,9 +27,11 @@ pub(crate) const KEY_BITS: usize = 2048;
 /// nlen / 2.
 const PRIME_BITS: u32 = 1024;
 const PUBLIC_EXPONENT: u32 = 65537;
-/// FIPS 186-5 Table B.1, p and q of 1024 bits: 4 rounds of Miller-Rabin
-/// when one Lucas test follows (5 without it).
-const MILLER_RABIN_ROUNDS: usize = 4;
+/// FIPS 186-5 Table B.1, p and q of 1024 bits, Miller-Rabin alone: 5 rounds
+/// (error 2^-112), as Go's crypto/rsa does. The other column, 4 rounds and a
+/// Lucas test, is slower (crypto-primes' strong Lucas test costs several
+/// rounds) and that test branches on the bits of the prime it keeps.
+const MILLER_RABIN_ROUNDS: usize = 5;
 /// A.1.3 steps 4.7 and 5.8: candidates tried before the search fails.
 const MAX_P_CANDIDATES: usize = 5 * PRIME_BITS as usize;
 const MAX_Q_CANDIDATES: usize = 10 * PRIME_BITS as usize;
@@ -104,11 +105,17 @@ fn random_odd() -> Result<U1024, Error> {
     Ok(U1024::from_be_slice(&bytes))
 }
 
-/// p ≥ √2·2^(nlen/2 − 1), that is p² ≥ 2^(nlen − 1) (√2 is irrational, so
-/// equality cannot occur): then p·q has exactly nlen bits.
+/// floor(√2·2^(nlen/2 − 1)) = floor(√(2^(nlen − 1))), worked out at compile
+/// time.
+const SQRT2_HALF_FLOOR: U1024 = U2048::ONE
+    .shl_vartime(2 * PRIME_BITS - 1)
+    .floor_sqrt_vartime()
+    .resize();
+
+/// p ≥ √2·2^(nlen/2 − 1), that is p > its floor (√2 is irrational): then
+/// p·q has exactly nlen bits.
 fn at_least_sqrt2_half(p: &U1024) -> bool {
-    let (_, high) = p.widening_square();
-    high.bit_vartime(PRIME_BITS - 1)
+    p > &SQRT2_HALF_FLOOR
 }
 
 /// |p − q| > 2^(nlen/2 − 100).
@@ -137,14 +144,13 @@ fn coprime_to_e(p: &U1024) -> bool {
 
 /// Appendix B.3 with Table B.1's rounds: trial division by small primes (a
 /// shortcut B.3 allows) and a base-2 Fermat test, which only ever reject
-/// composites, then [`MILLER_RABIN_ROUNDS`] Miller-Rabin rounds with random
-/// bases in [2, p − 2] and a strong Lucas test with Selfridge's parameters
-/// (stricter than B.3.3's Lucas test: its pseudoprimes are a subset).
+/// composites, then B.3.1's [`MILLER_RABIN_ROUNDS`] Miller-Rabin rounds with
+/// random bases in [2, p − 2].
 fn probably_prime(rng: &mut Rng, candidate: &U1024) -> bool {
     let Some(odd) = Odd::new(*candidate).into_option() else {
         return false;
     };
-    !has_small_factor(candidate) && fermat_base_two(&odd) && miller_rabin(rng, &odd) && lucas(odd)
+    !has_small_factor(candidate) && fermat_base_two(&odd) && miller_rabin(rng, &odd)
 }
 
 /// Whether 2^(n − 1) ≡ 1 (mod n), as it is for every odd prime n: a filter
@@ -229,7 +235,7 @@ static SMALL_PRIMES: [u16; SMALL_PRIME_COUNT] = {
 /// (one constant-time 32-limb remainder per prime, 10× slower in wasm): it
 /// can only reject composites, never pass one, so the primality tests after
 /// it keep their guarantees. Variable time, as crypto-primes' Miller-Rabin
-/// set-up and Lucas test are on the prime kept.
+/// set-up and Go's trial division are on the prime kept.
 fn has_small_factor(candidate: &U1024) -> bool {
     // 32-bit digits, most significant first, whatever the limb size.
     let bytes = candidate.to_be_bytes();
@@ -281,10 +287,6 @@ fn miller_rabin(rng: &mut Rng, odd: &Odd<U1024>) -> bool {
     (0..MILLER_RABIN_ROUNDS).all(|_| mr.test_random_base(rng).is_probably_prime())
 }
 
-fn lucas(odd: Odd<U1024>) -> bool {
-    lucas_test(odd, SelfridgeBase, LucasCheck::Strong).is_probably_prime()
-}
-
 /// The key from its primes (A.1.3 step 6 onwards): n = p·q, d = e^-1 mod
 /// λ(n) (rsa's `from_p_q`), which FIPS 186-5 wants above 2^(nlen/2); `None`
 /// when it is not (new primes then). rsa checks the key and precomputes
@@ -308,7 +310,6 @@ fn failed(e: impl std::fmt::Display) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use crypto_bigint::U2048;
     use crypto_primes::fips::{self, FipsOptions};
     use crypto_primes::hazmat::minimum_mr_iterations;
     use crypto_primes::Flavor;
@@ -328,29 +329,29 @@ mod tests {
         U1024::from_u64(v)
     }
 
-    /// Table B.1 (p, q of 1024 bits), as Appendix C.1 computes it:
-    /// error 2^-100 with a Lucas test after, 2^-112 without.
+    /// Table B.1 (p, q of 1024 bits), as Appendix C.1 computes it: error
+    /// 2^-112 with Miller-Rabin alone.
     #[test]
     fn miller_rabin_rounds_are_table_b1s() {
         assert_eq!(
-            minimum_mr_iterations(PRIME_BITS, 100),
+            minimum_mr_iterations(PRIME_BITS, 112),
             Some(MILLER_RABIN_ROUNDS)
         );
-        assert_eq!(MILLER_RABIN_ROUNDS, 4);
-        assert_eq!(minimum_mr_iterations(PRIME_BITS, 112), Some(5));
+        assert_eq!(MILLER_RABIN_ROUNDS, 5);
     }
 
     #[test]
     fn candidates_below_sqrt2_times_2_1023_are_refused() {
-        // floor(√2·2^1023) = floor(√(2^2047)).
-        let floor: U1024 = U2048::ONE.shl_vartime(2047).floor_sqrt_vartime().resize();
+        // floor(√2·2^1023) = floor(√(2^2047)): its square is below 2^2047,
+        // the next number's is not.
+        let floor = SQRT2_HALF_FLOOR;
+        assert_eq!(floor.concatenating_mul(&floor).bit_width(), 2047);
+        let next = floor.wrapping_add(&U1024::ONE);
+        assert_eq!(next.concatenating_mul(&next).bit_width(), 2048);
         assert!(!at_least_sqrt2_half(&floor));
-        assert!(at_least_sqrt2_half(&floor.wrapping_add(&U1024::ONE)));
+        assert!(at_least_sqrt2_half(&next));
         assert!(!at_least_sqrt2_half(&U1024::ONE.shl_vartime(1023)));
         assert!(at_least_sqrt2_half(&U1024::MAX));
-        // Two such primes make 2048 bits.
-        let low = floor.wrapping_add(&U1024::ONE);
-        assert_eq!(low.concatenating_mul(&low).bit_width(), 2048);
     }
 
     #[test]
@@ -378,22 +379,29 @@ mod tests {
     #[test]
     fn primality_tests_reject_each_others_pseudoprimes() {
         let odd = |v: u64| Odd::new(u1024(v)).unwrap();
-        // 151·751·28351: a strong pseudoprime to the bases 2, 3, 5 and 7.
+        // 151·751·28351, a Carmichael number and a strong pseudoprime to
+        // the bases 2, 3, 5 and 7: fixed bases are not enough. Trial
+        // division finds 151.
         let spsp = odd(3_215_031_751);
         for base in [2u64, 3, 5, 7] {
             assert!(MillerRabin::new(spsp)
                 .test(&u1024(base))
                 .is_probably_prime());
         }
-        assert!(!lucas(spsp));
+        assert!(has_small_factor(spsp.as_ref()));
         assert!(!probably_prime(&mut rng(), &spsp));
 
-        // 53·103: a strong Lucas pseudoprime with Selfridge's parameters
-        // (OEIS A217255); its only strong liars are ±1, never drawn.
-        let slpsp = odd(5459);
-        assert!(lucas(slpsp));
-        assert!(!miller_rabin(&mut rng(), &slpsp));
-        assert!(!probably_prime(&mut rng(), &slpsp));
+        // 101653·500177: no factor below 2^16, and a strong pseudoprime to
+        // base 2, so trial division, the Fermat filter and a base-2 round
+        // all pass it. About 1 base in 4.6 million lies for it (Monier's
+        // count), so the random bases find it out: all 5 would lie with
+        // odds below 2^-100.
+        let spsp2 = odd(50_844_492_581);
+        assert!(!has_small_factor(spsp2.as_ref()));
+        assert!(fermat_base_two(&spsp2));
+        assert!(MillerRabin::new(spsp2).test_base_two().is_probably_prime());
+        assert!(!miller_rabin(&mut rng(), &spsp2));
+        assert!(!probably_prime(&mut rng(), &spsp2));
 
         // 65521 (the largest table prime) times a prime: trial division.
         assert!(!probably_prime(&mut rng(), &u1024(65521 * 2_147_483_647)));
