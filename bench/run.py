@@ -674,7 +674,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--cold-runs", type=int, default=100,
+    ap.add_argument("--cold-runs", type=int, default=300,
                     help="first connects, ours and Python's: key generation varies a lot "
                          "from key to key, so its median and p90 take more samples")
     ap.add_argument("--throughput-mb", type=int, default=100)
@@ -734,7 +734,7 @@ def main():
     print("\n".join(body))
     if args.write:
         cmd = "scripts/bench" + ("" if args.runs == 30 else f" --runs {args.runs}")
-        cmd += "" if args.cold_runs == 100 else f" --cold-runs {args.cold_runs}"
+        cmd += "" if args.cold_runs == 300 else f" --cold-runs {args.cold_runs}"
         cmd += "" if args.serve_requests == 1000 else f" --serve-requests {args.serve_requests}"
         cmd += "" if args.python_requests == 200 else f" --python-requests {args.python_requests}"
         head = ["# Benchmarks", "",
