@@ -329,6 +329,11 @@ mod tests {
         U1024::from_u64(v)
     }
 
+    /// 2^k − 1.
+    fn mersenne(k: u32) -> U1024 {
+        U1024::ONE.shl_vartime(k).wrapping_sub(&U1024::ONE)
+    }
+
     /// Table B.1 (p, q of 1024 bits), as Appendix C.1 computes it: error
     /// 2^-112 with Miller-Rabin alone.
     #[test]
@@ -406,19 +411,17 @@ mod tests {
         // 65521 (the largest table prime) times a prime: trial division.
         assert!(!probably_prime(&mut rng(), &u1024(65521 * 2_147_483_647)));
         // (2^61 − 1)(2^89 − 1), no small factors: Fermat and Miller-Rabin.
-        let m61 = u1024((1 << 61) - 1);
-        let m89 = U1024::ONE.shl_vartime(89).wrapping_sub(&U1024::ONE);
-        let product = m61.wrapping_mul(&m89);
-        assert!(!fermat_base_two(&Odd::new(product).unwrap()));
-        assert!(!miller_rabin(&mut rng(), &Odd::new(product).unwrap()));
-        assert!(!probably_prime(&mut rng(), &product));
+        let (m61, m89) = (mersenne(61), mersenne(89));
+        let product = Odd::new(m61.wrapping_mul(&m89)).unwrap();
+        assert!(!fermat_base_two(&product));
+        assert!(!miller_rabin(&mut rng(), &product));
+        assert!(!probably_prime(&mut rng(), product.as_ref()));
         // The Fermat filter's liars, left to the tests after it.
         assert!(fermat_base_two(&spsp));
         assert!(fermat_base_two(&odd(561)));
         assert!(!probably_prime(&mut rng(), &u1024(561)));
 
-        let m521 = U1024::ONE.shl_vartime(521).wrapping_sub(&U1024::ONE);
-        for prime in [m61, m89, m521] {
+        for prime in [m61, m89, mersenne(521)] {
             assert!(probably_prime(&mut rng(), &prime));
         }
     }
@@ -495,7 +498,6 @@ mod tests {
             "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
             "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF",
         ));
-        let mersenne = |k: u32| U1024::ONE.shl_vartime(k).wrapping_sub(&U1024::ONE);
         let table = SMALL_PRIMES
             .iter()
             .take(40)
@@ -557,7 +559,7 @@ mod tests {
         // 2^1023 + 1155 is prime; 2^521 − 1 too.
         let p1024 = U1024::ONE.shl_vartime(1023).wrapping_add(&u1024(1155));
         assert!(probably_prime(&mut rng(), &p1024));
-        let m521 = U1024::ONE.shl_vartime(521).wrapping_sub(&U1024::ONE);
+        let m521 = mersenne(521);
         for big_prime in [p1024, m521] {
             assert!(!has_small_factor(&big_prime));
         }
