@@ -11,6 +11,7 @@
 //! the key together from p and q, d modulo λ(n), and checks it.
 
 use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::OnceLock;
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
 use crypto_bigint::{CtAssign, CtEq, Limb, MontyForm, MontyMultiplier, NonZero, Odd, U1024, U2048};
@@ -178,10 +179,10 @@ fn fermat_base_two(n: &Odd<U1024>) -> bool {
 }
 
 /// The largest prime below 2^16: any two table primes multiply within a
-/// u32. Dividing by p pays while it costs less than 1/p of a Miller-Rabin
-/// round (3 ms in wasm): there 40 ns per prime in pairs, 80 ns alone, so up
-/// to 2^16, not beyond. Measured per key: 4% faster than crypto-primes'
-/// 17863, the same as 40009.
+/// u32, so they share a remainder. Dividing by p pays while it costs less
+/// than 1/p of the Fermat filter it may spare. In wasm a remainder costs
+/// about a fifty-thousandth of the filter, so every pair below 2^16 pays;
+/// a prime beyond would have a remainder to itself, and does not.
 const TRIAL_DIVISION_BOUND: u16 = 65521;
 /// Odd n ≤ bound at index n / 2.
 const SIEVE_LEN: usize = TRIAL_DIVISION_BOUND as usize / 2 + 1;
@@ -237,19 +238,79 @@ static SMALL_PRIMES: [u16; SMALL_PRIME_COUNT] = {
 /// it keep their guarantees. Variable time, as crypto-primes' Miller-Rabin
 /// set-up and Go's trial division are on the prime kept.
 fn has_small_factor(candidate: &U1024) -> bool {
-    // 32-bit digits, most significant first, whatever the limb size.
-    let bytes = candidate.to_be_bytes();
-    let mut digits = [0u32; PRIME_BITS as usize / 32];
-    for (digit, chunk) in digits.iter_mut().zip(bytes.as_chunks::<4>().0) {
-        *digit = u32::from_be_bytes(*chunk);
-    }
+    let digits = digits(candidate);
     // Ascending primes: most candidates go at the first product (3·5·…·29).
-    prime_runs().any(|(product, primes)| {
-        let rest = remainder(&digits, product);
-        primes
+    runs().iter().any(|run| {
+        let rest = run.remainder(&digits);
+        run.primes
             .iter()
             .any(|&p| rest.is_multiple_of(u64::from(p)) && *candidate != U1024::from(p))
     })
+}
+
+/// 32-bit digits in a candidate.
+const DIGITS: usize = PRIME_BITS as usize / 32;
+
+/// The candidate's 32-bit digits, least significant first, whatever the
+/// limb size.
+fn digits(candidate: &U1024) -> [u32; DIGITS] {
+    let bytes = candidate.to_le_bytes();
+    let mut digits = [0; DIGITS];
+    for (digit, chunk) in digits.iter_mut().zip(bytes.as_chunks::<4>().0) {
+        *digit = u32::from_le_bytes(*chunk);
+    }
+    digits
+}
+
+/// A run of [`prime_runs`], with the weight of each digit modulo its
+/// product.
+struct Run {
+    primes: &'static [u16],
+    product: NonZeroU64,
+    /// 2^(32·k) mod product for digit k (0: the least significant).
+    weights: [u32; DIGITS],
+}
+
+impl Run {
+    fn new((product, primes): (NonZeroU32, &'static [u16])) -> Self {
+        let product = NonZeroU64::from(product);
+        let mut weights = [0; DIGITS];
+        let mut weight = 1 % product;
+        for w in &mut weights {
+            // Always converts: the weight is below the product, a u32.
+            *w = u32::try_from(weight).unwrap_or_default();
+            weight = (weight << 32) % product;
+        }
+        Self {
+            primes,
+            product,
+            weights,
+        }
+    }
+
+    /// The number (32-bit digits, least significant first) modulo the
+    /// product, as the sum of each digit times its weight: 32 products
+    /// below 2^64, added as their low and high halves (each sum below 2^37),
+    /// then two divisions. Dividing digit by digit (Horner) takes 32, and
+    /// wasm's 64-bit division costs as much as several multiplications.
+    fn remainder(&self, digits: &[u32; DIGITS]) -> u64 {
+        let (mut low, mut high) = (0u64, 0u64);
+        for (&digit, &weight) in digits.iter().zip(&self.weights) {
+            let product = u64::from(digit) * u64::from(weight);
+            low += product & u64::from(u32::MAX);
+            high += product >> 32;
+        }
+        // The sum is high·2^32 + low = (high + low / 2^32)·2^32 + low mod 2^32.
+        let high = (high + (low >> 32)) % self.product;
+        ((high << 32) | (low & u64::from(u32::MAX))) % self.product
+    }
+}
+
+/// The runs with their weights, worked out once per instance, at the first
+/// key: 3222 runs of 31 divisions each, about 0.5 MB.
+fn runs() -> &'static [Run] {
+    static RUNS: OnceLock<Box<[Run]>> = OnceLock::new();
+    RUNS.get_or_init(|| prime_runs().map(Run::new).collect())
 }
 
 /// [`SMALL_PRIMES`] cut into runs of consecutive primes, each as long as
@@ -269,17 +330,6 @@ fn prime_runs() -> impl Iterator<Item = (NonZeroU32, &'static [u16])> {
         rest = tail;
         (!run.is_empty()).then_some((NonZeroU32::new(product)?, run))
     })
-}
-
-/// The number (32-bit digits, most significant first) modulo m, a digit at
-/// a time: r·2^32 + digit < 2^64 for r < m, and wasm divides 64-bit numbers
-/// natively (5× faster there than crypto-bigint's constant-time
-/// `rem_limb_with_reciprocal`).
-fn remainder(digits: &[u32], m: NonZeroU32) -> u64 {
-    let m = NonZeroU64::from(m);
-    digits
-        .iter()
-        .fold(0, |r, &digit| ((r << 32) | u64::from(digit)) % m)
 }
 
 fn miller_rabin(rng: &mut Rng, odd: &Odd<U1024>) -> bool {
@@ -460,6 +510,33 @@ mod tests {
         }
         assert_eq!(covered, SMALL_PRIMES);
         assert_eq!(prime_runs().next().map(|run| run.1.len()), Some(9));
+    }
+
+    /// Each run's remainder, summed from weighted digits, is the number
+    /// modulo the run's product as num-bigint-dig computes it: for 2^1024 − 1
+    /// (every digit, and so every sum, at its largest), 0, 1, powers of
+    /// 2^32 and random candidates.
+    #[test]
+    fn run_remainders_agree_with_num_bigint() {
+        let edges = [U1024::MAX, U1024::ZERO, U1024::ONE].into_iter();
+        let powers = (0..PRIME_BITS)
+            .step_by(32)
+            .map(|b| U1024::ONE.shl_vartime(b));
+        let random = (0..10).map(|_| random_odd().unwrap());
+        for n in edges.chain(powers).chain(random) {
+            let big = BigUint::from_bytes_be(&n.to_be_bytes());
+            let digits = digits(&n);
+            for run in runs() {
+                let expected = &big % BigUint::from(run.product.get());
+                assert_eq!(
+                    BigUint::from(run.remainder(&digits)),
+                    expected,
+                    "{n} mod {}",
+                    run.product
+                );
+            }
+        }
+        assert_eq!(runs().len(), prime_runs().count());
     }
 
     /// crypto-primes' trial division, which rejects a number of 1024 bits
