@@ -9,7 +9,9 @@ then:
     host: cold connects in fresh instances, warm connects, fresh instances with
     the store warm, a 100 MB COPY through the connector and direct);
   - times cloud-sql-python-connector + pg8000 doing the same cold and warm
-    connects (login + SELECT 1 each) with the same service-account key;
+    connects (login + SELECT 1 each) with the same service-account key; these
+    two run in alternating rounds (--rounds), so a drift in the machine's speed
+    shows on both sides of a ratio;
   - measures the peak memory of one connect in a process of each;
   - serves examples/messages-http with the wasmtime CLI (`wasmtime serve`, a fresh
     instance per request, the connector's cache in a directory, as
@@ -195,6 +197,39 @@ def theirs(emu, runs, cold_runs):
     finally:
         c.close()
     return {"cold": cold, "warm": warm}
+
+
+def shares(total, parts):
+    """`total` cut into `parts` whole shares as even as can be."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def ours_and_theirs(emu, host, pg, args):
+    """Rows 1-5: our connects and throughput (`gcp-db-host bench`) and Python's
+    connects, in `args.rounds` rounds.
+
+    The machine's speed drifts by tens of percent over minutes; run all of ours and
+    then all of Python's and a ratio carries that drift. Each round runs a share of
+    every connect count on both sides, the side that goes first alternating, so a
+    slow phase hits both. The throughput runs are all in the first round: each
+    already alternates the connector with direct TCP."""
+    o = {"cold": [], "warm": [], "store_warm": [], "throughput": []}
+    p = {"cold": [], "warm": []}
+    rounds = args.rounds
+    for i, (runs, cold_runs) in enumerate(zip(shares(args.runs, rounds), shares(args.cold_runs, rounds))):
+        log(f"round {i + 1} of {rounds}")
+        def run_ours():
+            part = ours(emu, host, pg, runs, cold_runs, args.throughput_mb,
+                        args.throughput_runs if i == 0 else 0)
+            for key in o:
+                o[key] += part[key]
+        def run_theirs():
+            part = theirs(emu, runs, cold_runs)
+            for key in p:
+                p[key] += part[key]
+        for side in (run_ours, run_theirs) if i % 2 == 0 else (run_theirs, run_ours):
+            side()
+    return o, p
 
 
 def peak_rss_kib(argv):
@@ -677,6 +712,9 @@ def main():
     ap.add_argument("--cold-runs", type=int, default=300,
                     help="first connects, ours and Python's: key generation varies a lot "
                          "from key to key, so its median and p90 take more samples")
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="rows 1-3 and 5 run in this many rounds, ours and Python's alternating, "
+                         "so that a drift in the machine's speed hits both sides of a ratio")
     ap.add_argument("--throughput-mb", type=int, default=100)
     ap.add_argument("--throughput-runs", type=int, default=3)
     ap.add_argument("--serve-requests", type=int, default=1000,
@@ -686,6 +724,8 @@ def main():
                     help="requests of row 8 (the Python app, store warm)")
     ap.add_argument("--write", metavar="FILE", help="also write the report (e.g. BENCHMARKS.md)")
     args = ap.parse_args()
+    # Every round runs at least one connect of each kind.
+    args.rounds = max(1, min(args.rounds, args.runs, args.cold_runs))
     host = required_env("GCPDB_HOST")
     pg = required_env("GCPDB_TEST_PG")
     component = required_env("GCP_DB_CONNECTOR_WASM")
@@ -712,9 +752,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="gcpdb-bench-") as state:
         emu = Emulator(emulator, pg, state)
         try:
-            o = ours(emu, host, pg, args.runs, args.cold_runs, args.throughput_mb,
-                     args.throughput_runs)
-            p = theirs(emu, args.runs, args.cold_runs)
+            o, p = ours_and_theirs(emu, host, pg, args)
             mem = memory(emu, host, component)
             w["aead"] = aead_ceiling(wasmtime, component, args.throughput_mb)
             w["store_warm"] = serve_store_warm(emu, wasmtime, app, args.serve_requests)
@@ -735,6 +773,7 @@ def main():
     if args.write:
         cmd = "scripts/bench" + ("" if args.runs == 30 else f" --runs {args.runs}")
         cmd += "" if args.cold_runs == 300 else f" --cold-runs {args.cold_runs}"
+        cmd += "" if args.rounds == 10 else f" --rounds {args.rounds}"
         cmd += "" if args.serve_requests == 1000 else f" --serve-requests {args.serve_requests}"
         cmd += "" if args.python_requests == 200 else f" --python-requests {args.python_requests}"
         head = ["# Benchmarks", "",
@@ -743,7 +782,8 @@ def main():
                 "component in the embedded wasmtime host; rows 7 and 8, examples/messages-http and",
                 "examples/python-messages under the",
                 f"{tool_version(wasmtime)} CLI; Google's cloud-sql-python-connector",
-                f"{version('cloud-sql-python-connector')} with pg8000 {version('pg8000')} against the same emulator in the same run).",
+                f"{version('cloud-sql-python-connector')} with pg8000 {version('pg8000')} against the same emulator in the same run;",
+                f"rows 1-3 and 5, ours and Python's connects, in {args.rounds} alternating rounds).",
                 "Regenerate with `scripts/bench --write BENCHMARKS.md`.", ""]
         with open(args.write, "w") as f:
             f.write("\n".join(head + body) + "\n")
