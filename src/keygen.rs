@@ -310,7 +310,13 @@ impl Run {
 /// key: 3222 runs of 31 divisions each, about 0.5 MB.
 fn runs() -> &'static [Run] {
     static RUNS: OnceLock<Box<[Run]>> = OnceLock::new();
-    RUNS.get_or_init(|| prime_runs().map(Run::new).collect())
+    RUNS.get_or_init(|| {
+        // At its exact size: a growing Vec would leave wasm's linear memory
+        // (which never shrinks) grown by its discarded buffers.
+        let mut runs = Vec::with_capacity(prime_runs().count());
+        runs.extend(prime_runs().map(Run::new));
+        runs.into_boxed_slice()
+    })
 }
 
 /// [`SMALL_PRIMES`] cut into runs of consecutive primes, each as long as
