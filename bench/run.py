@@ -215,9 +215,9 @@ def ours_and_theirs(emu, host, pg, args):
     already alternates the connector with direct TCP."""
     o = {"cold": [], "warm": [], "store_warm": [], "throughput": []}
     p = {"cold": [], "warm": []}
-    rounds = args.rounds
-    for i, (runs, cold_runs) in enumerate(zip(shares(args.runs, rounds), shares(args.cold_runs, rounds))):
-        log(f"round {i + 1} of {rounds}")
+    rounds = zip(shares(args.runs, args.rounds), shares(args.cold_runs, args.rounds))
+    for i, (runs, cold_runs) in enumerate(rounds):
+        log(f"round {i + 1} of {args.rounds}")
         def run_ours():
             part = ours(emu, host, pg, runs, cold_runs, args.throughput_mb,
                         args.throughput_runs if i == 0 else 0)

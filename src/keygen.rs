@@ -307,7 +307,7 @@ impl Run {
 }
 
 /// The runs with their weights, worked out once per instance, at the first
-/// key: 3222 runs of 31 divisions each, about 0.5 MB.
+/// key: 3222 runs of 32 weights, about 0.5 MB.
 fn runs() -> &'static [Run] {
     static RUNS: OnceLock<Box<[Run]>> = OnceLock::new();
     RUNS.get_or_init(|| {
