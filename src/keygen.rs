@@ -276,10 +276,12 @@ impl Run {
         let product = NonZeroU64::from(product);
         let mut weights = [0; DIGITS];
         let mut weight = 1 % product;
-        for w in &mut weights {
+        for (k, w) in weights.iter_mut().enumerate() {
+            if k > 0 {
+                weight = (weight << 32) % product;
+            }
             // Always converts: the weight is below the product, a u32.
             *w = u32::try_from(weight).unwrap_or_default();
-            weight = (weight << 32) % product;
         }
         Self {
             primes,

@@ -715,16 +715,56 @@ mod tests {
         assert_eq!(store.gets_of(&key), 1);
     }
 
-    /// Runs `before` once, just before the first lease is taken, as another
-    /// instance would between this one's look for the entry and its take.
-    struct Racing {
+    /// A store on which another instance's step lands at one point of this
+    /// one's work: `hook` runs once, on the store underneath.
+    struct Hooked {
         inner: Arc<MemoryStore>,
-        before: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+        at: At,
+        looks: std::sync::atomic::AtomicUsize,
+        hook: std::sync::Mutex<Option<Hook>>,
     }
 
-    impl Store for Racing {
+    type Hook = Box<dyn FnOnce(&MemoryStore) + Send>;
+
+    enum At {
+        /// Just before the first lease is taken.
+        Lease,
+        /// Just after the `nth` look for `key` found nothing.
+        Look { key: String, nth: usize },
+    }
+
+    impl Hooked {
+        fn new(
+            inner: &Arc<MemoryStore>,
+            at: At,
+            hook: impl FnOnce(&MemoryStore) + Send + 'static,
+        ) -> Arc<Self> {
+            Arc::new(Hooked {
+                inner: inner.clone(),
+                at,
+                looks: Default::default(),
+                hook: std::sync::Mutex::new(Some(Box::new(hook))),
+            })
+        }
+
+        fn run(&self) {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook(&self.inner);
+            }
+        }
+    }
+
+    impl Store for Hooked {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-            self.inner.get(key)
+            let found = self.inner.get(key);
+            if let At::Look { key: looked, nth } = &self.at {
+                let order = std::sync::atomic::Ordering::SeqCst;
+                if key == looked && self.looks.fetch_add(1, order) + 1 == *nth {
+                    self.run();
+                }
+            }
+            found
         }
         fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
             self.inner.set(key, value)
@@ -733,10 +773,8 @@ mod tests {
             self.inner.delete(key)
         }
         fn increment(&self, key: &str, delta: u64) -> Result<Option<u64>, String> {
-            if key.ends_with("/lease") {
-                if let Some(before) = self.before.lock().unwrap().take() {
-                    before();
-                }
+            if matches!(self.at, At::Lease) && key.ends_with("/lease") {
+                self.run();
             }
             self.inner.increment(key, delta)
         }
@@ -749,11 +787,8 @@ mod tests {
         let holder = instance(&shelf(&store, "api", None), &refresh);
         // Another instance refreshes, stores and lets go of the lease after
         // this one looked for the entry and before it takes the lease.
-        let racing = Arc::new(Racing {
-            inner: store.clone(),
-            before: std::sync::Mutex::new(Some(Box::new(move || {
-                assert!(refreshed(origin(&holder)));
-            }))),
+        let racing = Hooked::new(&store, At::Lease, move |_| {
+            assert!(refreshed(origin(&holder)));
         });
         let late = instance(&shelf(&racing, "api", None), &refresh);
         assert_eq!(origin(&late), Origin::Store);
@@ -794,39 +829,6 @@ mod tests {
         assert_eq!(refresh.gets(), 1, "the scratch refresh alone");
     }
 
-    /// The store as a holder leaves it when it finishes: on the waiter's
-    /// `nth` look for `key`, just after that look found nothing, `entry` is
-    /// written and the lease let go.
-    struct Finishing {
-        inner: Arc<MemoryStore>,
-        key: String,
-        entry: Vec<u8>,
-        nth: usize,
-        looks: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Store for Finishing {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-            let found = self.inner.get(key);
-            let order = std::sync::atomic::Ordering::SeqCst;
-            if key == self.key && self.looks.fetch_add(1, order) + 1 == self.nth {
-                self.inner.set(&self.key, &self.entry)?;
-                self.inner.delete(&format!("{}/lease", self.key))?;
-                self.inner.delete(&format!("{}/lease-until", self.key))?;
-            }
-            found
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-            self.inner.set(key, value)
-        }
-        fn delete(&self, key: &str) -> Result<(), String> {
-            self.inner.delete(key)
-        }
-        fn increment(&self, key: &str, delta: u64) -> Result<Option<u64>, String> {
-            self.inner.increment(key, delta)
-        }
-    }
-
     /// A waiter that finds the lease let go takes a new one, and then looks
     /// once more: the holder may have stored the entry between the waiter's
     /// last look and its finding the stamp gone (50 instances over three
@@ -840,13 +842,17 @@ mod tests {
         origin(&instance(&shelf(&scratch, "api", None), &refresh));
         let entry = scratch.get(&key).unwrap().unwrap();
         held(&store, &key, SystemTime::now() + LEASE_WAIT);
-        // Looks: before taking the lease, then while waiting.
-        let finishing = Arc::new(Finishing {
-            inner: store.clone(),
+        // The holder finishes just after the waiter's second look (the
+        // first is before it tries the lease, the second while it waits):
+        // it writes the entry and lets go of the lease.
+        let at = At::Look {
             key: key.clone(),
-            entry,
             nth: 2,
-            looks: Default::default(),
+        };
+        let finishing = Hooked::new(&store, at, move |store| {
+            store.set(&key, &entry).unwrap();
+            store.delete(&format!("{key}/lease")).unwrap();
+            store.delete(&format!("{key}/lease-until")).unwrap();
         });
         let waiter = instance(&shelf(&finishing, "api", None), &refresh);
         assert_eq!(origin(&waiter), Origin::Store);
