@@ -81,6 +81,9 @@ pub struct ThroughputSample {
     pub bytes: u64,
     /// Seconds from sending the query to its end.
     pub secs: f64,
+    /// CPU seconds the host process spent over those `secs`: the wasm guest,
+    /// the Postgres client reading the result and the socket reads.
+    pub cpu_secs: f64,
 }
 
 /// Everything one bench run measured.
@@ -122,7 +125,14 @@ impl BenchReport {
         let throughput: Vec<_> = self
             .throughput
             .iter()
-            .map(|t| serde_json::json!({"label": t.label, "bytes": t.bytes, "secs": t.secs}))
+            .map(|t| {
+                serde_json::json!({
+                    "label": t.label,
+                    "bytes": t.bytes,
+                    "secs": t.secs,
+                    "cpu_secs": t.cpu_secs,
+                })
+            })
             .collect();
         serde_json::json!({
             "cold": connects(&self.cold),
@@ -195,13 +205,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                     .await
                     .map_err(|e| format!("direct connection to {addr}: {e}"))?,
             );
-            let (bytes, secs) = stream_result(transport, &opts.login, &sql).await?;
-            eprintln!("bench: direct {}", rate(bytes, secs));
-            report.throughput.push(ThroughputSample {
-                label: "direct".into(),
-                bytes,
-                secs,
-            });
+            let sample = stream_result("direct", transport, &opts.login, &sql).await?;
+            eprintln!("bench: direct {}", rate(sample.bytes, sample.secs));
+            report.throughput.push(sample);
         }
         for (label, instance) in &opts.throughput_instances {
             let mut inst =
@@ -209,13 +215,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
             let connector = new_connector(&mut inst, opts.config.clone()).await?;
             let conn = connect(&mut inst, connector, instance).await?;
             let transport = ComponentConnection::new(&mut inst, conn);
-            let (bytes, secs) = stream_result(transport, &opts.login, &sql).await?;
-            eprintln!("bench: {label} {}", rate(bytes, secs));
-            report.throughput.push(ThroughputSample {
-                label: label.clone(),
-                bytes,
-                secs,
-            });
+            let sample = stream_result(label, transport, &opts.login, &sql).await?;
+            eprintln!("bench: {label} {}", rate(sample.bytes, sample.secs));
+            report.throughput.push(sample);
         }
     }
     Ok(report)
@@ -329,12 +331,14 @@ async fn connect_query(
     })
 }
 
-/// Logs in over `transport`, runs the `COPY` and counts its bytes.
+/// Logs in over `transport`, runs the `COPY` and measures it as `label`'s
+/// sample.
 async fn stream_result<T: Transport>(
+    label: &str,
     transport: T,
     login: &Login,
     sql: &str,
-) -> Result<(u64, f64), String> {
+) -> Result<ThroughputSample, String> {
     let mut session = Session::start(
         transport,
         &login.user,
@@ -343,10 +347,25 @@ async fn stream_result<T: Transport>(
     )
     .await?;
     let started = Instant::now();
+    let cpu_started = process_cpu();
     let bytes = session.copy_out(sql).await?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu().saturating_sub(cpu_started).as_secs_f64();
     session.terminate().await?;
-    Ok((bytes, secs))
+    Ok(ThroughputSample {
+        label: label.into(),
+        bytes,
+        secs,
+        cpu_secs,
+    })
+}
+
+/// CPU time of this process so far, all threads.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(t.tv_nsec).unwrap_or(0);
+    Duration::new(secs, nanos)
 }
 
 /// A plain TCP connection to the database (the baseline).

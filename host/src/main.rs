@@ -68,8 +68,9 @@ usage:
       The connector's side of scripts/bench: cold connects in fresh instances
       (--cold-runs of them, default --runs), warm connects, fresh instances
       with the store warm (with the _kv build), and a COPY of N MB through
-      each throughput instance and direct; prints the raw samples as JSON on
-      stdout (bench/run.py makes the table).
+      each throughput instance and direct (with the process's CPU time over
+      it); prints the raw samples as JSON on stdout (bench/run.py makes the
+      table).
   gcp-db-host imports <file.wasm>
       Print the component's imports, one per line.
   gcp-db-host exports <file.wasm>
