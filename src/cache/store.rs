@@ -729,7 +729,7 @@ mod tests {
     enum At {
         /// Just before the first lease is taken.
         Lease,
-        /// Just after the `nth` look for `key` found nothing.
+        /// Just after the `nth` look for `key`.
         Look { key: String, nth: usize },
     }
 
