@@ -547,25 +547,35 @@ def median(samples, key="total_us"):
     return statistics.median(s[key] for s in samples)
 
 
-def throughput_rows(samples):
-    by, cpu = {}, {}
+def by_label(samples, measure):
+    """{label: [measure(sample), …]} over the throughput samples, labels in order."""
+    out = {}
     for s in samples:
-        by.setdefault(s["label"], []).append(s["bytes"] / 1e6 / s["secs"])
-        cpu.setdefault(s["label"], []).append(cpu_ms_per_mb(s))
-    direct = statistics.median(by["direct"])
-    lines = ["| path | MB/s (median) | min | max | runs | vs direct | host CPU, ms per MB |",
-             "|---|---|---|---|---|---|---|"]
-    for label, rates in by.items():
-        med = statistics.median(rates)
-        name = "direct plaintext TCP to PostgreSQL" if label == "direct" else f"connector, TLS 1.3 {label}"
-        lines.append(f"| {name} | {med:.0f} | {min(rates):.0f} | {max(rates):.0f} | {len(rates)} | "
-                     f"{med / direct:.0%} | {statistics.median(cpu[label]):.2f} |")
-    return lines, {k: statistics.median(v) / direct for k, v in by.items()}
+        out.setdefault(s["label"], []).append(measure(s))
+    return out
+
+
+def mb_per_s(sample):
+    """A throughput sample's rate, in MB (10^6 bytes) a second."""
+    return sample["bytes"] / 1e6 / sample["secs"]
 
 
 def cpu_ms_per_mb(sample):
     """The host process's CPU milliseconds per MB of a throughput sample."""
     return sample["cpu_secs"] * 1e3 / (sample["bytes"] / 1e6)
+
+
+def throughput_rows(rates, cpu):
+    """The throughput table: `rates` and `cpu` are `by_label` of the samples."""
+    direct = statistics.median(rates["direct"])
+    lines = ["| path | MB/s (median) | min | max | runs | vs direct | host CPU, ms per MB |",
+             "|---|---|---|---|---|---|---|"]
+    for label, r in rates.items():
+        med = statistics.median(r)
+        name = "direct plaintext TCP to PostgreSQL" if label == "direct" else f"connector, TLS 1.3 {label}"
+        lines.append(f"| {name} | {med:.0f} | {min(r):.0f} | {max(r):.0f} | {len(r)} | "
+                     f"{med / direct:.0%} | {statistics.median(cpu[label]):.2f} |")
+    return lines
 
 
 def aead_ceiling(wasmtime, component, mb):
@@ -581,25 +591,24 @@ def aead_ceiling(wasmtime, component, mb):
     return {r["suite"]: r["mb_per_s"] for r in map(json.loads, out.splitlines())}
 
 
-def aead_rows(ceiling, samples):
-    """The ceiling as rows under the throughput table's, against its direct median."""
-    direct = statistics.median(s["bytes"] / 1e6 / s["secs"] for s in samples if s["label"] == "direct")
+def aead_rows(ceiling, direct):
+    """The ceiling as rows under the throughput table's, against direct's median MB/s."""
     return [f"| AEAD ceiling in wasm: {suite} record decryption alone (bench/aead-ceiling, best of 5) "
             f"| {rate:.0f} | | | 5 | {rate / direct:.0%} | {1e3 / rate:.2f} |" for suite, rate in ceiling.items()]
 
 
-def one_thread_bound(ceiling, samples):
+def one_thread_bound(ceiling, direct, cpu):
     """The rate a connector with no cost of its own beyond record decryption
     would reach, where decryption and the reader share one thread (a wasm
     guest and the app reading from it do): 1 / (decryption's CPU per MB at
     the ChaCha20-Poly1305 ceiling + the reader's own, direct's CPU per MB).
+    `direct` is direct's median MB/s, `cpu` the samples' CPU per MB by label.
     Returns the row, and the sentence splitting the default path's CPU per MB."""
-    rate = lambda label: statistics.median(s["bytes"] / 1e6 / s["secs"] for s in samples if s["label"] == label)
-    cpu = lambda label: statistics.median(cpu_ms_per_mb(s) for s in samples if s["label"] == label)
-    aead, reader, ours = 1e3 / ceiling["chacha20poly1305"], cpu("direct"), cpu("default")
+    aead = 1e3 / ceiling["chacha20poly1305"]
+    reader, ours = statistics.median(cpu["direct"]), statistics.median(cpu["default"])
     bound = 1e3 / (aead + reader)
     row = (f"| one thread's bound: the chacha20poly1305 ceiling's decryption and the reader's own work "
-           f"(direct's CPU per MB) in turn | {bound:.0f} | | | | {bound / rate('direct'):.0%} | {aead + reader:.2f} |")
+           f"(direct's CPU per MB) in turn | {bound:.0f} | | | | {bound / direct:.0%} | {aead + reader:.2f} |")
     rest = ours - aead - reader
     split = (f"Of the `default` path's {ours:.2f} ms of host CPU per MB, record decryption at the "
              f"ceiling takes {aead:.2f} ms and the reader's own work (direct's CPU per MB: socket "
@@ -707,11 +716,12 @@ def table(o, p, mem, sizes, args, w):
     r = median(py["samples"]) / median(w["store_warm"]["samples"])
     out.append(f"| 8. the Python app's store-warm request vs the Rust handler's (7a) | {ms(median(py['samples']))} | "
                f"{ms(median(w['store_warm']['samples']))} (Rust) | {r:.2f} |")
-    lines, _ = throughput_rows(o["throughput"])
+    rates, cpu = by_label(o["throughput"], mb_per_s), by_label(o["throughput"], cpu_ms_per_mb)
+    direct = statistics.median(rates["direct"])
+    bound, split = one_thread_bound(w["aead"], direct, cpu)
     out += ["", f"## 4. Throughput: COPY of {args.throughput_mb} MB (`COPY (SELECT repeat('x', 1000) …) TO STDOUT`)", ""]
-    out += lines
-    out += aead_rows(w["aead"], o["throughput"])
-    bound, split = one_thread_bound(w["aead"], o["throughput"])
+    out += throughput_rows(rates, cpu)
+    out += aead_rows(w["aead"], direct)
     out += [bound]
     out += ["", "`default` is the connector's own cipher preference against a proxy offering all TLS 1.3",
             "suites; the others are proxies narrowed to one suite. The AEAD ceiling rows time the",
